@@ -1,0 +1,390 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iou: asynchronous TCP streams and servers on Linux io_uring.
+ *
+ * The one public header.  Conventions that hold for every declaration below:
+ *
+ *  - Functions return 0 or a positive count on success and a negative errno
+ *    (or one of the IOU_E* codes, which lie outside errno's range) on failure.
+ *    errno is never the channel.  iou_strerror() turns any of them into words.
+ *  - If a function that takes a callback returns an error, that callback never
+ *    runs.  If it returns success, the callback runs exactly once (repeating
+ *    timers: once per expiry), always from iou_loop_run()/iou_loop_run_once()
+ *    and NEVER synchronously from inside the call that queued it.
+ *  - Callbacks receive the same kind of signed result: a byte count, 0 for
+ *    end-of-file, or a negative error; -ECANCELED when the operation was
+ *    cancelled because its stream or server was closed.
+ *  - One iou_loop is one io_uring driven by one thread: create the loop on the
+ *    thread that runs it.  Only iou_loop_post() and iou_loop_stop() may be called
+ *    from other threads; everything else belongs to the loop's thread.
+ *  - Invalid arguments (NULL pointers, zero sizes, out-of-range options) return
+ *    -EINVAL and change nothing.
+ */
+#ifndef IOU_H
+#define IOU_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IOU_VERSION_MAJOR 0
+#define IOU_VERSION_MINOR 1
+#define IOU_VERSION_PATCH 0
+
+#if defined(__GNUC__)
+#define IOU_EXTERN __attribute__((visibility("default")))
+#else
+#define IOU_EXTERN
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* iou-specific error codes, returned negated like errno values. */
+enum {
+	IOU_EINCOMPLETE = 4201, /* peer closed before the requested bytes arrived
+				   (the bytes that did arrive stay buffered) */
+	IOU_EOVERFLOW   = 4202, /* read_until: `max` bytes arrived without the
+				   separator; nothing was consumed */
+	IOU_ECLOSED     = 4203, /* the stream (or its read/write side) is closed
+				   or closing */
+	IOU_ENOURING    = 4204, /* io_uring is unavailable: kernel too old,
+				   kernel.io_uring_disabled, or a seccomp filter */
+	IOU_ERESOLVE    = 4205, /* the host name could not be resolved */
+	IOU_ENOFEATURE  = 4206, /* the kernel's io_uring lacks a required feature
+				   (multishot accept/recv, buffer rings: 6.0+) */
+};
+
+/* Words for any value a function or callback of iou returns (0 and positive
+ * values give "success").  The string is static; never NULL.  Any thread. */
+IOU_EXTERN const char *iou_strerror(int err);
+
+/* "MAJOR.MINOR.PATCH" of the library actually linked.  Any thread. */
+IOU_EXTERN const char *iou_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Loop                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct iou_loop iou_loop;
+typedef struct iou_stream iou_stream;
+typedef struct iou_server iou_server;
+typedef struct iou_timer iou_timer;
+
+/* iou_loop_opts.flags */
+#define IOU_LOOP_NO_DEFER_TASKRUN 0x1u /* kill switch: never ask for
+					  SINGLE_ISSUER|DEFER_TASKRUN */
+
+struct iou_loop_opts {
+	unsigned queue_depth; /* SQ entries, 1..32768, default 512 */
+	unsigned buf_size;    /* bytes per provided receive buffer,
+				 64..1 MiB, default 4096 */
+	unsigned buf_count;   /* receive buffers in the loop's ring, a power
+				 of two 1..32768, default 2048 */
+	unsigned flags;       /* IOU_LOOP_* */
+};
+
+/* Fill `opts` with the defaults above.  Any thread. */
+IOU_EXTERN void iou_loop_opts_init(struct iou_loop_opts *opts);
+
+/* Create a loop (one io_uring plus its provided-buffer ring) owned by the
+ * calling thread; `opts` may be NULL for the defaults.  On success *out is
+ * set and 0 returned.
+ * Errors: -EINVAL (bad option or NULL out), IOU_ENOURING (io_uring disabled
+ * or filtered), IOU_ENOFEATURE (kernel older than 6.0), -ENOMEM (also: the
+ * RLIMIT_MEMLOCK limit on kernels before 5.12). */
+IOU_EXTERN int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts);
+
+/* Destroy a loop that has no work left (see iou_loop_alive()).  Returns
+ * -EBUSY and changes nothing while streams, servers, timers, posted
+ * callbacks or in-flight operations remain: close them and run the loop
+ * until it returns first.  -EINVAL for NULL. */
+IOU_EXTERN int iou_loop_destroy(iou_loop *loop);
+
+/* Run until the loop has no work left or iou_loop_stop() was called.
+ * Returns 0 when out of work, 1 when stopped, or a negative error from the
+ * ring (the loop stays usable). */
+IOU_EXTERN int iou_loop_run(iou_loop *loop);
+
+/* Run one turn: submit what is queued, wait up to `timeout_ms` (0: do not
+ * wait, -1: wait until something happens) for completions, timers or posted
+ * callbacks, and run their callbacks.  Returns the number of callbacks and
+ * completions handled (>= 0), or a negative error. */
+IOU_EXTERN int iou_loop_run_once(iou_loop *loop, int timeout_ms);
+
+/* Ask iou_loop_run() to return after the current turn.  Any thread; wakes a
+ * loop that is blocked in the kernel at once. */
+IOU_EXTERN void iou_loop_stop(iou_loop *loop);
+
+/* Run fn(ud) on the loop's thread during a coming turn.  Any thread; wakes
+ * the loop at once.  Callbacks posted from one thread run in the order they
+ * were posted.  Errors: -EINVAL, -ENOMEM. */
+IOU_EXTERN int iou_loop_post(iou_loop *loop, void (*fn)(void *ud), void *ud);
+
+/* 1 if the loop has work (in-flight operations, open streams or servers,
+ * active timers, posted callbacks, pending name look-ups), else 0. */
+IOU_EXTERN int iou_loop_alive(const iou_loop *loop);
+
+/* The loop's cached monotonic clock in milliseconds, updated once per turn. */
+IOU_EXTERN uint64_t iou_loop_now(const iou_loop *loop);
+
+/* ------------------------------------------------------------------------ */
+/* Timers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Runs when the timer expires.  A one-shot timer is freed after its
+ * callback returns; a repeating one stays until iou_timer_cancel(). */
+typedef void (*iou_timer_cb)(iou_timer *t, void *ud);
+
+/* Start a timer that fires after `after_ms` milliseconds and then, if
+ * `repeat_ms` > 0, every `repeat_ms`.  Timers that expire in the same turn
+ * fire in deadline order (start order for equal deadlines).  Timers cost no
+ * SQE: the loop waits with the nearest deadline as its timeout.
+ * Errors: -EINVAL, -ENOMEM. */
+IOU_EXTERN int iou_timer_start(iou_loop *loop, uint64_t after_ms,
+			       uint64_t repeat_ms, iou_timer_cb cb, void *ud,
+			       iou_timer **out);
+
+/* Stop and free a timer; its callback never runs afterwards.  May be called
+ * from the timer's own callback.  Errors: -EINVAL. */
+IOU_EXTERN int iou_timer_cancel(iou_timer *t);
+
+/* ------------------------------------------------------------------------ */
+/* Streams                                                                  */
+/* ------------------------------------------------------------------------ */
+
+struct iou_stream_opts {
+	int nodelay;          /* TCP_NODELAY, default 1 */
+	int keepalive_s;      /* TCP keepalive idle seconds, 0 = off (default) */
+	int sndbuf;           /* SO_SNDBUF bytes, 0 = kernel default */
+	int rcvbuf;           /* SO_RCVBUF bytes, 0 = kernel default */
+	size_t max_buffered;  /* receive bytes buffered before the stream stops
+				 receiving (backpressure), default 256 KiB,
+				 at least 1 */
+};
+
+/* Fill `opts` with the defaults above. */
+IOU_EXTERN void iou_stream_opts_init(struct iou_stream_opts *opts);
+
+struct iou_connect_opts {
+	struct iou_stream_opts stream;
+	unsigned timeout_ms;     /* whole connect including name look-up,
+				    0 = no limit (default) */
+	const char *bind_host;   /* local address to bind, NULL = any */
+};
+
+IOU_EXTERN void iou_connect_opts_init(struct iou_connect_opts *opts);
+
+/* Connect callback: `s` is the connected stream (res == 0) or NULL (res < 0).
+ * Errors: IOU_ERESOLVE (name not found), -ECONNREFUSED, -ETIMEDOUT (the
+ * timeout_ms limit passed), -ENETUNREACH/-EHOSTUNREACH, -EADDRNOTAVAIL
+ * (bind_host), other -errno from socket/connect. */
+typedef void (*iou_connect_cb)(iou_stream *s, int res, void *ud);
+
+/* Connect to host:port over TCP.  `host` is a numeric IPv4/IPv6 address or a
+ * name; names are resolved on a helper thread, never on the loop's thread.
+ * Each resolved address is tried in turn; the error of the last one is
+ * reported.  `opts` may be NULL.  The new stream belongs to the caller, who
+ * must iou_close() it.  Errors (returned): -EINVAL. */
+IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
+			       const struct iou_connect_opts *opts,
+			       iou_connect_cb cb, void *ud);
+
+/* Wrap a connected stream socket `fd` (the stream takes ownership of the fd,
+ * sets it non-blocking and applies `opts`, which may be NULL).
+ * Errors: -EINVAL, -ENOMEM, -ENOTSOCK. */
+IOU_EXTERN int iou_stream_open(iou_loop *loop, int fd,
+			       const struct iou_stream_opts *opts,
+			       iou_stream **out);
+
+/* Read callback.  res > 0: `data` points at res bytes, valid only until the
+ * callback returns (copy what you keep).  res == 0: end of file (plain
+ * iou_read only).  res < 0: an error, `data` is NULL. */
+typedef void (*iou_read_cb)(iou_stream *s, ssize_t res, const void *data,
+			    void *ud);
+
+/* Write callback.  res >= 0: bytes sent; res < 0: error (-EPIPE,
+ * -ECONNRESET, -ECANCELED when the stream was closed first, ...). */
+typedef void (*iou_write_cb)(iou_stream *s, ssize_t res, void *ud);
+
+/* Runs once the stream is closed; the stream is freed when it returns. */
+typedef void (*iou_close_cb)(iou_stream *s, void *ud);
+
+/* One read operation may be pending per stream: a second one returns -EBUSY.
+ * Read operations return IOU_ECLOSED after iou_shutdown(SHUT_RD) or
+ * iou_close().  Received bytes are buffered in the stream (up to
+ * max_buffered) whether or not a read is pending, once the first read was
+ * issued. */
+
+/* Read up to `max` (>= 1) bytes: whatever is buffered, or the next bytes to
+ * arrive.  The callback gets 0 at end of file. */
+IOU_EXTERN int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud);
+
+/* Read exactly n (>= 1, <= max_buffered) bytes.  If the peer closes first:
+ * IOU_EINCOMPLETE, and the bytes that did arrive stay buffered
+ * (iou_take_buffer()). */
+IOU_EXTERN int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb,
+				void *ud);
+
+/* Like iou_read_exactly() but the bytes stay buffered: the next read sees
+ * them again. */
+IOU_EXTERN int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud);
+
+/* Read up to and including the first occurrence of sep[0..seplen) (any
+ * length >= 1, also spanning receive buffers).  If `max` (>= seplen,
+ * <= max_buffered) bytes are buffered without the separator: IOU_EOVERFLOW
+ * and nothing is consumed: every byte is still readable.  End of file first:
+ * IOU_EINCOMPLETE.  `sep` is copied; it need not outlive the call. */
+IOU_EXTERN int iou_read_until(iou_stream *s, const void *sep, size_t seplen,
+			      size_t max, iou_read_cb cb, void *ud);
+
+/* Bytes received and not yet consumed. */
+IOU_EXTERN size_t iou_buffered(const iou_stream *s);
+
+/* Move up to `cap` buffered bytes into dst and consume them.  Returns the
+ * count; -EBUSY while a read is pending; -EINVAL. */
+IOU_EXTERN ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap);
+
+/* Send up to `len` (>= 1) bytes from `buf` with one send: the callback gets
+ * the count actually sent, which may be short.  `buf` must stay valid until
+ * the callback runs.  Writes (of every kind) go out and complete in the order
+ * they were issued; a failed write fails every write queued behind it with
+ * the same error.  Never raises SIGPIPE.
+ * Errors: -EINVAL, IOU_ECLOSED (after SHUT_WR or close), -ENOMEM. */
+IOU_EXTERN int iou_write(iou_stream *s, const void *buf, size_t len,
+			 iou_write_cb cb, void *ud);
+
+/* Send all `len` bytes; the callback gets len, or the error that stopped it.
+ * Same rules as iou_write(). */
+IOU_EXTERN int iou_write_all(iou_stream *s, const void *buf, size_t len,
+			     iou_write_cb cb, void *ud);
+
+/* Append a copy of data[0..len) to the stream's write buffer without
+ * sending.  Errors: -EINVAL, IOU_ECLOSED, -ENOMEM. */
+IOU_EXTERN int iou_feed(iou_stream *s, const void *data, size_t len);
+
+/* Bytes fed and not yet handed to iou_drain(). */
+IOU_EXTERN size_t iou_fed(const iou_stream *s);
+
+/* Send everything fed so far, in order with other writes.  The callback gets
+ * the byte count (0 when nothing was fed) or an error. */
+IOU_EXTERN int iou_drain(iou_stream *s, iou_write_cb cb, void *ud);
+
+/* Take the next received bytes (up to `max`) from `from` and send all of them
+ * on `to` straight from the receive buffer, without copying (an echo server
+ * passes the same stream twice; a proxy two streams).  The callback (which
+ * gets `from`) receives the count forwarded, 0 at end of file on `from`, or an
+ * error of either side.  This is a read on `from` (one at a time) and a write
+ * on `to` (ordered with its other writes). */
+IOU_EXTERN int iou_forward(iou_stream *from, iou_stream *to, size_t max,
+			   iou_write_cb cb, void *ud);
+
+/* Shut down one side: SHUT_RD stops receiving (a pending read fails with
+ * IOU_ECLOSED; buffered bytes stay readable with iou_take_buffer()); SHUT_WR
+ * sends FIN once every queued write went out; SHUT_RDWR both.  Idempotent.
+ * Errors: -EINVAL, IOU_ECLOSED (closing). */
+IOU_EXTERN int iou_shutdown(iou_stream *s, int how);
+
+/* Close: cancel what is in flight (pending reads and writes complete with
+ * -ECANCELED), wait for the kernel to finish with every operation, close the
+ * fd, then call cb (may be NULL) and free the stream.  Calling it again, or
+ * after the close began, returns IOU_ECLOSED. */
+IOU_EXTERN int iou_close(iou_stream *s, iou_close_cb cb, void *ud);
+
+/* Application data attached to the stream. */
+IOU_EXTERN void iou_stream_set_data(iou_stream *s, void *data);
+IOU_EXTERN void *iou_stream_data(const iou_stream *s);
+IOU_EXTERN iou_loop *iou_stream_loop(const iou_stream *s);
+IOU_EXTERN int iou_stream_fd(const iou_stream *s);
+
+/* Address of the peer / of our side as text ("127.0.0.1", "::1") and port.
+ * `host` gets at least 46 bytes (INET6_ADDRSTRLEN).  Errors: -EINVAL,
+ * -ENOSPC (hostlen too small), -errno from getpeername/getsockname. */
+IOU_EXTERN int iou_peer_address(const iou_stream *s, char *host,
+				size_t hostlen, uint16_t *port);
+IOU_EXTERN int iou_local_address(const iou_stream *s, char *host,
+				 size_t hostlen, uint16_t *port);
+
+/* Text form of a socket address (IPv4 or IPv6).  Same errors as above. */
+IOU_EXTERN int iou_sockaddr_text(const struct sockaddr *sa, char *host,
+				 size_t hostlen, uint16_t *port);
+
+/* ------------------------------------------------------------------------ */
+/* Servers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef void (*iou_server_event_cb)(iou_server *srv, void *ud);
+
+struct iou_server_opts {
+	const char *host;         /* numeric IPv4/IPv6 listen address,
+				     default "127.0.0.1" */
+	uint16_t port;            /* 0 = any free port (see iou_server_port) */
+	int backlog;              /* listen backlog, default 511 */
+	int reuseport;            /* set SO_REUSEPORT, default 0 */
+	unsigned max_conns;       /* 0 = no limit; past it new connections are
+				     accepted and closed at once (counted as
+				     refused) */
+	unsigned idle_timeout_ms; /* close a connection that receives nothing
+				     that long, 0 = never */
+	struct iou_stream_opts stream;   /* for every accepted stream */
+	iou_server_event_cb on_shutdown; /* optional: shutdown has begun */
+};
+
+IOU_EXTERN void iou_server_opts_init(struct iou_server_opts *opts);
+
+/* A new connection: `s` belongs to the application, which closes it with
+ * iou_close() when done (the server closes it on shutdown past the grace
+ * limit or on idle timeout; the application's pending callbacks then get
+ * -ECANCELED or IOU_ECLOSED).  `peer` is the peer's address. */
+typedef void (*iou_connection_cb)(iou_server *srv, iou_stream *s,
+				  const struct sockaddr *peer, void *ud);
+
+/* Start listening and accepting with one multishot accept.  `ud` is passed
+ * to every callback of the server.  Errors: -EINVAL (bad option, host not a
+ * numeric address), -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, -ENOMEM, other
+ * -errno from socket/bind/listen. */
+IOU_EXTERN int iou_server_start(iou_loop *loop,
+				const struct iou_server_opts *opts,
+				iou_connection_cb on_connection, void *ud,
+				iou_server **out);
+
+/* The port the server listens on (the real one when started with port 0). */
+IOU_EXTERN uint16_t iou_server_port(const iou_server *srv);
+
+struct iou_server_stats {
+	uint64_t open;        /* connections open now */
+	uint64_t accepted;    /* connections handed to on_connection */
+	uint64_t refused;     /* closed at once because of max_conns */
+	uint64_t idle_closed; /* closed by the idle timeout */
+	uint64_t finished;    /* shutdown: closed by the application in grace */
+	uint64_t cut;         /* shutdown: closed by the server at the limit */
+};
+
+IOU_EXTERN void iou_server_get_stats(const iou_server *srv,
+				     struct iou_server_stats *st);
+
+/* Shutdown finished: every connection closed, every fd closed, every
+ * in-flight operation completed.  The server is freed when this returns. */
+typedef void (*iou_server_done_cb)(iou_server *srv, uint64_t finished,
+				   uint64_t cut, void *ud);
+
+/* Graceful shutdown: stop accepting at once (the listening socket closes, so
+ * new connects are refused), run on_shutdown, keep serving open connections
+ * until each is closed or `grace_ms` passes, then close what is left, drain
+ * every operation, and call cb (may be NULL).  Calling it again while the
+ * shutdown runs returns IOU_ECLOSED and changes nothing.  Loop thread only:
+ * from a signal handler or another thread, go through iou_loop_post(). */
+IOU_EXTERN int iou_server_shutdown(iou_server *srv, unsigned grace_ms,
+				   iou_server_done_cb cb, void *ud);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IOU_H */

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/* The loop's provided-buffer ring: every stream receives into it.  Buffers
+ * go back to the ring as soon as their bytes are consumed; returns are
+ * batched and published to the kernel once per turn. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define BGID 0
+
+static size_t page_round(size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (n + page - 1) & ~(page - 1);
+}
+
+int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
+{
+	struct iou__bufring *b = &loop->bufs;
+	struct io_uring_buf_reg reg = { 0 };
+	size_t data_bytes = page_round((size_t)size * count);
+	int ret;
+
+	b->buf_size = size;
+	b->buf_count = count;
+	b->mask = (unsigned)io_uring_buf_ring_mask(count);
+	b->bgid = BGID;
+	b->br_bytes = page_round(count * sizeof(struct io_uring_buf));
+	b->br = mmap(NULL, b->br_bytes, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (b->br == MAP_FAILED) {
+		b->br = NULL;
+		return -ENOMEM;
+	}
+	b->base = mmap(NULL, data_bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (b->base == MAP_FAILED) {
+		b->base = NULL;
+		ret = -ENOMEM;
+		goto err;
+	}
+	loop->segs = calloc(count, sizeof(*loop->segs));
+	if (!loop->segs) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	reg.ring_addr = (unsigned long)(uintptr_t)b->br;
+	reg.ring_entries = count;
+	reg.bgid = BGID;
+	ret = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+	if (ret < 0) {
+		/* Buffer rings came with 5.19; -EINVAL means a kernel without. */
+		if (ret == -EINVAL)
+			ret = -IOU_ENOFEATURE;
+		goto err;
+	}
+	io_uring_buf_ring_init(b->br);
+	for (unsigned bid = 0; bid < count; bid++)
+		io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid), size,
+				      (unsigned short)bid, (int)b->mask, (int)bid);
+	io_uring_buf_ring_advance(b->br, (int)count);
+	return 0;
+err:
+	iou__bufring_teardown(loop);
+	return ret;
+}
+
+void iou__bufring_teardown(iou_loop *loop)
+{
+	struct iou__bufring *b = &loop->bufs;
+
+	/* Called after io_uring_queue_exit() or on a failed set-up: the kernel
+	 * holds no reference to the memory any more. */
+	if (b->base)
+		munmap(b->base, page_round((size_t)b->buf_size * b->buf_count));
+	if (b->br)
+		munmap(b->br, b->br_bytes);
+	free(loop->segs);
+	loop->segs = NULL;
+	b->base = NULL;
+	b->br = NULL;
+}
+
+void iou__buf_recycle(iou_loop *loop, unsigned bid)
+{
+	struct iou__bufring *b = &loop->bufs;
+
+	io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid), b->buf_size,
+			      (unsigned short)bid, (int)b->mask, (int)b->pending);
+	b->pending++;
+	b->out--;
+}
+
+void iou__bufring_publish(iou_loop *loop)
+{
+	struct iou__bufring *b = &loop->bufs;
+
+	if (b->pending) {
+		io_uring_buf_ring_advance(b->br, (int)b->pending);
+		b->pending = 0;
+	}
+}

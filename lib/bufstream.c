@@ -1,0 +1,586 @@
+/* SPDX-License-Identifier: MIT */
+/* The receive side of a stream: one multishot recv into the loop's provided
+ * buffers, a queue of received buffers, and the buffered reads on top
+ * (read, read_exactly, peek, read_until, forward).
+ *
+ * Received bytes are [spill][seg_head .. seg_tail]: the spill is a private
+ * copy used only when a read needs bytes that span buffers, or when the pool
+ * runs dry and buffers must go back; otherwise callbacks get pointers
+ * straight into the provided buffers. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+size_t iou__buffered(const iou_stream *s)
+{
+	return s->spill_len + s->seg_bytes;
+}
+
+/* ---- the segment queue -------------------------------------------------- */
+
+static struct iou__seg *seg(const iou_stream *s, uint32_t bid)
+{
+	return &s->loop->segs[bid];
+}
+
+static void seg_push(iou_stream *s, uint32_t bid, uint32_t len)
+{
+	struct iou__seg *g = seg(s, bid);
+
+	g->next = IOU__SEG_NONE;
+	g->off = 0;
+	g->len = len;
+	if (s->seg_tail == IOU__SEG_NONE) {
+		s->seg_head = bid;
+		iou__list_add_tail(&s->loop->holders, &s->holder_link);
+	} else {
+		seg(s, s->seg_tail)->next = bid;
+	}
+	s->seg_tail = bid;
+	s->seg_bytes += len;
+}
+
+/* Unlink the head buffer; the caller recycles it or hands it on. */
+static uint32_t seg_unlink_head(iou_stream *s)
+{
+	uint32_t bid = s->seg_head;
+	struct iou__seg *g = seg(s, bid);
+
+	s->seg_bytes -= g->len - g->off;
+	s->seg_head = g->next;
+	if (s->seg_head == IOU__SEG_NONE) {
+		s->seg_tail = IOU__SEG_NONE;
+		iou__list_del(&s->holder_link);
+	}
+	return bid;
+}
+
+static void first_chunk(const iou_stream *s, const unsigned char **p,
+			size_t *len)
+{
+	if (s->spill_len) {
+		*p = s->spill + s->spill_off;
+		*len = s->spill_len;
+	} else if (s->seg_head != IOU__SEG_NONE) {
+		const struct iou__seg *g = seg(s, s->seg_head);
+
+		*p = iou__buf_addr(s->loop, s->seg_head) + g->off;
+		*len = g->len - g->off;
+	} else {
+		*p = NULL;
+		*len = 0;
+	}
+}
+
+static int spill_reserve(iou_stream *s, size_t extra)
+{
+	size_t need = s->spill_len + extra;
+
+	if (s->spill_off + need <= s->spill_cap)
+		return 0;
+	if (s->spill_off && !(s->flags & IOU__S_DELIVERING)) {
+		memmove(s->spill, s->spill + s->spill_off, s->spill_len);
+		s->spill_off = 0;
+		if (need <= s->spill_cap)
+			return 0;
+	}
+	size_t cap = s->spill_cap ? s->spill_cap : 1024;
+	while (cap < s->spill_off + need)
+		cap *= 2;
+	unsigned char *p = realloc(s->spill, cap);
+	if (!p)
+		return -ENOMEM;
+	s->spill = p;
+	s->spill_cap = cap;
+	return 0;
+}
+
+/* Copy the head buffer's bytes to the end of the spill and give it back. */
+static int spill_head(iou_stream *s)
+{
+	uint32_t bid = s->seg_head;
+	const struct iou__seg *g = seg(s, bid);
+	size_t len = g->len - g->off;
+
+	if (spill_reserve(s, len) < 0)
+		return -ENOMEM;
+	memcpy(s->spill + s->spill_off + s->spill_len,
+	       iou__buf_addr(s->loop, bid) + g->off, len);
+	s->spill_len += len;
+	iou__buf_recycle(s->loop, seg_unlink_head(s));
+	return 0;
+}
+
+void iou__recv_spill(iou_stream *s)
+{
+	while (s->seg_head != IOU__SEG_NONE && spill_head(s) == 0)
+		;
+}
+
+void iou__recv_release_all(iou_stream *s)
+{
+	while (s->seg_head != IOU__SEG_NONE)
+		iou__buf_recycle(s->loop, seg_unlink_head(s));
+}
+
+/* The first n buffered bytes as one contiguous run, copying only when they
+ * span buffers.  NULL on allocation failure. */
+static const unsigned char *contiguous(iou_stream *s, size_t n)
+{
+	const unsigned char *p;
+	size_t len;
+
+	first_chunk(s, &p, &len);
+	while (len < n) {
+		if (spill_head(s) < 0)
+			return NULL;
+		first_chunk(s, &p, &len);
+	}
+	return p;
+}
+
+static void consume(iou_stream *s, size_t n)
+{
+	size_t k = n < s->spill_len ? n : s->spill_len;
+
+	s->spill_off += k;
+	s->spill_len -= k;
+	if (!s->spill_len)
+		s->spill_off = 0;
+	n -= k;
+	while (n) {
+		struct iou__seg *g = seg(s, s->seg_head);
+		size_t avail = g->len - g->off;
+
+		if (avail > n) {
+			g->off += (uint32_t)n;
+			s->seg_bytes -= n;
+			break;
+		}
+		n -= avail;
+		iou__buf_recycle(s->loop, seg_unlink_head(s));
+	}
+}
+
+/* ---- the multishot recv ------------------------------------------------- */
+
+void iou__recv_arm(iou_stream *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!(s->flags & IOU__S_RECV_WANTED) ||
+	    (s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED | IOU__S_EOF |
+			 IOU__S_RD_SHUT | IOU__S_CLOSING)) ||
+	    s->rd_err || iou__buffered(s) >= s->max_buffered)
+		return;
+	sqe = iou__get_sqe(s->loop);
+	if (!sqe) {
+		iou__stream_poke(s);
+		return;
+	}
+	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = (uint16_t)s->loop->bufs.bgid;
+	io_uring_sqe_set_data(sqe, &s->recv_op);
+	s->flags |= IOU__S_RECV_ARMED;
+	s->inflight++;
+	iou__op_submitted(s->loop);
+}
+
+/* Stop receiving while the stream holds max_buffered bytes: the socket's
+ * receive queue fills and TCP pushes back on the peer. */
+static void recv_pause_if_full(iou_stream *s)
+{
+	if (iou__buffered(s) < s->max_buffered ||
+	    (s->flags & (IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL)) !=
+		    IOU__S_RECV_ARMED)
+		return;
+	if (iou__cancel_op(s->loop, &s->recv_op) == 0)
+		s->flags |= IOU__S_RECV_CANCEL;
+}
+
+void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+{
+	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, recv_op);
+	iou_loop *loop = s->loop;
+	int res = cqe->res;
+
+	if (cqe->flags & IORING_CQE_F_BUFFER) {
+		uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+
+		loop->bufs.out++;
+		if (res > 0 && !(s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT))) {
+			seg_push(s, bid, (uint32_t)res);
+			s->last_recv = loop->now;
+		} else {
+			iou__buf_recycle(loop, bid);
+		}
+	}
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		s->flags &= ~(IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL);
+		s->inflight--;
+		iou__op_done(loop);
+		if (s->flags & IOU__S_CLOSING) {
+			iou__stream_op_done(s);
+			return;
+		}
+		if (res == -ENOBUFS && !(s->flags & IOU__S_RD_SHUT)) {
+			/* The pool ran dry: wait for buffers to come back. */
+			s->flags |= IOU__S_STARVED;
+			iou__list_add_tail(&loop->starved, &s->starved_link);
+		} else {
+			iou__stream_poke(s); /* re-arm if still wanted */
+		}
+	}
+	if (res == 0)
+		s->flags |= IOU__S_EOF;
+	else if (res < 0 && res != -ENOBUFS && res != -ECANCELED && !s->rd_err)
+		s->rd_err = res;
+	if (s->flags & IOU__S_CLOSING)
+		return;
+	if (s->read_kind != IOU__RD_NONE)
+		iou__read_progress(s);
+	recv_pause_if_full(s);
+}
+
+/* ---- pending reads ------------------------------------------------------ */
+
+static void read_clear(iou_stream *s)
+{
+	s->read_kind = IOU__RD_NONE;
+	s->scan_pos = 0;
+	s->fwd_req = NULL;
+	s->fwd_to = NULL;
+}
+
+void iou__read_fail(iou_stream *s, int err)
+{
+	uint8_t kind = s->read_kind;
+	void *ud = s->read_ud;
+
+	if (kind == IOU__RD_FORWARD || kind == IOU__RD_FORWARDING) {
+		iou_write_cb cb = s->fwd_cb;
+
+		if (s->fwd_req)
+			s->fwd_req->cb_stream = NULL; /* its send ends alone */
+		read_clear(s);
+		cb(s, err, ud);
+	} else {
+		iou_read_cb cb = s->read_cb;
+
+		read_clear(s);
+		cb(s, err, NULL, ud);
+	}
+}
+
+/* Receiving stopped for backpressure resumes once bytes were consumed. */
+static void recv_resume(iou_stream *s)
+{
+	if ((s->flags & IOU__S_RECV_WANTED) &&
+	    !(s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED)) &&
+	    iou__buffered(s) < s->max_buffered)
+		iou__stream_poke(s);
+}
+
+static void deliver(iou_stream *s, const unsigned char *p, size_t n,
+		    bool keep)
+{
+	iou_read_cb cb = s->read_cb;
+	void *ud = s->read_ud;
+
+	read_clear(s);
+	s->flags |= IOU__S_DELIVERING;
+	cb(s, (ssize_t)n, p, ud);
+	s->flags &= ~IOU__S_DELIVERING;
+	if (!keep) {
+		consume(s, n);
+		recv_resume(s);
+	}
+}
+
+/* End of the bytes: what a read that wants more gets instead. */
+static int end_error(const iou_stream *s)
+{
+	if (s->rd_err)
+		return s->rd_err;
+	if (s->flags & IOU__S_EOF)
+		return -IOU_EINCOMPLETE;
+	if (s->flags & (IOU__S_RD_SHUT | IOU__S_CLOSING))
+		return -IOU_ECLOSED;
+	return 0;
+}
+
+/* Search for the separator in the first read_n bytes.  Returns the length
+ * up to and including it, or 0.  Gathers buffers into the spill only when
+ * the first one does not hold the answer; scan_pos remembers how far no
+ * match can start, so every byte is searched about once. */
+static size_t find_sep(iou_stream *s)
+{
+	size_t limit = s->read_n;
+
+	for (;;) {
+		const unsigned char *p, *hit;
+		size_t len, span;
+
+		first_chunk(s, &p, &len);
+		span = len < limit ? len : limit;
+		if (span >= s->scan_pos + s->seplen) {
+			hit = memmem(p + s->scan_pos, span - s->scan_pos, s->sep,
+				     s->seplen);
+			if (hit)
+				return (size_t)(hit - p) + s->seplen;
+			s->scan_pos = span - s->seplen + 1;
+		}
+		if (len >= limit || len == iou__buffered(s))
+			return 0;
+		if (spill_head(s) < 0)
+			return 0;
+	}
+}
+
+static void forward_progress(iou_stream *s)
+{
+	iou_stream *to = s->fwd_to;
+	const unsigned char *p;
+	size_t len;
+	uint32_t bid = IOU__SEG_NONE;
+	struct iou__write *w;
+	int ret;
+
+	if (to->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT)) {
+		iou__read_fail(s, -IOU_ECLOSED);
+		return;
+	}
+	if (to->wr_err) {
+		iou__read_fail(s, to->wr_err);
+		return;
+	}
+	first_chunk(s, &p, &len);
+	if (len > s->read_n)
+		len = s->read_n;
+	if (!s->spill_len &&
+	    p + len == iou__buf_addr(s->loop, s->seg_head) +
+			       seg(s, s->seg_head)->len) {
+		/* The whole rest of a provided buffer: hand the buffer over. */
+		bid = seg_unlink_head(s);
+	} else {
+		/* Spilled bytes, or part of a buffer: copy them out. */
+		unsigned char *copy = malloc(len);
+
+		if (!copy) {
+			iou__read_fail(s, -ENOMEM);
+			return;
+		}
+		memcpy(copy, p, len);
+		consume(s, len);
+		p = copy;
+	}
+	ret = iou__stream_queue_forward(to, s, p, len, bid, &w);
+	if (ret < 0) {
+		if (bid != IOU__SEG_NONE)
+			iou__buf_recycle(s->loop, bid);
+		else
+			free((void *)p);
+		iou__read_fail(s, ret);
+		return;
+	}
+	if (bid == IOU__SEG_NONE)
+		w->owned = (unsigned char *)p;
+	s->read_kind = IOU__RD_FORWARDING;
+	s->fwd_req = w;
+	recv_resume(s);
+}
+
+void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res)
+{
+	iou_write_cb cb = from->fwd_cb;
+	void *ud = from->read_ud;
+
+	(void)w;
+	read_clear(from);
+	cb(from, res, ud);
+}
+
+void iou__read_progress(iou_stream *s)
+{
+	size_t have = iou__buffered(s), n = 0;
+	const unsigned char *p;
+	int err = 0;
+
+	switch (s->read_kind) {
+	case IOU__RD_SOME:
+		if (have) {
+			first_chunk(s, &p, &n);
+			deliver(s, p, n < s->read_n ? n : s->read_n, false);
+			return;
+		}
+		err = end_error(s);
+		if (err == -IOU_EINCOMPLETE) {
+			deliver(s, NULL, 0, true); /* plain end of file */
+			return;
+		}
+		break;
+	case IOU__RD_EXACTLY:
+	case IOU__RD_PEEK:
+		if (have >= s->read_n)
+			n = s->read_n;
+		else
+			err = end_error(s);
+		break;
+	case IOU__RD_UNTIL:
+		n = find_sep(s);
+		if (!n)
+			err = have >= s->read_n ? -IOU_EOVERFLOW : end_error(s);
+		break;
+	case IOU__RD_FORWARD:
+		if (have) {
+			forward_progress(s);
+			return;
+		}
+		err = end_error(s);
+		if (err == -IOU_EINCOMPLETE) {
+			iou__read_fail(s, 0); /* plain end of file */
+			return;
+		}
+		break;
+	default:
+		return;
+	}
+	if (n) {
+		p = contiguous(s, n);
+		if (!p)
+			iou__read_fail(s, -ENOMEM);
+		else
+			deliver(s, p, n, s->read_kind == IOU__RD_PEEK);
+		return;
+	}
+	if (err)
+		iou__read_fail(s, err);
+}
+
+/* ---- the public reads --------------------------------------------------- */
+
+static int read_start(iou_stream *s, uint8_t kind, size_t n, void *ud)
+{
+	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT))
+		return -IOU_ECLOSED;
+	if (s->read_kind != IOU__RD_NONE)
+		return -EBUSY;
+	s->read_kind = kind;
+	s->read_n = n;
+	s->read_ud = ud;
+	s->scan_pos = 0;
+	s->flags |= IOU__S_RECV_WANTED;
+	iou__stream_poke(s);
+	return 0;
+}
+
+int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud)
+{
+	if (!s || !cb || !max)
+		return -EINVAL;
+	s->read_cb = cb;
+	return read_start(s, IOU__RD_SOME, max, ud);
+}
+
+static int read_fixed(iou_stream *s, size_t n, iou_read_cb cb, void *ud,
+		      uint8_t kind)
+{
+	if (!s || !cb || !n || n > s->max_buffered)
+		return -EINVAL;
+	if (s->read_kind != IOU__RD_NONE)
+		return -EBUSY;
+	s->read_cb = cb;
+	return read_start(s, kind, n, ud);
+}
+
+int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
+{
+	return read_fixed(s, n, cb, ud, IOU__RD_EXACTLY);
+}
+
+int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
+{
+	return read_fixed(s, n, cb, ud, IOU__RD_PEEK);
+}
+
+int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
+		   iou_read_cb cb, void *ud)
+{
+	int ret;
+
+	if (!s || !sep || !cb || !seplen || max < seplen ||
+	    max > s->max_buffered)
+		return -EINVAL;
+	if (s->read_kind != IOU__RD_NONE)
+		return -EBUSY;
+	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT))
+		return -IOU_ECLOSED;
+	if (s->sep != s->sep_inline) {
+		free(s->sep);
+		s->sep = s->sep_inline;
+	}
+	if (seplen > IOU__SEP_INLINE) {
+		s->sep = malloc(seplen);
+		if (!s->sep) {
+			s->sep = s->sep_inline;
+			return -ENOMEM;
+		}
+	}
+	memcpy(s->sep, sep, seplen);
+	s->seplen = seplen;
+	s->read_cb = cb;
+	ret = read_start(s, IOU__RD_UNTIL, max, ud);
+	return ret;
+}
+
+int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
+		void *ud)
+{
+	int ret;
+
+	if (!from || !to || !cb || !max || from->loop != to->loop)
+		return -EINVAL;
+	if (to->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT))
+		return -IOU_ECLOSED;
+	if (from->read_kind != IOU__RD_NONE)
+		return -EBUSY;
+	from->fwd_cb = cb;
+	ret = read_start(from, IOU__RD_FORWARD, max, ud);
+	if (ret == 0)
+		from->fwd_to = to;
+	return ret;
+}
+
+size_t iou_buffered(const iou_stream *s)
+{
+	return s ? iou__buffered(s) : 0;
+}
+
+ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap)
+{
+	size_t done = 0;
+
+	if (!s || (!dst && cap))
+		return -EINVAL;
+	if (s->read_kind != IOU__RD_NONE || (s->flags & IOU__S_DELIVERING))
+		return -EBUSY;
+	while (done < cap) {
+		const unsigned char *p;
+		size_t len;
+
+		first_chunk(s, &p, &len);
+		if (!len)
+			break;
+		if (len > cap - done)
+			len = cap - done;
+		memcpy((unsigned char *)dst + done, p, len);
+		consume(s, len);
+		done += len;
+	}
+	if (done)
+		recv_resume(s);
+	return (ssize_t)done;
+}

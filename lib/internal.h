@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal declarations shared by the library's sources; never installed. */
+#ifndef IOU_INTERNAL_H
+#define IOU_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "iou.h"
+
+/* liburing 2.3's headers predate some kernel constants. */
+#ifndef IORING_SETUP_SINGLE_ISSUER
+#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
+#endif
+#ifndef IORING_SETUP_DEFER_TASKRUN
+#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
+#endif
+
+#define IOU__CONTAINER_OF(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- ops ---------------------------------------------------------------- */
+
+/* An operation the kernel may own.  user_data points at it; the owner embeds
+ * it and must not release it before `complete` saw the final CQE (the one
+ * without IORING_CQE_F_MORE for multishot ops). */
+struct iou__op {
+	void (*complete)(struct iou__op *op, const struct io_uring_cqe *cqe);
+};
+
+/* ---- timers ------------------------------------------------------------- */
+
+/* A deadline in the loop's min-heap; embedded in its owner. */
+struct iou__timer {
+	uint64_t deadline;   /* loop clock, ms */
+	uint64_t seq;        /* start order, breaks deadline ties */
+	unsigned heap_index; /* position in the heap, UINT32_MAX when idle */
+	void (*fire)(struct iou__timer *t);
+};
+
+#define IOU__TIMER_IDLE UINT32_MAX
+
+static inline bool iou__timer_active(const struct iou__timer *t)
+{
+	return t->heap_index != IOU__TIMER_IDLE;
+}
+
+/* ---- provided buffers --------------------------------------------------- */
+
+struct iou__bufring {
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;        /* mmap size of br */
+	unsigned char *base;    /* buf_count * buf_size bytes */
+	unsigned buf_size;
+	unsigned buf_count;
+	unsigned mask;
+	unsigned pending;       /* buffers added but not yet published */
+	unsigned out;           /* buffers held by the kernel or streams */
+	int bgid;
+};
+
+/* ---- posted callbacks --------------------------------------------------- */
+
+struct iou__post {
+	struct iou__post *next;
+	void (*fn)(void *ud);
+	void *ud;
+};
+
+/* ---- the loop ----------------------------------------------------------- */
+
+struct iou__list {
+	struct iou__list *prev, *next;
+};
+
+/* A received provided buffer queued in a stream, indexed by buffer id: a
+ * buffer is in at most one stream at a time, so the table needs no
+ * allocation per receive. */
+struct iou__seg {
+	uint32_t next;  /* next buffer id in the stream's queue, or SEG_NONE */
+	uint32_t off;   /* first unconsumed byte */
+	uint32_t len;   /* end of the received bytes */
+};
+
+#define IOU__SEG_NONE UINT32_MAX
+
+struct iou_loop {
+	struct io_uring ring;
+	unsigned setup_flags;
+	bool stop;
+	bool in_run;
+	uint64_t now;               /* ms, monotonic, cached per turn */
+
+	/* In-flight ops and other reasons to keep running (timers, open
+	 * streams and servers, posts, look-ups). */
+	uint64_t active;
+
+	struct iou__bufring bufs;
+	struct iou__seg *segs;      /* one per buffer id */
+
+	/* timers: binary min-heap of pointers */
+	struct iou__timer **heap;
+	unsigned heap_len, heap_cap;
+	uint64_t timer_seq;
+
+	/* cross-thread wake-up */
+	int wake_fd;
+	uint64_t wake_value;
+	struct iou__op wake_op;
+	bool wake_armed;
+	pthread_mutex_t post_lock;
+	struct iou__post *post_head, **post_tail;
+	int wake_pending;           /* atomic: a write to wake_fd is on its way */
+	int stop_requested;         /* atomic, set by iou_loop_stop() */
+
+	/* streams that wait for provided buffers (-ENOBUFS) */
+	struct iou__list starved;
+	/* streams with work to do at the end of the turn (re-arm, ...) */
+	struct iou__list deferred;
+	/* streams holding provided buffers, for spilling under starvation */
+	struct iou__list holders;
+	bool pool_starved;
+
+	/* freelist of write records (stream.c) */
+	void *free_writes;
+	unsigned n_writes;          /* allocated, for leak checks */
+};
+
+/* list helpers */
+static inline void iou__list_init(struct iou__list *l) { l->prev = l->next = l; }
+static inline bool iou__list_empty(const struct iou__list *l) { return l->next == l; }
+static inline bool iou__list_linked(const struct iou__list *n) { return n->next != NULL && n->next != n; }
+static inline void iou__list_add_tail(struct iou__list *head, struct iou__list *n)
+{
+	n->prev = head->prev;
+	n->next = head;
+	head->prev->next = n;
+	head->prev = n;
+}
+static inline void iou__list_del(struct iou__list *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->prev = n->next = n;
+}
+
+/* loop.c */
+struct io_uring_sqe *iou__get_sqe(iou_loop *loop);
+void iou__op_submitted(iou_loop *loop);   /* an op now in flight: +1 active */
+void iou__op_done(iou_loop *loop);        /* its final CQE arrived: -1 active */
+int iou__cancel_op(iou_loop *loop, struct iou__op *op);
+int iou__cancel_fd(iou_loop *loop, int fd);
+uint64_t iou__clock_ms(void);
+
+/* timer.c */
+void iou__timer_init(struct iou__timer *t, void (*fire)(struct iou__timer *));
+int iou__timer_arm(iou_loop *loop, struct iou__timer *t, uint64_t deadline);
+void iou__timer_disarm(iou_loop *loop, struct iou__timer *t);
+int iou__timers_run(iou_loop *loop);      /* fire expired, return count */
+int iou__timers_next_ms(iou_loop *loop);  /* ms until nearest, -1 none */
+void iou__timers_free(iou_loop *loop);
+
+/* bufring.c */
+int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count);
+void iou__bufring_teardown(iou_loop *loop);
+static inline unsigned char *iou__buf_addr(const iou_loop *loop, unsigned bid)
+{
+	return loop->bufs.base + (size_t)bid * loop->bufs.buf_size;
+}
+void iou__buf_recycle(iou_loop *loop, unsigned bid);
+void iou__bufring_publish(iou_loop *loop);
+
+/* ---- streams ------------------------------------------------------------ */
+
+/* A queued write; pooled per loop, so the steady state allocates nothing. */
+struct iou__write {
+	struct iou__write *next;   /* queue (or freelist) link, first member */
+	const unsigned char *buf;
+	size_t len;
+	size_t done;
+	iou_write_cb cb;
+	void *ud;
+	iou_stream *cb_stream;     /* who the callback is for; NULL: dropped */
+	unsigned char *owned;      /* drain: the fed bytes, owned */
+	size_t owned_cap;
+	uint32_t bid;              /* forward: provided buffer to give back */
+	uint8_t kind;
+};
+
+enum iou__read_kind {
+	IOU__RD_NONE,
+	IOU__RD_SOME,     /* iou_read */
+	IOU__RD_EXACTLY,
+	IOU__RD_PEEK,
+	IOU__RD_UNTIL,
+	IOU__RD_FORWARD,  /* waiting for bytes to forward */
+	IOU__RD_FORWARDING, /* bytes handed to the writer of `to` */
+};
+
+#define IOU__SEP_INLINE 16
+
+/* stream flags */
+enum {
+	IOU__S_RECV_WANTED   = 1u << 0,  /* a read was issued once: keep receiving */
+	IOU__S_RECV_ARMED    = 1u << 1,  /* the multishot recv is in flight */
+	IOU__S_RECV_CANCEL   = 1u << 2,  /* a cancel for it was sent */
+	IOU__S_STARVED       = 1u << 3,  /* ended with -ENOBUFS, waits for buffers */
+	IOU__S_EOF           = 1u << 4,
+	IOU__S_RD_SHUT       = 1u << 5,
+	IOU__S_WR_SHUT       = 1u << 6,  /* SHUT_WR asked: no new writes */
+	IOU__S_WR_SHUT_SENT  = 1u << 7,
+	IOU__S_SEND_ARMED    = 1u << 8,
+	IOU__S_CLOSING       = 1u << 9,
+	IOU__S_CANCEL_SENT   = 1u << 10,
+	IOU__S_CLOSE_SENT    = 1u << 11,
+	IOU__S_DELIVERING    = 1u << 12, /* inside a read callback */
+	IOU__S_DEFERRED      = 1u << 13, /* on loop->deferred */
+};
+
+struct iou_stream {
+	iou_loop *loop;
+	int fd;
+	uint32_t flags;
+	int rd_err;                 /* receive error, reported after the data */
+	int wr_err;                 /* sticky write error */
+	unsigned inflight;          /* this stream's ops in the kernel */
+
+	struct iou__op recv_op;
+	struct iou__op send_op;
+	struct iou__op aux_op;      /* shutdown, close */
+
+	/* receive queue: [spill bytes][provided buffers seg_head..seg_tail] */
+	uint32_t seg_head, seg_tail;
+	size_t seg_bytes;
+	unsigned char *spill;
+	size_t spill_off, spill_len, spill_cap;
+	size_t max_buffered;
+	uint64_t last_recv;         /* loop clock of the last received bytes */
+
+	/* the one pending read */
+	uint8_t read_kind;
+	size_t read_n;              /* n, or max for read/read_until/forward */
+	size_t scan_pos;            /* read_until: bytes known to hold no match */
+	iou_read_cb read_cb;
+	iou_write_cb fwd_cb;
+	void *read_ud;
+	iou_stream *fwd_to;
+	struct iou__write *fwd_req; /* the forward write in flight on fwd_to */
+	size_t seplen;
+	unsigned char *sep;         /* sep_inline or allocated */
+	unsigned char sep_inline[IOU__SEP_INLINE];
+
+	/* writes */
+	struct iou__write *wq_head, *wq_tail;
+	unsigned char *feed;
+	size_t feed_len, feed_cap;
+
+	struct iou__list deferred_link;
+	struct iou__list starved_link;
+	struct iou__list holder_link;
+
+	iou_close_cb close_cb;
+	void *close_ud;
+	void *data;
+
+	/* set by the server for the connections it accepted */
+	iou_server *server;
+	struct iou__list server_link;
+	struct iou__timer idle_timer;
+};
+
+/* stream.c */
+int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
+		    iou_stream **out);
+void iou__stream_poke(iou_stream *s);      /* process at the end of the turn */
+void iou__stream_op_done(iou_stream *s);   /* one of its ops ended */
+void iou__streams_turn_end(iou_loop *loop);
+int iou__stream_queue_write(iou_stream *s, struct iou__write *w);
+/* Queue a forward: the provided buffer `bid` goes back when it was sent. */
+int iou__stream_queue_forward(iou_stream *to, iou_stream *from,
+			      const unsigned char *p, size_t len, uint32_t bid,
+			      struct iou__write **out);
+struct iou__write *iou__write_get(iou_loop *loop);
+void iou__write_put(iou_loop *loop, struct iou__write *w);
+
+/* bufstream.c: the receive side */
+void iou__recv_arm(iou_stream *s);
+void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
+void iou__read_fail(iou_stream *s, int err);
+void iou__recv_release_all(iou_stream *s); /* give every buffer back */
+void iou__recv_spill(iou_stream *s);       /* copy buffers out, give back */
+void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
+size_t iou__buffered(const iou_stream *s);
+
+/* server.c: a stream of the server's was freed */
+void iou__server_conn_closed(iou_server *srv, iou_stream *s);
+
+#endif /* IOU_INTERNAL_H */

@@ -1,0 +1,420 @@
+/* SPDX-License-Identifier: MIT */
+/* The ring engine: set-up with feature fallbacks, SQE acquisition, one
+ * submit-and-wait per turn, batched CQE dispatch, cross-thread wake-up. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_QUEUE_DEPTH 512
+#define DEFAULT_BUF_SIZE 4096
+#define DEFAULT_BUF_COUNT 2048
+
+void iou_loop_opts_init(struct iou_loop_opts *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof(*opts));
+	opts->queue_depth = DEFAULT_QUEUE_DEPTH;
+	opts->buf_size = DEFAULT_BUF_SIZE;
+	opts->buf_count = DEFAULT_BUF_COUNT;
+}
+
+uint64_t iou__clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static bool opts_valid(const struct iou_loop_opts *o)
+{
+	if (o->queue_depth < 1 || o->queue_depth > 32768)
+		return false;
+	if (o->buf_size < 64 || o->buf_size > (1u << 20))
+		return false;
+	if (o->buf_count < 1 || o->buf_count > 32768 ||
+	    (o->buf_count & (o->buf_count - 1)))
+		return false;
+	return (o->flags & ~IOU_LOOP_NO_DEFER_TASKRUN) == 0;
+}
+
+/* Try the best ring set-up first and fall back step by step, as kernels
+ * before 6.1 refuse DEFER_TASKRUN and those before 5.19 COOP_TASKRUN. */
+static int ring_init(iou_loop *loop, unsigned depth, unsigned flags)
+{
+	static const unsigned tries[] = {
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+			IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+			IORING_SETUP_TASKRUN_FLAG,
+		IORING_SETUP_SUBMIT_ALL,
+		0,
+	};
+	int ret = -EINVAL;
+
+	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+		struct io_uring_params p;
+
+		if ((flags & IOU_LOOP_NO_DEFER_TASKRUN) &&
+		    (tries[i] & IORING_SETUP_DEFER_TASKRUN))
+			continue;
+		memset(&p, 0, sizeof(p));
+		/* Multishot ops post many CQEs per SQE: give the CQ room. */
+		p.flags = tries[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = depth * 8;
+		ret = io_uring_queue_init_params(depth, &loop->ring, &p);
+		if (ret == 0) {
+			loop->setup_flags = tries[i];
+			return 0;
+		}
+		if (ret != -EINVAL)
+			break;
+	}
+	if (ret == -ENOSYS || ret == -EPERM)
+		return -IOU_ENOURING;
+	return ret;
+}
+
+/* Multishot recv and accept came with 6.0, as did IORING_OP_SEND_ZC: the
+ * opcode probe is the cheapest reliable witness of that kernel. */
+static int probe_features(iou_loop *loop)
+{
+	struct io_uring_probe *probe = io_uring_get_probe_ring(&loop->ring);
+	int ok;
+
+	if (!probe)
+		return -IOU_ENOFEATURE;
+	ok = io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
+	io_uring_free_probe(probe);
+	return ok ? 0 : -IOU_ENOFEATURE;
+}
+
+static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+
+static int wake_arm(iou_loop *loop)
+{
+	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+
+	if (!sqe)
+		return -EAGAIN;
+	io_uring_prep_read(sqe, loop->wake_fd, &loop->wake_value,
+			   sizeof(loop->wake_value), 0);
+	io_uring_sqe_set_data(sqe, &loop->wake_op);
+	loop->wake_armed = true;
+	return 0;
+}
+
+static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+{
+	iou_loop *loop = IOU__CONTAINER_OF(op, iou_loop, wake_op);
+
+	loop->wake_armed = false;
+	/* Posts made from now on must write the eventfd again. */
+	__atomic_store_n(&loop->wake_pending, 0, __ATOMIC_SEQ_CST);
+	if (cqe->res == -ECANCELED)
+		return; /* iou_loop_destroy() asked for it */
+	wake_arm(loop);
+}
+
+int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
+{
+	struct iou_loop_opts defaults;
+	iou_loop *loop;
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	if (!opts) {
+		iou_loop_opts_init(&defaults);
+		opts = &defaults;
+	}
+	if (!opts_valid(opts))
+		return -EINVAL;
+	loop = calloc(1, sizeof(*loop));
+	if (!loop)
+		return -ENOMEM;
+	loop->wake_fd = -1;
+	loop->wake_op.complete = wake_complete;
+	loop->post_tail = &loop->post_head;
+	iou__list_init(&loop->starved);
+	iou__list_init(&loop->deferred);
+	iou__list_init(&loop->holders);
+	pthread_mutex_init(&loop->post_lock, NULL);
+
+	ret = ring_init(loop, opts->queue_depth, opts->flags);
+	if (ret < 0)
+		goto err_free;
+	ret = probe_features(loop);
+	if (ret < 0)
+		goto err_ring;
+	/* Saves the fd lookup on every io_uring_enter; optional (5.18+). */
+	io_uring_register_ring_fd(&loop->ring);
+
+	ret = iou__bufring_setup(loop, opts->buf_size, opts->buf_count);
+	if (ret < 0)
+		goto err_ring;
+	loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (loop->wake_fd < 0) {
+		ret = -errno;
+		goto err_bufs;
+	}
+	ret = wake_arm(loop);
+	if (ret < 0)
+		goto err_wake;
+	loop->now = iou__clock_ms();
+	*out = loop;
+	return 0;
+
+err_wake:
+	close(loop->wake_fd);
+err_bufs:
+	iou__bufring_teardown(loop);
+err_ring:
+	io_uring_queue_exit(&loop->ring);
+err_free:
+	pthread_mutex_destroy(&loop->post_lock);
+	free(loop);
+	return ret;
+}
+
+int iou_loop_alive(const iou_loop *loop)
+{
+	if (!loop)
+		return 0;
+	return loop->active > 0 ||
+	       __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) != NULL;
+}
+
+int iou_loop_destroy(iou_loop *loop)
+{
+	if (!loop)
+		return -EINVAL;
+	if (loop->in_run || iou_loop_alive(loop))
+		return -EBUSY;
+	/* The wake read is the kernel's until its CQE: cancel it and wait. */
+	if (loop->wake_armed && iou__cancel_op(loop, &loop->wake_op) == 0) {
+		for (int i = 0; i < 1000 && loop->wake_armed; i++)
+			iou_loop_run_once(loop, 10);
+	}
+	io_uring_queue_exit(&loop->ring);
+	iou__bufring_teardown(loop);
+	close(loop->wake_fd);
+	iou__timers_free(loop);
+	while (loop->free_writes) {
+		void *next = *(void **)loop->free_writes;
+		free(loop->free_writes);
+		loop->free_writes = next;
+	}
+	pthread_mutex_destroy(&loop->post_lock);
+	free(loop);
+	return 0;
+}
+
+struct io_uring_sqe *iou__get_sqe(iou_loop *loop)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+
+	/* A full SQ is flushed, never an error. */
+	for (int i = 0; !sqe && i < 8; i++) {
+		io_uring_submit(&loop->ring);
+		sqe = io_uring_get_sqe(&loop->ring);
+	}
+	return sqe;
+}
+
+void iou__op_submitted(iou_loop *loop)
+{
+	loop->active++;
+}
+
+void iou__op_done(iou_loop *loop)
+{
+	loop->active--;
+}
+
+/* Cancel requests complete with user_data 0, which dispatch ignores: the
+ * cancelled op itself still gets its own (final) CQE. */
+int iou__cancel_op(iou_loop *loop, struct iou__op *op)
+{
+	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+
+	if (!sqe)
+		return -EAGAIN;
+	io_uring_prep_cancel(sqe, op, 0);
+	io_uring_sqe_set_data64(sqe, 0);
+	return 0;
+}
+
+int iou__cancel_fd(iou_loop *loop, int fd)
+{
+	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+
+	if (!sqe)
+		return -EAGAIN;
+	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+	io_uring_sqe_set_data64(sqe, 0);
+	return 0;
+}
+
+static int dispatch_cqes(iou_loop *loop)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&loop->ring, head, cqe) {
+		struct iou__op *op = io_uring_cqe_get_data(cqe);
+
+		n++;
+		if (op)
+			op->complete(op, cqe);
+	}
+	io_uring_cq_advance(&loop->ring, n);
+	return (int)n;
+}
+
+static int run_posts(iou_loop *loop)
+{
+	struct iou__post *p;
+	int n = 0;
+
+	pthread_mutex_lock(&loop->post_lock);
+	p = loop->post_head;
+	loop->post_head = NULL;
+	loop->post_tail = &loop->post_head;
+	pthread_mutex_unlock(&loop->post_lock);
+	while (p) {
+		struct iou__post *next = p->next;
+
+		p->fn(p->ud);
+		free(p);
+		p = next;
+		n++;
+	}
+	return n;
+}
+
+/* How long the coming wait may block, in ms; -1 = until a completion. */
+static int wait_budget(iou_loop *loop, int timeout_ms)
+{
+	int next;
+
+	if (timeout_ms == 0 || loop->stop ||
+	    __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) ||
+	    !iou__list_empty(&loop->deferred))
+		return 0;
+	next = iou__timers_next_ms(loop);
+	if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
+		return next;
+	return timeout_ms;
+}
+
+static int ring_wait(iou_loop *loop, int wait_ms)
+{
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	if (wait_ms == 0) {
+		ret = io_uring_submit_and_get_events(&loop->ring);
+	} else if (wait_ms < 0) {
+		ret = io_uring_submit_and_wait(&loop->ring, 1);
+	} else {
+		struct __kernel_timespec ts = {
+			.tv_sec = wait_ms / 1000,
+			.tv_nsec = (long long)(wait_ms % 1000) * 1000000,
+		};
+		ret = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1,
+						       &ts, NULL);
+	}
+	if (ret == -ETIME || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
+		return 0;
+	return ret < 0 ? ret : 0;
+}
+
+int iou_loop_run_once(iou_loop *loop, int timeout_ms)
+{
+	int ret, n;
+
+	if (!loop || timeout_ms < -1)
+		return -EINVAL;
+	if (loop->in_run)
+		return -EBUSY;
+	loop->in_run = true;
+	iou__bufring_publish(loop);
+	ret = ring_wait(loop, wait_budget(loop, timeout_ms));
+	loop->now = iou__clock_ms();
+	n = dispatch_cqes(loop);
+	n += iou__timers_run(loop);
+	n += run_posts(loop);
+	iou__streams_turn_end(loop);
+	if (__atomic_exchange_n(&loop->stop_requested, 0, __ATOMIC_ACQ_REL))
+		loop->stop = true;
+	loop->in_run = false;
+	return ret < 0 ? ret : n;
+}
+
+int iou_loop_run(iou_loop *loop)
+{
+	if (!loop)
+		return -EINVAL;
+	loop->stop = false;
+	while (iou_loop_alive(loop)) {
+		int ret = iou_loop_run_once(loop, -1);
+
+		if (ret < 0)
+			return ret;
+		if (loop->stop) {
+			loop->stop = false;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void wake(iou_loop *loop)
+{
+	uint64_t one = 1;
+
+	if (__atomic_exchange_n(&loop->wake_pending, 1, __ATOMIC_SEQ_CST))
+		return; /* a write is already on its way */
+	while (write(loop->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+void iou_loop_stop(iou_loop *loop)
+{
+	if (!loop)
+		return;
+	__atomic_store_n(&loop->stop_requested, 1, __ATOMIC_RELEASE);
+	wake(loop);
+}
+
+int iou_loop_post(iou_loop *loop, void (*fn)(void *ud), void *ud)
+{
+	struct iou__post *p;
+
+	if (!loop || !fn)
+		return -EINVAL;
+	p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->next = NULL;
+	p->fn = fn;
+	p->ud = ud;
+	pthread_mutex_lock(&loop->post_lock);
+	*loop->post_tail = p;
+	loop->post_tail = &p->next;
+	pthread_mutex_unlock(&loop->post_lock);
+	wake(loop);
+	return 0;
+}
+
+uint64_t iou_loop_now(const iou_loop *loop)
+{
+	return loop ? loop->now : 0;
+}

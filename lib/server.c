@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: MIT */
+/* TCP server: listen, one multishot accept, the registry of open
+ * connections, idle timeouts, back-off on fd exhaustion, graceful drain. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define BACKOFF_MIN_MS 10
+#define BACKOFF_MAX_MS 1000
+
+struct iou_server {
+	iou_loop *loop;
+	int fd;
+	uint16_t port;
+	struct iou__op accept_op;
+	bool accept_armed;
+	bool accept_cancelled;
+	bool shutting_down;
+	bool notified;             /* on_shutdown ran */
+	struct iou__timer retry;   /* accept back-off (EMFILE, ENFILE, ...) */
+	struct iou__timer grace;
+	struct iou__timer notify;  /* runs on_shutdown on the next turn */
+	unsigned backoff_ms;
+	unsigned max_conns;
+	unsigned idle_timeout_ms;
+	struct iou_stream_opts stream_opts;
+	iou_server_event_cb on_shutdown;
+	iou_connection_cb on_conn;
+	void *ud;
+	struct iou__list conns;
+	struct iou_server_stats st;
+	iou_server_done_cb done_cb;
+	void *done_ud;
+};
+
+void iou_server_opts_init(struct iou_server_opts *o)
+{
+	if (!o)
+		return;
+	memset(o, 0, sizeof(*o));
+	o->host = "127.0.0.1";
+	o->backlog = 511;
+	iou_stream_opts_init(&o->stream);
+}
+
+/* Timers that keep the loop running count as work while armed. */
+static void work_timer_arm(iou_server *srv, struct iou__timer *t, uint64_t at)
+{
+	if (!iou__timer_active(t) && iou__timer_arm(srv->loop, t, at) == 0)
+		srv->loop->active++;
+}
+
+static void work_timer_disarm(iou_server *srv, struct iou__timer *t)
+{
+	if (iou__timer_active(t)) {
+		iou__timer_disarm(srv->loop, t);
+		srv->loop->active--;
+	}
+}
+
+static void arm_accept(iou_server *srv)
+{
+	struct io_uring_sqe *sqe;
+
+	if (srv->accept_armed || srv->shutting_down)
+		return;
+	sqe = iou__get_sqe(srv->loop);
+	if (!sqe) {
+		work_timer_arm(srv, &srv->retry, srv->loop->now + BACKOFF_MIN_MS);
+		return;
+	}
+	io_uring_prep_multishot_accept(sqe, srv->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data(sqe, &srv->accept_op);
+	srv->accept_armed = true;
+	srv->accept_cancelled = false;
+	iou__op_submitted(srv->loop);
+}
+
+static void free_server(iou_server *srv)
+{
+	work_timer_disarm(srv, &srv->retry);
+	work_timer_disarm(srv, &srv->grace);
+	work_timer_disarm(srv, &srv->notify);
+	free(srv);
+}
+
+/* Shutdown ends once the listener's op and every connection are gone. */
+static void check_done(iou_server *srv)
+{
+	iou_server_done_cb cb = srv->done_cb;
+
+	if (!srv->shutting_down || !srv->notified || srv->accept_armed ||
+	    srv->st.open)
+		return;
+	if (cb)
+		cb(srv, srv->st.finished, srv->st.cut, srv->done_ud);
+	free_server(srv);
+}
+
+static void idle_fire(struct iou__timer *t)
+{
+	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, idle_timer);
+	iou_server *srv = s->server;
+	uint64_t due = s->last_recv + srv->idle_timeout_ms;
+
+	if (s->flags & IOU__S_CLOSING)
+		return;
+	/* Receives only store a time stamp; the deadline moves lazily here, so
+	 * an active connection costs no timer work per receive. */
+	if (srv->loop->now < due) {
+		iou__timer_arm(srv->loop, t, due);
+		return;
+	}
+	srv->st.idle_closed++;
+	iou_close(s, NULL, NULL);
+}
+
+static void accept_one(iou_server *srv, int fd)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	iou_stream *s;
+
+	if (srv->shutting_down ||
+	    (srv->max_conns && srv->st.open >= srv->max_conns)) {
+		close(fd);
+		srv->st.refused++;
+		return;
+	}
+	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0 ||
+	    iou__stream_new(srv->loop, fd, &srv->stream_opts, &s) < 0) {
+		close(fd); /* reset by the peer already, or out of memory */
+		return;
+	}
+	s->server = srv;
+	iou__list_add_tail(&srv->conns, &s->server_link);
+	srv->st.open++;
+	srv->st.accepted++;
+	if (srv->idle_timeout_ms) {
+		s->idle_timer.fire = idle_fire;
+		iou__timer_arm(srv->loop, &s->idle_timer,
+			       srv->loop->now + srv->idle_timeout_ms);
+	}
+	srv->on_conn(srv, s, (struct sockaddr *)&peer, srv->ud);
+}
+
+static bool is_resource_error(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS ||
+	       err == -ENOMEM;
+}
+
+static void accept_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+{
+	iou_server *srv = IOU__CONTAINER_OF(op, iou_server, accept_op);
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	int res = cqe->res;
+
+	if (!more) {
+		srv->accept_armed = false;
+		iou__op_done(srv->loop);
+	}
+	if (res >= 0) {
+		srv->backoff_ms = 0;
+		accept_one(srv, res);
+	} else if (is_resource_error(res)) {
+		/* Out of fds: pause accepting (the backlog holds the peers)
+		 * and retry later, doubling the pause; never spin. */
+		srv->backoff_ms = srv->backoff_ms ? srv->backoff_ms * 2
+						  : BACKOFF_MIN_MS;
+		if (srv->backoff_ms > BACKOFF_MAX_MS)
+			srv->backoff_ms = BACKOFF_MAX_MS;
+		if (more && !srv->accept_cancelled &&
+		    iou__cancel_op(srv->loop, &srv->accept_op) == 0)
+			srv->accept_cancelled = true;
+		if (!srv->shutting_down)
+			work_timer_arm(srv, &srv->retry,
+				       srv->loop->now + srv->backoff_ms);
+	}
+	if (srv->shutting_down) {
+		check_done(srv);
+		return;
+	}
+	/* The kernel ended the multishot (error, overflow): re-arm, unless a
+	 * back-off pause is running. */
+	if (!srv->accept_armed && !iou__timer_active(&srv->retry))
+		arm_accept(srv);
+}
+
+static void retry_fire(struct iou__timer *t)
+{
+	iou_server *srv = IOU__CONTAINER_OF(t, iou_server, retry);
+
+	srv->loop->active--;
+	arm_accept(srv);
+}
+
+static int listen_socket(const struct iou_server_opts *o, uint16_t *port)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+	socklen_t len;
+	int fd, one = 1, ret;
+
+	if (inet_pton(AF_INET, o->host, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		in->sin_port = htons(o->port);
+		len = sizeof(*in);
+	} else if (inet_pton(AF_INET6, o->host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(o->port);
+		len = sizeof(*in6);
+	} else {
+		return -EINVAL;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    (o->reuseport &&
+	     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+	    listen(fd, o->backlog) < 0)
+		goto err;
+	len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		goto err;
+	*port = ntohs(ss.ss_family == AF_INET ? in->sin_port : in6->sin6_port);
+	return fd;
+err:
+	ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static void grace_fire(struct iou__timer *t);
+static void notify_fire(struct iou__timer *t);
+
+int iou_server_start(iou_loop *loop, const struct iou_server_opts *opts,
+		     iou_connection_cb on_conn, void *ud, iou_server **out)
+{
+	struct iou_server_opts defaults;
+	iou_server *srv;
+	int fd;
+
+	if (!loop || !on_conn || !out)
+		return -EINVAL;
+	if (!opts) {
+		iou_server_opts_init(&defaults);
+		opts = &defaults;
+	}
+	if (!opts->host || opts->backlog < 1 || opts->stream.max_buffered < 1 ||
+	    opts->stream.keepalive_s < 0 || opts->stream.sndbuf < 0 ||
+	    opts->stream.rcvbuf < 0)
+		return -EINVAL;
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	fd = listen_socket(opts, &srv->port);
+	if (fd < 0) {
+		free(srv);
+		return fd;
+	}
+	srv->loop = loop;
+	srv->fd = fd;
+	srv->accept_op.complete = accept_complete;
+	srv->max_conns = opts->max_conns;
+	srv->idle_timeout_ms = opts->idle_timeout_ms;
+	srv->stream_opts = opts->stream;
+	srv->on_shutdown = opts->on_shutdown;
+	srv->on_conn = on_conn;
+	srv->ud = ud;
+	iou__list_init(&srv->conns);
+	iou__timer_init(&srv->retry, retry_fire);
+	iou__timer_init(&srv->grace, grace_fire);
+	iou__timer_init(&srv->notify, notify_fire);
+	arm_accept(srv);
+	if (!srv->accept_armed && !iou__timer_active(&srv->retry)) {
+		close(fd);
+		free(srv);
+		return -ENOMEM;
+	}
+	*out = srv;
+	return 0;
+}
+
+uint16_t iou_server_port(const iou_server *srv)
+{
+	return srv ? srv->port : 0;
+}
+
+void iou_server_get_stats(const iou_server *srv, struct iou_server_stats *st)
+{
+	if (srv && st)
+		*st = srv->st;
+}
+
+void iou__server_conn_closed(iou_server *srv, iou_stream *s)
+{
+	iou__list_del(&s->server_link);
+	s->server = NULL;
+	srv->st.open--;
+	if (srv->shutting_down) {
+		if (!iou__timer_active(&srv->grace) && srv->notified &&
+		    s->close_cb == NULL && s->close_ud == srv) {
+			/* closed by grace_fire: already counted as cut */
+		} else {
+			srv->st.finished++;
+		}
+		check_done(srv);
+	}
+}
+
+/* The grace limit passed: close what is left.  iou_close() cancels every
+ * op of each stream; the server ends when the last one is freed. */
+static void grace_fire(struct iou__timer *t)
+{
+	iou_server *srv = IOU__CONTAINER_OF(t, iou_server, grace);
+	struct iou__list *n;
+
+	srv->loop->active--;
+	for (n = srv->conns.next; n != &srv->conns; n = n->next) {
+		iou_stream *s = IOU__CONTAINER_OF(n, iou_stream, server_link);
+
+		if (s->flags & IOU__S_CLOSING)
+			continue; /* the application is closing it: finishes */
+		srv->st.cut++;
+		iou_close(s, NULL, srv);
+	}
+	check_done(srv);
+}
+
+static void notify_fire(struct iou__timer *t)
+{
+	iou_server *srv = IOU__CONTAINER_OF(t, iou_server, notify);
+
+	srv->loop->active--;
+	srv->notified = true;
+	if (srv->on_shutdown)
+		srv->on_shutdown(srv, srv->ud);
+	check_done(srv);
+}
+
+int iou_server_shutdown(iou_server *srv, unsigned grace_ms,
+			iou_server_done_cb cb, void *ud)
+{
+	if (!srv)
+		return -EINVAL;
+	if (srv->shutting_down)
+		return -IOU_ECLOSED;
+	srv->shutting_down = true;
+	srv->done_cb = cb;
+	srv->done_ud = ud;
+	/* Stop accepting now: the accept op holds the listening socket until
+	 * its cancel lands in this turn's submit, then the socket is gone and
+	 * new connects are refused. */
+	work_timer_disarm(srv, &srv->retry);
+	if (srv->accept_armed && !srv->accept_cancelled &&
+	    iou__cancel_op(srv->loop, &srv->accept_op) == 0)
+		srv->accept_cancelled = true;
+	close(srv->fd);
+	srv->fd = -1;
+	work_timer_arm(srv, &srv->notify, 0);
+	if (srv->st.open)
+		work_timer_arm(srv, &srv->grace, srv->loop->now + grace_ms);
+	return 0;
+}

@@ -1,0 +1,615 @@
+/* SPDX-License-Identifier: MIT */
+/* TCP streams: life cycle, the ordered write queue, feed/drain, shutdown,
+ * close with draining, and the end-of-turn work of every stream. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_MAX_BUFFERED (256u * 1024u)
+
+enum { W_SOME, W_ALL, W_DRAIN, W_FORWARD };
+
+void iou_stream_opts_init(struct iou_stream_opts *o)
+{
+	if (!o)
+		return;
+	memset(o, 0, sizeof(*o));
+	o->nodelay = 1;
+	o->max_buffered = DEFAULT_MAX_BUFFERED;
+}
+
+static int apply_opts(int fd, const struct iou_stream_opts *o)
+{
+	int one = 1;
+
+	if (o->nodelay &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		return -errno;
+	if (o->keepalive_s > 0) {
+		if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+		    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &o->keepalive_s,
+			       sizeof(o->keepalive_s)) < 0)
+			return -errno;
+	}
+	if (o->sndbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &o->sndbuf, sizeof(o->sndbuf)) < 0)
+		return -errno;
+	if (o->rcvbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, sizeof(o->rcvbuf)) < 0)
+		return -errno;
+	return 0;
+}
+
+static bool opts_valid(const struct iou_stream_opts *o)
+{
+	return o->keepalive_s >= 0 && o->sndbuf >= 0 && o->rcvbuf >= 0 &&
+	       o->max_buffered >= 1 && o->max_buffered <= (1ul << 30);
+}
+
+static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+
+int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
+		    iou_stream **out)
+{
+	struct iou_stream_opts defaults;
+	iou_stream *s;
+	int ret;
+
+	if (!o) {
+		iou_stream_opts_init(&defaults);
+		o = &defaults;
+	}
+	if (!opts_valid(o))
+		return -EINVAL;
+	ret = apply_opts(fd, o);
+	if (ret < 0)
+		return ret;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->loop = loop;
+	s->fd = fd;
+	s->recv_op.complete = iou__recv_complete;
+	s->send_op.complete = send_complete;
+	s->aux_op.complete = aux_complete;
+	s->seg_head = s->seg_tail = IOU__SEG_NONE;
+	s->max_buffered = o->max_buffered;
+	s->last_recv = loop->now;
+	s->sep = s->sep_inline;
+	iou__list_init(&s->deferred_link);
+	iou__list_init(&s->starved_link);
+	iou__list_init(&s->holder_link);
+	iou__list_init(&s->server_link);
+	iou__timer_init(&s->idle_timer, NULL);
+	*out = s;
+	return 0;
+}
+
+int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
+		    iou_stream **out)
+{
+	int type;
+	socklen_t len = sizeof(type);
+
+	if (!loop || fd < 0 || !out)
+		return -EINVAL;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return -errno;
+	if (type != SOCK_STREAM)
+		return -EINVAL;
+	return iou__stream_new(loop, fd, o, out);
+}
+
+/* ---- end-of-turn processing -------------------------------------------- */
+
+void iou__stream_poke(iou_stream *s)
+{
+	if (s->flags & IOU__S_DEFERRED)
+		return;
+	s->flags |= IOU__S_DEFERRED;
+	iou__list_add_tail(&s->loop->deferred, &s->deferred_link);
+}
+
+static void start_send(iou_stream *s);
+static void close_progress(iou_stream *s);
+
+static void stream_process(iou_stream *s)
+{
+	if (s->flags & IOU__S_CLOSING) {
+		close_progress(s);
+		return;
+	}
+	if (s->read_kind != IOU__RD_NONE)
+		iou__read_progress(s);
+	if ((s->flags & IOU__S_RECV_WANTED) && !(s->flags & IOU__S_STARVED))
+		iou__recv_arm(s);
+	if (s->wq_head && !(s->flags & IOU__S_SEND_ARMED))
+		start_send(s);
+}
+
+/* Starved streams (their multishot recv ended with -ENOBUFS) re-arm once
+ * buffers are free again.  If every buffer sits in some stream's queue,
+ * those streams copy their bytes out so that no stream waits forever for a
+ * buffer that another, idle, stream holds. */
+static void feed_the_starved(iou_loop *loop)
+{
+	struct iou__bufring *b = &loop->bufs;
+	struct iou__list *n;
+
+	if (iou__list_empty(&loop->starved))
+		return;
+	if (b->out >= b->buf_count) {
+		for (n = loop->holders.next; n != &loop->holders;) {
+			iou_stream *h = IOU__CONTAINER_OF(n, iou_stream, holder_link);
+
+			n = n->next;
+			if (!(h->flags & IOU__S_DELIVERING))
+				iou__recv_spill(h);
+		}
+		if (b->out >= b->buf_count)
+			return; /* all in flight in sends: they come back */
+	}
+	while (!iou__list_empty(&loop->starved)) {
+		iou_stream *s = IOU__CONTAINER_OF(loop->starved.next, iou_stream,
+						   starved_link);
+
+		iou__list_del(&s->starved_link);
+		s->flags &= ~IOU__S_STARVED;
+		iou__recv_arm(s);
+	}
+}
+
+void iou__streams_turn_end(iou_loop *loop)
+{
+	struct iou__list batch;
+
+	/* Only the streams poked so far: work they cause goes to the next
+	 * turn, which then does not block.  Bounds the work of one turn. */
+	if (!iou__list_empty(&loop->deferred)) {
+		batch = loop->deferred;
+		batch.next->prev = &batch;
+		batch.prev->next = &batch;
+		iou__list_init(&loop->deferred);
+		while (!iou__list_empty(&batch)) {
+			iou_stream *s = IOU__CONTAINER_OF(batch.next, iou_stream,
+							   deferred_link);
+
+			iou__list_del(&s->deferred_link);
+			s->flags &= ~IOU__S_DEFERRED;
+			stream_process(s);
+		}
+	}
+	feed_the_starved(loop);
+}
+
+/* ---- write records ------------------------------------------------------ */
+
+struct iou__write *iou__write_get(iou_loop *loop)
+{
+	struct iou__write *w = loop->free_writes;
+
+	if (w) {
+		loop->free_writes = w->next;
+	} else {
+		w = malloc(sizeof(*w));
+		if (!w)
+			return NULL;
+		loop->n_writes++;
+	}
+	memset(w, 0, sizeof(*w));
+	return w;
+}
+
+void iou__write_put(iou_loop *loop, struct iou__write *w)
+{
+	free(w->owned);
+	w->next = loop->free_writes;
+	loop->free_writes = w;
+}
+
+/* ---- the write queue ---------------------------------------------------- */
+
+static void start_send(iou_stream *s)
+{
+	struct iou__write *w = s->wq_head;
+	struct io_uring_sqe *sqe = iou__get_sqe(s->loop);
+
+	if (!sqe) {
+		iou__stream_poke(s); /* try again at the end of the turn */
+		return;
+	}
+	if (w->len == 0)
+		io_uring_prep_nop(sqe); /* an empty drain: keeps the order */
+	else
+		io_uring_prep_send(sqe, s->fd, w->buf + w->done, w->len - w->done,
+				   MSG_NOSIGNAL);
+	io_uring_sqe_set_data(sqe, &s->send_op);
+	s->flags |= IOU__S_SEND_ARMED;
+	s->inflight++;
+	iou__op_submitted(s->loop);
+}
+
+static void shutdown_write_if_due(iou_stream *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if ((s->flags & (IOU__S_WR_SHUT | IOU__S_WR_SHUT_SENT | IOU__S_CLOSING)) !=
+		    IOU__S_WR_SHUT ||
+	    s->wq_head)
+		return;
+	sqe = iou__get_sqe(s->loop);
+	if (!sqe)
+		return;
+	io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
+	io_uring_sqe_set_data(sqe, &s->aux_op);
+	s->flags |= IOU__S_WR_SHUT_SENT;
+	s->inflight++;
+	iou__op_submitted(s->loop);
+}
+
+/* Pop the head write and run its callback with `res`. */
+static void write_finish(iou_stream *s, ssize_t res)
+{
+	struct iou__write *w = s->wq_head;
+
+	s->wq_head = w->next;
+	if (!s->wq_head)
+		s->wq_tail = NULL;
+	if (w->kind == W_FORWARD) {
+		if (w->bid != IOU__SEG_NONE)
+			iou__buf_recycle(s->loop, w->bid);
+		if (w->cb_stream)
+			iou__forward_done(w->cb_stream, w, res);
+	} else {
+		if (w->kind == W_DRAIN && !s->feed) {
+			/* hand the buffer back for the next feed */
+			s->feed = w->owned;
+			s->feed_cap = w->owned_cap;
+			s->feed_len = 0;
+			w->owned = NULL;
+		}
+		if (w->cb)
+			w->cb(s, res, w->ud);
+	}
+	iou__write_put(s->loop, w);
+}
+
+static void fail_writes(iou_stream *s, int err)
+{
+	while (s->wq_head)
+		write_finish(s, err);
+}
+
+static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+{
+	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, send_op);
+	struct iou__write *w = s->wq_head;
+	int res = cqe->res;
+
+	s->flags &= ~IOU__S_SEND_ARMED;
+	s->inflight--;
+	iou__op_done(s->loop);
+	if (res < 0) {
+		if (!s->wr_err)
+			s->wr_err = res;
+		fail_writes(s, res);
+	} else {
+		w->done += (size_t)res;
+		if (w->kind == W_SOME || w->done == w->len)
+			write_finish(s, (ssize_t)w->done);
+	}
+	if (s->flags & IOU__S_CLOSING) {
+		iou__stream_op_done(s);
+		return;
+	}
+	if (s->wq_head && !(s->flags & IOU__S_SEND_ARMED))
+		start_send(s);
+	shutdown_write_if_due(s);
+}
+
+int iou__stream_queue_write(iou_stream *s, struct iou__write *w)
+{
+	w->next = NULL;
+	if (s->wq_tail)
+		s->wq_tail->next = w;
+	else
+		s->wq_head = w;
+	s->wq_tail = w;
+	if (!(s->flags & IOU__S_SEND_ARMED))
+		start_send(s);
+	return 0;
+}
+
+static int write_check(const iou_stream *s)
+{
+	if (s->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT))
+		return -IOU_ECLOSED;
+	return s->wr_err;
+}
+
+static int queue_user_write(iou_stream *s, const void *buf, size_t len,
+			    iou_write_cb cb, void *ud, uint8_t kind)
+{
+	struct iou__write *w;
+	int ret;
+
+	if (!s || !buf || !len || len > UINT32_MAX)
+		return -EINVAL;
+	ret = write_check(s);
+	if (ret < 0)
+		return ret;
+	w = iou__write_get(s->loop);
+	if (!w)
+		return -ENOMEM;
+	w->buf = buf;
+	w->len = len;
+	w->cb = cb;
+	w->ud = ud;
+	w->kind = kind;
+	w->cb_stream = s;
+	return iou__stream_queue_write(s, w);
+}
+
+int iou_write(iou_stream *s, const void *buf, size_t len, iou_write_cb cb,
+	      void *ud)
+{
+	return queue_user_write(s, buf, len, cb, ud, W_SOME);
+}
+
+int iou_write_all(iou_stream *s, const void *buf, size_t len, iou_write_cb cb,
+		  void *ud)
+{
+	return queue_user_write(s, buf, len, cb, ud, W_ALL);
+}
+
+int iou_feed(iou_stream *s, const void *data, size_t len)
+{
+	int ret;
+
+	if (!s || (!data && len))
+		return -EINVAL;
+	ret = write_check(s);
+	if (ret < 0)
+		return ret;
+	if (s->feed_len + len > s->feed_cap) {
+		size_t cap = s->feed_cap ? s->feed_cap : 256;
+		unsigned char *p;
+
+		while (cap < s->feed_len + len)
+			cap *= 2;
+		p = realloc(s->feed, cap);
+		if (!p)
+			return -ENOMEM;
+		s->feed = p;
+		s->feed_cap = cap;
+	}
+	if (len)
+		memcpy(s->feed + s->feed_len, data, len);
+	s->feed_len += len;
+	return 0;
+}
+
+size_t iou_fed(const iou_stream *s)
+{
+	return s ? s->feed_len : 0;
+}
+
+int iou_drain(iou_stream *s, iou_write_cb cb, void *ud)
+{
+	struct iou__write *w;
+	int ret;
+
+	if (!s)
+		return -EINVAL;
+	ret = write_check(s);
+	if (ret < 0)
+		return ret;
+	w = iou__write_get(s->loop);
+	if (!w)
+		return -ENOMEM;
+	w->kind = W_DRAIN;
+	w->cb = cb;
+	w->ud = ud;
+	w->cb_stream = s;
+	if (s->feed_len) {
+		w->owned = s->feed;
+		w->owned_cap = s->feed_cap;
+		w->buf = s->feed;
+		w->len = s->feed_len;
+		s->feed = NULL;
+		s->feed_len = s->feed_cap = 0;
+	}
+	return iou__stream_queue_write(s, w);
+}
+
+int iou__stream_queue_forward(iou_stream *to, iou_stream *from,
+			      const unsigned char *p, size_t len, uint32_t bid,
+			      struct iou__write **out)
+{
+	struct iou__write *w = iou__write_get(to->loop);
+
+	if (!w)
+		return -ENOMEM;
+	w->kind = W_FORWARD;
+	w->buf = p;
+	w->len = len;
+	w->bid = bid;
+	w->cb_stream = from;
+	*out = w;
+	return iou__stream_queue_write(to, w);
+}
+
+/* ---- shutdown and close ------------------------------------------------- */
+
+int iou_shutdown(iou_stream *s, int how)
+{
+	if (!s || (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR))
+		return -EINVAL;
+	if (s->flags & IOU__S_CLOSING)
+		return -IOU_ECLOSED;
+	if (how != SHUT_WR && !(s->flags & IOU__S_RD_SHUT)) {
+		s->flags |= IOU__S_RD_SHUT;
+		if ((s->flags & (IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL)) ==
+		    IOU__S_RECV_ARMED &&
+		    iou__cancel_op(s->loop, &s->recv_op) == 0)
+			s->flags |= IOU__S_RECV_CANCEL;
+		if (s->flags & IOU__S_STARVED) {
+			iou__list_del(&s->starved_link);
+			s->flags &= ~IOU__S_STARVED;
+		}
+		iou__stream_poke(s); /* the pending read fails */
+	}
+	if (how != SHUT_RD) {
+		s->flags |= IOU__S_WR_SHUT;
+		shutdown_write_if_due(s);
+	}
+	return 0;
+}
+
+int iou_close(iou_stream *s, iou_close_cb cb, void *ud)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->flags & IOU__S_CLOSING)
+		return -IOU_ECLOSED;
+	s->flags |= IOU__S_CLOSING;
+	s->close_cb = cb;
+	s->close_ud = ud;
+	iou__stream_poke(s);
+	return 0;
+}
+
+static void stream_free(iou_stream *s)
+{
+	iou_loop *loop = s->loop;
+
+	iou__recv_release_all(s);
+	if (iou__list_linked(&s->starved_link))
+		iou__list_del(&s->starved_link);
+	if (s->flags & IOU__S_DEFERRED)
+		iou__list_del(&s->deferred_link);
+	iou__timer_disarm(loop, &s->idle_timer);
+	if (s->server)
+		iou__server_conn_closed(s->server, s);
+	if (s->close_cb)
+		s->close_cb(s, s->close_ud);
+	free(s->spill);
+	free(s->feed);
+	if (s->sep != s->sep_inline)
+		free(s->sep);
+	free(s);
+}
+
+static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+{
+	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, aux_op);
+
+	(void)cqe;
+	s->inflight--;
+	iou__op_done(s->loop);
+	if (s->flags & IOU__S_CLOSE_SENT) {
+		stream_free(s);
+		return;
+	}
+	if (s->flags & IOU__S_CLOSING)
+		iou__stream_op_done(s);
+}
+
+/* Close in steps: fail the pending read, cancel every op on the fd, fail
+ * the writes not yet in the kernel, and once the last op's CQE is in, close
+ * the fd through the ring; its CQE frees the stream. */
+static void close_progress(iou_stream *s)
+{
+	struct io_uring_sqe *sqe;
+
+	if (s->read_kind != IOU__RD_NONE)
+		iou__read_fail(s, -ECANCELED);
+	if (s->flags & IOU__S_STARVED) {
+		iou__list_del(&s->starved_link);
+		s->flags &= ~IOU__S_STARVED;
+	}
+	iou__recv_release_all(s);
+	if (s->inflight) {
+		if (!(s->flags & IOU__S_CANCEL_SENT) &&
+		    iou__cancel_fd(s->loop, s->fd) == 0)
+			s->flags |= IOU__S_CANCEL_SENT;
+		return; /* iou__stream_op_done() comes back here */
+	}
+	fail_writes(s, -ECANCELED);
+	if (s->flags & IOU__S_CLOSE_SENT)
+		return;
+	sqe = iou__get_sqe(s->loop);
+	if (!sqe) {
+		iou__stream_poke(s);
+		return;
+	}
+	io_uring_prep_close(sqe, s->fd);
+	io_uring_sqe_set_data(sqe, &s->aux_op);
+	s->flags |= IOU__S_CLOSE_SENT;
+	s->inflight++;
+	iou__op_submitted(s->loop);
+}
+
+void iou__stream_op_done(iou_stream *s)
+{
+	if ((s->flags & IOU__S_CLOSING) && !s->inflight)
+		iou__stream_poke(s);
+}
+
+/* ---- accessors ---------------------------------------------------------- */
+
+void iou_stream_set_data(iou_stream *s, void *data)
+{
+	if (s)
+		s->data = data;
+}
+
+void *iou_stream_data(const iou_stream *s)
+{
+	return s ? s->data : NULL;
+}
+
+iou_loop *iou_stream_loop(const iou_stream *s)
+{
+	return s ? s->loop : NULL;
+}
+
+int iou_stream_fd(const iou_stream *s)
+{
+	return s ? s->fd : -EINVAL;
+}
+
+static int address_of(const iou_stream *s, char *host, size_t hostlen,
+		      uint16_t *port, bool peer)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int ret;
+
+	if (!s || !host || !hostlen)
+		return -EINVAL;
+	ret = peer ? getpeername(s->fd, (struct sockaddr *)&ss, &len)
+		   : getsockname(s->fd, (struct sockaddr *)&ss, &len);
+	if (ret < 0)
+		return -errno;
+	return iou_sockaddr_text((struct sockaddr *)&ss, host, hostlen, port);
+}
+
+int iou_peer_address(const iou_stream *s, char *host, size_t hostlen,
+		     uint16_t *port)
+{
+	return address_of(s, host, hostlen, port, true);
+}
+
+int iou_local_address(const iou_stream *s, char *host, size_t hostlen,
+		      uint16_t *port)
+{
+	return address_of(s, host, hostlen, port, false);
+}
