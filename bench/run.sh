@@ -1,0 +1,400 @@
+#!/bin/sh
+# bench/run.sh — run every echo server under the same iou-bench load and
+# print one table per configuration, then the memory per idle connection.
+#
+# Expects the project built: tools/iou-echo, tools/iou-bench, bench/epoll-echo,
+# bench/uring-echo, bench/idle-conns (a missing server is skipped with a note).
+#
+# Method
+#   * For every configuration and every round, each server is started afresh
+#     pinned to CPU 0 (taskset -c 0); the client runs pinned to CPU 1. The
+#     server order rotates from round to round.
+#   * Throughput and latency are the client's (iou-bench --json, last line).
+#   * Server CPU per request: the server's utime+stime (/proc/PID/stat, in
+#     clock ticks) is sampled twice *inside* the client's measured window —
+#     at WARMUP+m and WARMUP+DURATION-m seconds after the client starts
+#     (m = min(0.25 s, DURATION/10)), the wall time of both samples taken from
+#     /proc/uptime.  CPU us/req = (CPU seconds / wall seconds between the
+#     samples) / client req/s * 1e6.  Both are steady-state rates, so the
+#     client's warm-up and connection set-up are left out without needing the
+#     two clocks to line up exactly.
+#   * Each figure is the median over the rounds; ratios are to uring-echo.
+#   * Idle memory: the server is started, IDLE_CONNS idle connections are
+#     opened by bench/idle-conns, and (VmRSS after - VmRSS before) / N is
+#     reported (user-space resident memory only; kernel socket and io_uring
+#     memory is not in RSS).
+#
+# Environment
+#   BENCH_DURATION  measured seconds per run (default 3; BENCH_QUICK: 1)
+#   BENCH_ROUNDS    rounds (default 3; BENCH_QUICK: 1)
+#   BENCH_SERVERS   comma-separated subset of iou-echo,epoll-echo,uring-echo
+#   BENCH_QUICK=1   1 round of 1 s each (CI smoke test)
+#   BENCH_WARMUP    seconds the client warms up before counting (default 1)
+#   BENCH_IDLE_CONNS idle connections for the memory test (default 10000, 0 = skip)
+#   BENCH_CLIENT    client binary (default tools/iou-bench)
+#   BENCH_BUDGET    wall-clock budget in seconds (default 285): runs that would
+#                   overrun it are skipped, so the script always ends in time
+
+set -u
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd) || exit 1
+cd "$ROOT" || exit 1
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+	DUR=${BENCH_DURATION:-1}
+	ROUNDS=${BENCH_ROUNDS:-1}
+else
+	DUR=${BENCH_DURATION:-3}
+	ROUNDS=${BENCH_ROUNDS:-3}
+fi
+WARMUP=${BENCH_WARMUP:-1}
+CLIENT=${BENCH_CLIENT:-tools/iou-bench}
+IDLE_N=${BENCH_IDLE_CONNS:-10000}
+BUDGET=${BENCH_BUDGET:-285}
+HOST=127.0.0.1
+ALL_SERVERS="iou-echo epoll-echo uring-echo"
+WANT=$(printf '%s\n' "${BENCH_SERVERS:-$ALL_SERVERS}" | tr ',' ' ')
+CONFIGS="c50 c1 c50x16k pipe16 c1000"
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+T0=$(date +%s)
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/iou-bench.XXXXXX") || exit 1
+RESULTS=$TMP/results
+: >"$RESULTS"
+SPID=
+CPID=
+IPID=
+
+cleanup() {
+	exec 3>&- 2>/dev/null
+	for p in $IPID $CPID $SPID; do
+		kill -TERM "$p" 2>/dev/null
+	done
+	sleep 0.2
+	for p in $IPID $CPID $SPID; do
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say() { printf '%s\n' "$*" >&2; }
+elapsed() { echo $(($(date +%s) - T0)); }
+
+# ---- servers ---------------------------------------------------------------
+
+server_bin() {
+	case $1 in
+	iou-echo) echo tools/iou-echo ;;
+	*) echo "bench/$1" ;;
+	esac
+}
+
+server_args() {
+	case $1 in
+	iou-echo) echo "-p 0 -q" ;;
+	*) echo "-H $HOST -p 0" ;;
+	esac
+}
+
+if [ "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+	PIN_S="taskset -c 0"
+	PIN_C="taskset -c 1"
+	PINNING="server on CPU 0, client on CPU 1"
+else
+	PIN_S=
+	PIN_C=
+	PINNING="not pinned (needs 2 CPUs and taskset)"
+fi
+
+SERVERS=
+for s in $WANT; do
+	case " $ALL_SERVERS " in
+	*" $s "*) ;;
+	*) say "note: unknown server '$s' ignored"; continue ;;
+	esac
+	if [ -x "$(server_bin "$s")" ]; then
+		SERVERS="$SERVERS $s"
+	else
+		say "note: $(server_bin "$s") not built, skipping $s"
+	fi
+done
+NSERVERS=$(echo $SERVERS | wc -w)
+
+alive() { # pid: running (not a zombie)?
+	[ -r "/proc/$1/stat" ] || return 1
+	st=$(sed 's/^.*) \(.\).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+
+# start_server NAME: sets SPID and SPORT; returns 1 on failure
+start_server() {
+	SPORT=
+	: >"$TMP/server.out"
+	# shellcheck disable=SC2046
+	$PIN_S "$(server_bin "$1")" $(server_args "$1") >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
+	SPID=$!
+	i=0
+	while [ $i -lt 200 ]; do
+		SPORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)[[:space:]]*$/\1/p' "$TMP/server.out" | head -n 1)
+		[ -n "$SPORT" ] && return 0
+		alive "$SPID" || break
+		i=$((i + 1))
+		sleep 0.025
+	done
+	say "error: $1 did not start listening: $(head -c 300 "$TMP/server.err")"
+	stop_server "$1"
+	return 1
+}
+
+stop_server() {
+	[ -n "$SPID" ] || return 0
+	kill -TERM "$SPID" 2>/dev/null
+	i=0
+	while alive "$SPID" && [ $i -lt 100 ]; do
+		sleep 0.03
+		i=$((i + 1))
+	done
+	if alive "$SPID"; then
+		say "warning: $1 ignored SIGTERM, killing it"
+		kill -KILL "$SPID" 2>/dev/null
+	fi
+	wait "$SPID" 2>/dev/null
+	rc=$?
+	[ $rc -eq 0 ] || say "warning: $1 exited with status $rc"
+	SPID=
+}
+
+cpu_ticks() { # utime+stime of a process, in clock ticks
+	sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+}
+
+uptime_s() {
+	read -r u _ </proc/uptime && echo "$u"
+}
+
+vmrss_kb() {
+	awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null
+}
+
+jnum() { # key json: first numeric value of "key"
+	printf '%s\n' "$2" | sed -n "s/.*\"$1\"[[:space:]]*:[[:space:]]*\(-\{0,1\}[0-9][0-9.eE+-]*\).*/\1/p" | head -n 1
+}
+
+# ---- configurations --------------------------------------------------------
+
+cfg_set() {
+	case $1 in
+	c50) C=50 L=512 P=1 LABEL="50 conns x 512 B ping-pong" ;;
+	c1) C=1 L=512 P=1 LABEL="1 conn x 512 B (latency)" ;;
+	c50x16k) C=50 L=16384 P=1 LABEL="50 conns x 16 KiB" ;;
+	pipe16) C=50 L=512 P=16 LABEL="50 conns x 512 B, pipeline depth 16" ;;
+	c1000) C=1000 L=512 P=1 LABEL="1000 conns x 512 B" ;;
+	esac
+}
+
+rotated() { # round: the server list rotated by round
+	k=$(($1 % (NSERVERS > 0 ? NSERVERS : 1)))
+	head= tail= i=0
+	for s in $SERVERS; do
+		if [ $i -lt $k ]; then head="$head $s"; else tail="$tail $s"; fi
+		i=$((i + 1))
+	done
+	echo $tail $head
+}
+
+# run_one CFG SERVER ROUND: appends one line to $RESULTS
+run_one() {
+	cfg=$1 srv=$2 rnd=$3
+	start_server "$srv" || {
+		echo "$cfg $srv $rnd NA NA NA NA fail" >>"$RESULTS"
+		return
+	}
+	m=$(awk -v d="$DUR" 'BEGIN { m = d / 10; if (m > 0.25) m = 0.25; print m }')
+	s1=$(awk -v w="$WARMUP" -v m="$m" 'BEGIN { print w + m }')
+	s2=$(awk -v d="$DUR" -v m="$m" 'BEGIN { print d - 2 * m }')
+	$PIN_C timeout -k 2 $((DUR + WARMUP + 60)) "$CLIENT" -H "$HOST" -p "$SPORT" \
+		-c "$C" -d "$DUR" -l "$L" -P "$P" --json >"$TMP/client.out" 2>"$TMP/client.err" </dev/null &
+	CPID=$!
+	sleep "$s1"
+	c1=$(cpu_ticks "$SPID") u1=$(uptime_s)
+	sleep "$s2"
+	c2=$(cpu_ticks "$SPID") u2=$(uptime_s)
+	wait "$CPID"
+	crc=$?
+	CPID=
+	stop_server "$srv"
+
+	js=$(tail -n 1 "$TMP/client.out")
+	rps=$(jnum rps "$js")
+	p50=$(jnum p50 "$js")
+	p99=$(jnum p99 "$js")
+	errs=$(jnum errors "$js")
+	mism=$(jnum mismatches "$js")
+	status=ok
+	if [ $crc -ne 0 ] || [ -z "$rps" ] || [ "${errs:-0}" != 0 ] || [ "${mism:-0}" != 0 ]; then
+		status=fail
+		say "  ! $srv $cfg round $rnd: client status $crc, errors ${errs:-?}, mismatches ${mism:-?}: $(tail -c 300 "$TMP/client.err")"
+	fi
+	cpu=$(awk -v c1="${c1:-}" -v c2="${c2:-}" -v u1="$u1" -v u2="$u2" -v r="${rps:-0}" -v hz="$CLK_TCK" '
+		BEGIN { if (c1 == "" || c2 == "" || u2 <= u1 || r <= 0) { print "NA"; exit }
+			printf "%.4f\n", (c2 - c1) / hz / (u2 - u1) / r * 1e6 }')
+	echo "$cfg $srv $rnd ${rps:-NA} $cpu ${p50:-NA} ${p99:-NA} $status" >>"$RESULTS"
+	say "  $(printf '%-11s' "$srv") round $rnd: ${rps:-NA} req/s, CPU ${cpu} us/req, p50 ${p50:-NA} us, p99 ${p99:-NA} us${status#ok}"
+}
+
+median() { # cfg server column
+	awk -v c="$1" -v s="$2" -v k="$3" '$1 == c && $2 == s && $8 == "ok" && $k != "NA" { print $k }' "$RESULTS" |
+		sort -g | awk '{ a[NR] = $1 } END {
+			if (NR == 0) print "NA"
+			else if (NR % 2) print a[(NR + 1) / 2]
+			else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+print_table() { # cfg
+	cfg=$1
+	cfg_set "$cfg"
+	ref_rps=$(median "$cfg" uring-echo 4)
+	ref_cpu=$(median "$cfg" uring-echo 5)
+	ref_p99=$(median "$cfg" uring-echo 7)
+	echo
+	echo "### $LABEL  (-c $C -l $L -P $P; median of $ROUNDS x ${DUR} s)"
+	echo
+	{
+		echo "server req/s CPU_us/req p50_us p99_us req/s_vs_uring CPU_vs_uring p99_vs_uring runs"
+		for srv in $SERVERS; do
+			okruns=$(awk -v c="$cfg" -v s="$srv" '$1 == c && $2 == s && $8 == "ok"' "$RESULTS" | wc -l)
+			allruns=$(awk -v c="$cfg" -v s="$srv" '$1 == c && $2 == s' "$RESULTS" | wc -l)
+			[ "$allruns" -gt 0 ] || continue
+			echo "$srv $(median "$cfg" "$srv" 4) $(median "$cfg" "$srv" 5) $(median "$cfg" "$srv" 6) $(median "$cfg" "$srv" 7) $ref_rps $ref_cpu $ref_p99 $okruns/$allruns"
+		done
+	} | awk '
+		function num(x) { return x != "NA" && x != "" }
+		function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.2f", a / b) : "-" }
+		function f(fmt, x) { return num(x) ? sprintf(fmt, x) : "NA" }
+		NR == 1 { printf "| %-10s | %10s | %10s | %8s | %8s | %14s | %12s | %12s | %4s |\n",
+				"server", "req/s", "CPU us/req", "p50 us", "p99 us", "req/s vs uring", "CPU vs uring", "p99 vs uring", "runs"
+			  printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", "------------", "-----------:", "-----------:",
+				"---------:", "---------:", "---------------:", "-------------:", "-------------:", "-----:"
+			  next }
+		{ printf "| %-10s | %10s | %10s | %8s | %8s | %14s | %12s | %12s | %4s |\n",
+			$1, f("%.0f", $2), f("%.2f", $3), f("%.1f", $4), f("%.1f", $5),
+			ratio($2, $6), ratio($3, $7), ratio($5, $8), $9 }'
+}
+
+# ---- idle memory -----------------------------------------------------------
+
+idle_one() { # server: prints one table row
+	srv=$1
+	start_server "$srv" || { echo "| $srv | server did not start |"; return; }
+	sleep 0.2
+	rss0=$(vmrss_kb "$SPID")
+	fd0=$(ls "/proc/$SPID/fd" 2>/dev/null | wc -l)
+	rm -f "$TMP/hold"
+	mkfifo "$TMP/hold" || { stop_server "$srv"; return; }
+	$PIN_C bench/idle-conns -H "$HOST" -p "$SPORT" -n "$IDLE_N" <"$TMP/hold" >"$TMP/idle.out" 2>"$TMP/idle.err" &
+	IPID=$!
+	exec 3>"$TMP/hold"
+	i=0 ok=0
+	while [ $i -lt 1200 ]; do # up to 30 s
+		if grep -q '^connected' "$TMP/idle.out" 2>/dev/null; then ok=1; break; fi
+		alive "$IPID" || break
+		sleep 0.025
+		i=$((i + 1))
+	done
+	if [ $ok = 1 ]; then
+		# wait until the server has accepted them all (fd count), or it
+		# stops changing for a second; at most 10 s
+		i=0 same=0 last=
+		while [ $i -lt 100 ]; do
+			fds=$(ls "/proc/$SPID/fd" 2>/dev/null | wc -l)
+			[ "$fds" -ge $((fd0 + IDLE_N)) ] && break
+			if [ "$fds" = "$last" ]; then same=$((same + 1)); else same=0; fi
+			[ $same -ge 10 ] && break
+			last=$fds
+			sleep 0.1
+			i=$((i + 1))
+		done
+		sleep 0.3
+		rss1=$(vmrss_kb "$SPID")
+		fds=$(ls "/proc/$SPID/fd" 2>/dev/null | wc -l)
+	fi
+	exec 3>&-
+	wait "$IPID" 2>/dev/null
+	IPID=
+	stop_server "$srv"
+	if [ $ok = 1 ] && [ -n "$rss0" ] && [ -n "$rss1" ]; then
+		awk -v s="$srv" -v a="$rss0" -v b="$rss1" -v n="$IDLE_N" -v f="$((fds - fd0))" 'BEGIN {
+			printf "| %-10s | %10d | %10d | %12.0f | %8d |\n", s, a, b, (b - a) * 1024 / n, f }'
+	else
+		echo "| $srv | idle-conns failed: $(head -c 200 "$TMP/idle.err") |"
+	fi
+}
+
+# ---- main ------------------------------------------------------------------
+
+echo "## iou echo benchmark"
+echo
+echo "kernel $(uname -r), $(getconf _NPROCESSORS_ONLN) CPUs, $PINNING;"
+echo "servers:${SERVERS:- none}; $ROUNDS round(s) x ${DUR} s measured (+${WARMUP} s client warm-up) per run."
+echo "CPU us/req: server utime+stime sampled inside the measured window, per client request."
+
+if [ "$NSERVERS" -eq 0 ]; then
+	echo
+	echo "no server binary found: build the project first (make)"
+	exit 1
+fi
+
+if [ ! -x "$CLIENT" ]; then
+	echo
+	echo "note: $CLIENT not built: throughput runs skipped"
+else
+	RUN_COST=$((DUR + WARMUP + 1))
+	RESERVE=$([ "$IDLE_N" -gt 0 ] && echo $((NSERVERS * 8)) || echo 0)
+	skipped=0
+	for cfg in $CONFIGS; do
+		cfg_set "$cfg"
+		say "== $LABEL"
+		r=1
+		while [ $r -le "$ROUNDS" ]; do
+			for srv in $(rotated $((r - 1))); do
+				if [ $(($(elapsed) + RUN_COST + RESERVE)) -gt "$BUDGET" ]; then
+					skipped=$((skipped + 1))
+					continue
+				fi
+				run_one "$cfg" "$srv" "$r"
+			done
+			r=$((r + 1))
+		done
+		print_table "$cfg"
+	done
+	if [ $skipped -gt 0 ]; then
+		echo
+		echo "note: $skipped run(s) skipped to stay within the ${BUDGET} s budget (BENCH_BUDGET)"
+	fi
+fi
+
+if [ "$IDLE_N" -gt 0 ]; then
+	echo
+	echo "### Memory per idle connection ($IDLE_N idle connections; server VmRSS, user space only)"
+	echo
+	if [ ! -x bench/idle-conns ]; then
+		echo "note: bench/idle-conns not built: skipped"
+	else
+		echo "| server     | RSS before kB | RSS after kB | bytes / conn | accepted |"
+		echo "|------------|-----------:|-----------:|-------------:|---------:|"
+		for srv in $SERVERS; do
+			if [ $(($(elapsed) + 10)) -gt "$BUDGET" ]; then
+				echo "| $srv | skipped (time budget) |"
+				continue
+			fi
+			idle_one "$srv"
+		done
+	fi
+fi
+
+echo
+echo "total time: $(elapsed) s"

@@ -1,0 +1,397 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iou-echo: a TCP echo server on iou, on one or many cores.
+ *
+ * Every received byte goes back on the same connection, sent straight from
+ * the receive buffer (iou_forward).  One event loop per thread, each with
+ * its own SO_REUSEPORT listener.  SIGINT/SIGTERM start a graceful
+ * shutdown; a second one ends the process at once.
+ *
+ * Exit status: 0 after a clean shutdown (or -h/-V), 1 when it cannot run
+ * (cannot listen, io_uring unavailable, a second signal), 2 on bad usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "iou.h"
+
+struct config {
+	const char *host;
+	uint16_t port;
+	int threads;
+	double grace_s;
+	unsigned long max_conns;
+	double idle_s;
+	int quiet;
+};
+
+struct worker {
+	pthread_t tid;
+	int index;
+	uint16_t port;       /* in: port to bind; out: port bound */
+	iou_loop *loop;
+	iou_server *srv;
+	int err;             /* start-up error, 0 when listening */
+	uint64_t finished, cut;
+	/* start-up hand-shake with the main thread */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int started;
+};
+
+/* A logged connection: its peer address, for the closing line. */
+struct conn {
+	char peer[64];
+};
+
+static struct config cfg = {
+	.host = "127.0.0.1",
+	.port = 8080,
+	.threads = 1,
+	.grace_s = 10.0,
+};
+static atomic_ulong open_conns;
+static pthread_t main_thread;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: iou-echo [-H ADDR] [-p PORT] [-t THREADS] [-g SECONDS] [--max-conns N]\n"
+		"                [--idle-timeout SECONDS] [-q] [-h] [-V]\n"
+		"  -H, --host ADDR          listen address, IPv4 or IPv6 (default 127.0.0.1)\n"
+		"  -p, --port PORT          port (default 8080; 0 = any free port)\n"
+		"  -t, --threads N          event loops, one ring and one SO_REUSEPORT listener per thread (default 1)\n"
+		"  -g, --grace SECONDS      graceful-shutdown limit, fractional allowed (default 10)\n"
+		"      --max-conns N        at most N open connections (per process); more are closed at once\n"
+		"      --idle-timeout SECONDS  close a connection that sends nothing that long (default 0 = never)\n"
+		"  -q, --quiet              no per-connection log lines\n"
+		"  -h, --help               usage on stdout, exit 0\n"
+		"  -V, --version            version on stdout, exit 0\n");
+}
+
+static void bad_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "iou-echo: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, " (try --help)\n");
+	exit(2);
+}
+
+static unsigned long parse_ulong(const char *s, unsigned long max,
+				 const char *what)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	if (!*s || *s == '-' || *s == '+')
+		bad_usage(what, s);
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > max)
+		bad_usage(what, s);
+	return v;
+}
+
+static double parse_seconds(const char *s, const char *what)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || *end || !*s || !isfinite(v) || v < 0 || v > 1e6)
+		bad_usage(what, s);
+	return v;
+}
+
+static void parse_args(int argc, char **argv)
+{
+	enum { OPT_MAX_CONNS = 256, OPT_IDLE };
+	static const struct option longs[] = {
+		{ "host", required_argument, NULL, 'H' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "grace", required_argument, NULL, 'g' },
+		{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+		{ "idle-timeout", required_argument, NULL, OPT_IDLE },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":H:p:t:g:qhV", longs, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			cfg.host = optarg;
+			break;
+		case 'p':
+			cfg.port = (uint16_t)parse_ulong(optarg, 65535,
+							 "bad port '%s': want 0..65535");
+			break;
+		case 't':
+			cfg.threads = (int)parse_ulong(optarg, 1024,
+						       "bad thread count '%s': want 1..1024");
+			if (cfg.threads < 1)
+				bad_usage("bad thread count '%s': want 1..1024", optarg);
+			break;
+		case 'g':
+			cfg.grace_s = parse_seconds(optarg, "bad grace '%s': want seconds >= 0");
+			break;
+		case OPT_MAX_CONNS:
+			cfg.max_conns = parse_ulong(optarg, UINT_MAX,
+						    "bad --max-conns '%s': want a count");
+			break;
+		case OPT_IDLE:
+			cfg.idle_s = parse_seconds(optarg, "bad --idle-timeout '%s': want seconds >= 0");
+			break;
+		case 'q':
+			cfg.quiet = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("iou-echo %s\n", iou_version());
+			exit(0);
+		case ':':
+			bad_usage("option '%s' needs a value", argv[optind - 1]);
+			break;
+		default:
+			bad_usage("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		bad_usage("unexpected argument '%s'", argv[optind]);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void on_closed(iou_stream *s, void *ud)
+{
+	struct conn *c = ud;
+
+	(void)s;
+	atomic_fetch_sub(&open_conns, 1);
+	if (c) {
+		fprintf(stderr, "client %s disconnected\n", c->peer);
+		free(c);
+	}
+}
+
+static void on_forwarded(iou_stream *s, ssize_t res, void *ud)
+{
+	int ret;
+
+	/* res > 0: echoed; 0: the peer half-closed and everything owed was
+	 * sent; < 0: an error (reset, cancelled by shutdown, ...). */
+	if (res > 0) {
+		ret = iou_forward(s, s, SIZE_MAX, on_forwarded, ud);
+		if (ret == 0)
+			return;
+	}
+	iou_close(s, on_closed, iou_stream_data(s));
+}
+
+static void on_connection(iou_server *srv, iou_stream *s,
+			  const struct sockaddr *peer, void *ud)
+{
+	struct conn *c = NULL;
+
+	(void)srv;
+	(void)ud;
+	if (atomic_fetch_add(&open_conns, 1) >= cfg.max_conns && cfg.max_conns) {
+		iou_close(s, on_closed, NULL); /* the process-wide limit */
+		return;
+	}
+	if (!cfg.quiet && (c = malloc(sizeof(*c)))) {
+		uint16_t port = 0;
+		char host[INET6_ADDRSTRLEN];
+
+		if (iou_sockaddr_text(peer, host, sizeof(host), &port) < 0)
+			snprintf(host, sizeof(host), "?");
+		snprintf(c->peer, sizeof(c->peer), peer->sa_family == AF_INET6 ?
+			 "[%s]:%u" : "%s:%u", host, (unsigned)port);
+		fprintf(stderr, "client %s connected\n", c->peer);
+	}
+	iou_stream_set_data(s, c);
+	if (iou_forward(s, s, SIZE_MAX, on_forwarded, NULL) < 0)
+		iou_close(s, on_closed, c);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void on_server_done(iou_server *srv, uint64_t finished, uint64_t cut,
+			   void *ud)
+{
+	struct worker *w = ud;
+
+	(void)srv;
+	w->finished = finished;
+	w->cut = cut;
+	w->srv = NULL;
+}
+
+/* Posted to each loop by the main thread when the first signal arrives. */
+static void begin_shutdown(void *ud)
+{
+	struct worker *w = ud;
+	unsigned grace_ms = (unsigned)(cfg.grace_s * 1000.0 + 0.5);
+
+	if (w->srv)
+		iou_server_shutdown(w->srv, grace_ms, on_server_done, w);
+}
+
+static void worker_started(struct worker *w, int err)
+{
+	pthread_mutex_lock(&w->lock);
+	w->err = err;
+	w->started = 1;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct iou_server_opts so;
+	int ret;
+
+	ret = iou_loop_create(&w->loop, NULL);
+	if (ret < 0) {
+		worker_started(w, ret);
+		return NULL;
+	}
+	iou_server_opts_init(&so);
+	so.host = cfg.host;
+	so.port = w->port;
+	so.reuseport = cfg.threads > 1;
+	so.backlog = 4096;
+	so.idle_timeout_ms = (unsigned)(cfg.idle_s * 1000.0 + 0.5);
+	ret = iou_server_start(w->loop, &so, on_connection, w, &w->srv);
+	if (ret == 0)
+		w->port = iou_server_port(w->srv);
+	worker_started(w, ret);
+	if (ret == 0) {
+		ret = iou_loop_run(w->loop);
+		if (ret < 0)
+			fprintf(stderr, "iou-echo: event loop failed: %s\n",
+				iou_strerror(ret));
+	}
+	if (iou_loop_destroy(w->loop) < 0)
+		fprintf(stderr, "iou-echo: loop still busy at exit\n");
+	pthread_kill(main_thread, SIGUSR1); /* tell main this one is done */
+	return NULL;
+}
+
+static int start_worker(struct worker *w)
+{
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, NULL);
+	if (pthread_create(&w->tid, NULL, worker_main, w) != 0)
+		return -EAGAIN;
+	pthread_mutex_lock(&w->lock);
+	while (!w->started)
+		pthread_cond_wait(&w->cond, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+	return w->err;
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void report_start_error(int err)
+{
+	if (err == -IOU_ENOURING || err == -IOU_ENOFEATURE || err == -ENOMEM)
+		fprintf(stderr, "iou-echo: cannot create the event loop: %s\n",
+			iou_strerror(err));
+	else if (err == -EINVAL)
+		fprintf(stderr, "iou-echo: cannot listen on %s port %u: not a numeric IPv4/IPv6 address\n",
+			cfg.host, (unsigned)cfg.port);
+	else
+		fprintf(stderr, "iou-echo: cannot listen on %s port %u: %s\n",
+			cfg.host, (unsigned)cfg.port, iou_strerror(err));
+}
+
+int main(int argc, char **argv)
+{
+	struct worker *workers;
+	sigset_t sigs;
+	int exited = 0, shutting_down = 0, sig, ret;
+	uint64_t finished = 0, cut = 0;
+
+	parse_args(argc, argv);
+	raise_fd_limit();
+	main_thread = pthread_self();
+	/* Signals are taken by the main thread only, with sigwait. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+	workers = calloc((size_t)cfg.threads, sizeof(*workers));
+	if (!workers) {
+		fprintf(stderr, "iou-echo: out of memory\n");
+		return 1;
+	}
+	for (int i = 0; i < cfg.threads; i++) {
+		workers[i].index = i;
+		/* With port 0 the first listener picks the port, the rest share it. */
+		workers[i].port = i ? workers[0].port : cfg.port;
+		ret = start_worker(&workers[i]);
+		if (ret < 0) {
+			report_start_error(ret);
+			exit(1);
+		}
+	}
+	if (strchr(cfg.host, ':'))
+		printf("listening on [%s]:%u\n", cfg.host, (unsigned)workers[0].port);
+	else
+		printf("listening on %s:%u\n", cfg.host, (unsigned)workers[0].port);
+	fflush(stdout);
+
+	while (exited < cfg.threads) {
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGUSR1) {
+			exited++;
+			continue;
+		}
+		if (shutting_down) {
+			fprintf(stderr, "iou-echo: second signal, exiting now\n");
+			_exit(1);
+		}
+		shutting_down = 1;
+		for (int i = 0; i < cfg.threads; i++)
+			iou_loop_post(workers[i].loop, begin_shutdown, &workers[i]);
+	}
+	for (int i = 0; i < cfg.threads; i++) {
+		pthread_join(workers[i].tid, NULL);
+		finished += workers[i].finished;
+		cut += workers[i].cut;
+	}
+	printf("shutdown: %llu connections finished, %llu cut\n",
+	       (unsigned long long)finished, (unsigned long long)cut);
+	free(workers);
+	return 0;
+}
