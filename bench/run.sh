@@ -10,14 +10,16 @@
 #     pinned to CPU 0 (taskset -c 0); the client runs pinned to CPU 1. The
 #     server order rotates from round to round.
 #   * Throughput and latency are the client's (iou-bench --json, last line).
-#   * Server CPU per request: the server's utime+stime (/proc/PID/stat, in
-#     clock ticks) is sampled twice *inside* the client's measured window —
-#     at WARMUP+m and WARMUP+DURATION-m seconds after the client starts
-#     (m = min(0.25 s, DURATION/10)), the wall time of both samples taken from
-#     /proc/uptime.  CPU us/req = (CPU seconds / wall seconds between the
-#     samples) / client req/s * 1e6.  Both are steady-state rates, so the
-#     client's warm-up and connection set-up are left out without needing the
-#     two clocks to line up exactly.
+#   * Server CPU per request: while the client runs, the harness samples the
+#     server's utime+stime (/proc/PID/stat, clock ticks) and the wall clock
+#     (/proc/uptime) every 0.2 s, with shell builtins only (no forks but
+#     sleep, so the harness barely perturbs the two pinned CPUs).  Afterwards
+#     it takes the samples that lie inside the client's measured window, i.e.
+#     the last duration_s seconds before the client exited, less 0.2 s at
+#     each end (so warm-up and connection set-up are left out, whatever their
+#     length), and computes
+#       CPU us/req = (CPU s / wall s between those samples) / (client req/s) * 1e6.
+#     Both are steady-state rates, so the two clocks need not line up exactly.
 #   * Each figure is the median over the rounds; ratios are to uring-echo.
 #   * Idle memory: the server is started, IDLE_CONNS idle connections are
 #     opened by bench/idle-conns, and (VmRSS after - VmRSS before) / N is
@@ -66,7 +68,7 @@ CPID=
 IPID=
 
 cleanup() {
-	exec 3>&- 2>/dev/null
+	exec 3>&-
 	for p in $IPID $CPID $SPID; do
 		kill -TERM "$p" 2>/dev/null
 	done
@@ -122,13 +124,8 @@ for s in $WANT; do
 		say "note: $(server_bin "$s") not built, skipping $s"
 	fi
 done
+# shellcheck disable=SC2086
 NSERVERS=$(echo $SERVERS | wc -w)
-
-alive() { # pid: running (not a zombie)?
-	[ -r "/proc/$1/stat" ] || return 1
-	st=$(sed 's/^.*) \(.\).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
-	[ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
 
 # start_server NAME: sets SPID and SPORT; returns 1 on failure
 start_server() {
@@ -141,7 +138,7 @@ start_server() {
 	while [ $i -lt 200 ]; do
 		SPORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)[[:space:]]*$/\1/p' "$TMP/server.out" | head -n 1)
 		[ -n "$SPORT" ] && return 0
-		alive "$SPID" || break
+		running "$SPID" || break
 		i=$((i + 1))
 		sleep 0.025
 	done
@@ -154,11 +151,11 @@ stop_server() {
 	[ -n "$SPID" ] || return 0
 	kill -TERM "$SPID" 2>/dev/null
 	i=0
-	while alive "$SPID" && [ $i -lt 100 ]; do
+	while running "$SPID" && [ $i -lt 100 ]; do
 		sleep 0.03
 		i=$((i + 1))
 	done
-	if alive "$SPID"; then
+	if running "$SPID"; then
 		say "warning: $1 ignored SIGTERM, killing it"
 		kill -KILL "$SPID" 2>/dev/null
 	fi
@@ -168,12 +165,20 @@ stop_server() {
 	SPID=
 }
 
-cpu_ticks() { # utime+stime of a process, in clock ticks
-	sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+# Builtins only (these run while the benchmark does): no fork.
+running() { # pid: is it running (not exited, not a zombie)?
+	read -r line 2>/dev/null <"/proc/$1/stat" || return 1
+	rest=${line##*) }
+	case ${rest%% *} in Z | X | x | "") return 1 ;; esac
+	return 0
 }
 
-uptime_s() {
-	read -r u _ </proc/uptime && echo "$u"
+cpu_ticks() { # pid: sets TICKS to its utime+stime, in clock ticks
+	TICKS=
+	read -r line 2>/dev/null <"/proc/$1/stat" || return 1
+	# shellcheck disable=SC2086
+	set -- ${line##*) }
+	TICKS=$((${12} + ${13}))
 }
 
 vmrss_kb() {
@@ -198,12 +203,13 @@ cfg_set() {
 
 rotated() { # round: the server list rotated by round
 	k=$(($1 % (NSERVERS > 0 ? NSERVERS : 1)))
-	head= tail= i=0
+	pre='' post='' i=0
 	for s in $SERVERS; do
-		if [ $i -lt $k ]; then head="$head $s"; else tail="$tail $s"; fi
+		if [ $i -lt $k ]; then pre="$pre $s"; else post="$post $s"; fi
 		i=$((i + 1))
 	done
-	echo $tail $head
+	# shellcheck disable=SC2086
+	echo $post $pre
 }
 
 # run_one CFG SERVER ROUND: appends one line to $RESULTS
@@ -213,16 +219,15 @@ run_one() {
 		echo "$cfg $srv $rnd NA NA NA NA fail" >>"$RESULTS"
 		return
 	}
-	m=$(awk -v d="$DUR" 'BEGIN { m = d / 10; if (m > 0.25) m = 0.25; print m }')
-	s1=$(awk -v w="$WARMUP" -v m="$m" 'BEGIN { print w + m }')
-	s2=$(awk -v d="$DUR" -v m="$m" 'BEGIN { print d - 2 * m }')
+	: >"$TMP/samples"
 	$PIN_C timeout -k 2 $((DUR + WARMUP + 60)) "$CLIENT" -H "$HOST" -p "$SPORT" \
 		-c "$C" -d "$DUR" -l "$L" -P "$P" --json >"$TMP/client.out" 2>"$TMP/client.err" </dev/null &
 	CPID=$!
-	sleep "$s1"
-	c1=$(cpu_ticks "$SPID") u1=$(uptime_s)
-	sleep "$s2"
-	c2=$(cpu_ticks "$SPID") u2=$(uptime_s)
+	while running "$CPID"; do
+		read -r now _ </proc/uptime
+		cpu_ticks "$SPID" && echo "$now $TICKS" >>"$TMP/samples"
+		sleep 0.2
+	done
 	wait "$CPID"
 	crc=$?
 	CPID=
@@ -239,9 +244,19 @@ run_one() {
 		status=fail
 		say "  ! $srv $cfg round $rnd: client status $crc, errors ${errs:-?}, mismatches ${mism:-?}: $(tail -c 300 "$TMP/client.err")"
 	fi
-	cpu=$(awk -v c1="${c1:-}" -v c2="${c2:-}" -v u1="$u1" -v u2="$u2" -v r="${rps:-0}" -v hz="$CLK_TCK" '
-		BEGIN { if (c1 == "" || c2 == "" || u2 <= u1 || r <= 0) { print "NA"; exit }
-			printf "%.4f\n", (c2 - c1) / hz / (u2 - u1) / r * 1e6 }')
+	dur=$(jnum duration_s "$js")
+	cpu=$(awk -v d="${dur:-$DUR}" -v m=0.2 -v r="${rps:-0}" -v hz="$CLK_TCK" '
+		{ u[NR] = $1; t[NR] = $2 }
+		END {
+			if (NR < 2 || r <= 0) { print "NA"; exit }
+			te = u[NR]; s = 0; e = 0
+			for (i = 1; i <= NR; i++) {
+				if (!s && u[i] >= te - d + m) s = i
+				if (u[i] <= te - m) e = i
+			}
+			if (!s || e <= s || u[e] <= u[s]) { print "NA"; exit }
+			printf "%.4f\n", (t[e] - t[s]) / hz / (u[e] - u[s]) / r * 1e6
+		}' "$TMP/samples")
 	echo "$cfg $srv $rnd ${rps:-NA} $cpu ${p50:-NA} ${p99:-NA} $status" >>"$RESULTS"
 	say "  $(printf '%-11s' "$srv") round $rnd: ${rps:-NA} req/s, CPU ${cpu} us/req, p50 ${p50:-NA} us, p99 ${p99:-NA} us${status#ok}"
 }
@@ -301,7 +316,7 @@ idle_one() { # server: prints one table row
 	i=0 ok=0
 	while [ $i -lt 1200 ]; do # up to 30 s
 		if grep -q '^connected' "$TMP/idle.out" 2>/dev/null; then ok=1; break; fi
-		alive "$IPID" || break
+		running "$IPID" || break
 		sleep 0.025
 		i=$((i + 1))
 	done
@@ -328,7 +343,7 @@ idle_one() { # server: prints one table row
 	stop_server "$srv"
 	if [ $ok = 1 ] && [ -n "$rss0" ] && [ -n "$rss1" ]; then
 		awk -v s="$srv" -v a="$rss0" -v b="$rss1" -v n="$IDLE_N" -v f="$((fds - fd0))" 'BEGIN {
-			printf "| %-10s | %10d | %10d | %12.0f | %8d |\n", s, a, b, (b - a) * 1024 / n, f }'
+			printf "| %-10s | %13d | %12d | %12.0f | %8d |\n", s, a, b, (b - a) * 1024 / n, f }'
 	else
 		echo "| $srv | idle-conns failed: $(head -c 200 "$TMP/idle.err") |"
 	fi
@@ -385,7 +400,7 @@ if [ "$IDLE_N" -gt 0 ]; then
 		echo "note: bench/idle-conns not built: skipped"
 	else
 		echo "| server     | RSS before kB | RSS after kB | bytes / conn | accepted |"
-		echo "|------------|-----------:|-----------:|-------------:|---------:|"
+		echo "|------------|--------------:|-------------:|-------------:|---------:|"
 		for srv in $SERVERS; do
 			if [ $(($(elapsed) + 10)) -gt "$BUDGET" ]; then
 				echo "| $srv | skipped (time budget) |"

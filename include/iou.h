@@ -293,8 +293,14 @@ IOU_EXTERN int iou_shutdown(iou_stream *s, int how);
 
 /* Close: cancel what is in flight (pending reads and writes complete with
  * -ECANCELED), wait for the kernel to finish with every operation, close the
- * fd, then call cb (may be NULL) and free the stream.  Calling it again, or
- * after the close began, returns IOU_ECLOSED. */
+ * fd, then call cb (may be NULL) and free the stream.  Calling it a second
+ * time returns IOU_ECLOSED.
+ * A server closes its connections itself on idle timeout and at the end of
+ * a shutdown's grace period: their pending callbacks get -ECANCELED, and an
+ * iou_close() from there (or any time before the stream is freed) still
+ * sets the close callback.  The stream pointer is valid until the close
+ * callback runs; keep a read pending on server connections to learn of
+ * server-side closes. */
 IOU_EXTERN int iou_close(iou_stream *s, iou_close_cb cb, void *ud);
 
 /* Application data attached to the stream. */
@@ -339,9 +345,9 @@ struct iou_server_opts {
 IOU_EXTERN void iou_server_opts_init(struct iou_server_opts *opts);
 
 /* A new connection: `s` belongs to the application, which closes it with
- * iou_close() when done (the server closes it on shutdown past the grace
- * limit or on idle timeout; the application's pending callbacks then get
- * -ECANCELED or IOU_ECLOSED).  `peer` is the peer's address. */
+ * iou_close() when done.  The server closes it itself on idle timeout and
+ * past a shutdown's grace limit (see iou_close()).  `peer` is the peer's
+ * address, valid during the call. */
 typedef void (*iou_connection_cb)(iou_server *srv, iou_stream *s,
 				  const struct sockaddr *peer, void *ud);
 

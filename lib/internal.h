@@ -218,6 +218,8 @@ enum {
 	IOU__S_CLOSE_SENT    = 1u << 11,
 	IOU__S_DELIVERING    = 1u << 12, /* inside a read callback */
 	IOU__S_DEFERRED      = 1u << 13, /* on loop->deferred */
+	IOU__S_APP_CLOSED    = 1u << 14, /* the application called iou_close */
+	IOU__S_CUT           = 1u << 15, /* closed by the server's grace limit */
 };
 
 struct iou_stream {
@@ -277,6 +279,7 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out);
 void iou__stream_poke(iou_stream *s);      /* process at the end of the turn */
 void iou__stream_op_done(iou_stream *s);   /* one of its ops ended */
+void iou__stream_abort(iou_stream *s);     /* close on the library's behalf */
 void iou__streams_turn_end(iou_loop *loop);
 int iou__stream_queue_write(iou_stream *s, struct iou__write *w);
 /* Queue a forward: the provided buffer `bid` goes back when it was sent. */

@@ -118,7 +118,7 @@ static void idle_fire(struct iou__timer *t)
 		return;
 	}
 	srv->st.idle_closed++;
-	iou_close(s, NULL, NULL);
+	iou__stream_abort(s);
 }
 
 static void accept_one(iou_server *srv, int fd)
@@ -308,12 +308,8 @@ void iou__server_conn_closed(iou_server *srv, iou_stream *s)
 	s->server = NULL;
 	srv->st.open--;
 	if (srv->shutting_down) {
-		if (!iou__timer_active(&srv->grace) && srv->notified &&
-		    s->close_cb == NULL && s->close_ud == srv) {
-			/* closed by grace_fire: already counted as cut */
-		} else {
+		if (!(s->flags & IOU__S_CUT))
 			srv->st.finished++;
-		}
 		check_done(srv);
 	}
 }
@@ -332,7 +328,8 @@ static void grace_fire(struct iou__timer *t)
 		if (s->flags & IOU__S_CLOSING)
 			continue; /* the application is closing it: finishes */
 		srv->st.cut++;
-		iou_close(s, NULL, srv);
+		s->flags |= IOU__S_CUT;
+		iou__stream_abort(s);
 	}
 	check_done(srv);
 }

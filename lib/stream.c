@@ -473,16 +473,27 @@ int iou_shutdown(iou_stream *s, int how)
 	return 0;
 }
 
+void iou__stream_abort(iou_stream *s)
+{
+	if (s->flags & IOU__S_CLOSING)
+		return;
+	s->flags |= IOU__S_CLOSING;
+	iou__stream_poke(s);
+}
+
+/* The server may have begun closing the stream (idle timeout, grace
+ * limit): the application's own iou_close() then still sets the callback,
+ * as it typically comes from a callback that got -ECANCELED. */
 int iou_close(iou_stream *s, iou_close_cb cb, void *ud)
 {
 	if (!s)
 		return -EINVAL;
-	if (s->flags & IOU__S_CLOSING)
+	if (s->flags & IOU__S_APP_CLOSED)
 		return -IOU_ECLOSED;
-	s->flags |= IOU__S_CLOSING;
+	s->flags |= IOU__S_APP_CLOSED;
 	s->close_cb = cb;
 	s->close_ud = ud;
-	iou__stream_poke(s);
+	iou__stream_abort(s);
 	return 0;
 }
 
