@@ -61,6 +61,9 @@ static struct config cfg = {
 	.grace_s = 10.0,
 };
 static atomic_ulong open_conns;
+/* Workers whose loop ended.  SIGUSR1 only wakes main: two workers ending
+ * together send two signals that may merge into one pending SIGUSR1. */
+static atomic_int workers_done;
 static pthread_t main_thread;
 
 static void usage(FILE *f)
@@ -292,7 +295,8 @@ static void *worker_main(void *arg)
 	}
 	if (iou_loop_destroy(w->loop) < 0)
 		fprintf(stderr, "iou-echo: loop still busy at exit\n");
-	pthread_kill(main_thread, SIGUSR1); /* tell main this one is done */
+	atomic_fetch_add(&workers_done, 1);
+	pthread_kill(main_thread, SIGUSR1); /* wake main to count again */
 	return NULL;
 }
 
@@ -336,7 +340,7 @@ int main(int argc, char **argv)
 {
 	struct worker *workers;
 	sigset_t sigs;
-	int exited = 0, shutting_down = 0, sig, ret;
+	int shutting_down = 0, sig, ret;
 	uint64_t finished = 0, cut = 0;
 
 	parse_args(argc, argv);
@@ -370,13 +374,11 @@ int main(int argc, char **argv)
 		printf("listening on %s:%u\n", cfg.host, (unsigned)workers[0].port);
 	fflush(stdout);
 
-	while (exited < cfg.threads) {
+	while (atomic_load(&workers_done) < cfg.threads) {
 		if (sigwait(&sigs, &sig) != 0)
 			continue;
-		if (sig == SIGUSR1) {
-			exited++;
+		if (sig == SIGUSR1)
 			continue;
-		}
 		if (shutting_down) {
 			fprintf(stderr, "iou-echo: second signal, exiting now\n");
 			_exit(1);

@@ -1,0 +1,793 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Tests of the built tools/iou-echo: the listening line, byte-exact echo,
+# many clients, half-close, threads, graceful and forced shutdown, usage
+# errors, a busy port, and fd exhaustion.  Every server is started here with
+# -p 0 and killed by the EXIT trap.  The clients are a small C program
+# compiled into a temporary directory (no python).
+#
+# Exit status: 0 pass, 1 fail, 77 skip (io_uring unavailable, no C compiler).
+# Run by `make check` with IOU_BUILD=<repo root>; also runs stand-alone.
+
+set -u
+
+TOP=${IOU_BUILD:-$(cd "$(dirname "$0")/.." && pwd)}
+ECHO_BIN=$TOP/tools/iou-echo
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/iou-echo-test.XXXXXX") || exit 1
+PIDS=()
+FAILS=0
+START=$SECONDS
+
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+say() { printf '%s\n' "$*"; }
+fail() {
+	say "FAIL: $*"
+	FAILS=$((FAILS + 1))
+}
+pass() { say "ok: $*"; }
+
+if [ ! -x "$ECHO_BIN" ]; then
+	say "FAIL: $ECHO_BIN not built"
+	exit 1
+fi
+CC=${CC:-cc}
+if ! command -v "$CC" >/dev/null 2>&1; then
+	say "SKIP: no C compiler ($CC) for the test clients"
+	exit 77
+fi
+
+# ---- the client program ----------------------------------------------------
+
+cat >"$TMP/ec.c" <<'EOF'
+/* Test clients for iou-echo.  Modes:
+ *   echo PORT SIZE CONNS      CONNS clients at once each send SIZE pattern
+ *                             bytes, half-close, and must get exactly those
+ *                             bytes back, then EOF.
+ *   halfclose PORT SIZE       send SIZE bytes, SHUT_WR, wait 200 ms, then
+ *                             read: every byte back, then EOF.
+ *   busy PORT CONNS SECS READY  CONNS clients stream without pause and check
+ *                             the echo; READY is created once each got echo
+ *                             bytes; runs until every connection ended (EOF
+ *                             or reset) or SECS passed (exit 3).
+ *   wave PORT CONNS HOLDMS SECS  CONNS clients connect at once and send one
+ *                             line each; a client that got its echo hangs up
+ *                             HOLDMS later; exit 0 when all were served.
+ * Exit 0 on success, 1 on a failed check, 3 on timeout. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct c {
+	int fd;
+	unsigned long long sent, recvd, size;
+	int shut, done, eof, err, served;
+	long long served_at;
+	char line[32];
+	size_t line_len;
+};
+
+static unsigned char pat(int i, unsigned long long j)
+{
+	return (unsigned char)((j * 31u + (unsigned)i * 7u + (j >> 9)) & 0xff);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int dial(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		perror("socket");
+		exit(1);
+	}
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons((unsigned short)port);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		fprintf(stderr, "connect: %s\n", strerror(errno));
+		exit(1);
+	}
+	return fd;
+}
+
+static void nonblock(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static unsigned char buf[65536];
+
+/* Send what is due, keeping at most `window` bytes unechoed (0: no cap). */
+static int do_send(struct c *c, int i, unsigned long long window)
+{
+	unsigned long long n = c->size - c->sent;
+	ssize_t r;
+
+	if (window && c->sent - c->recvd >= window)
+		return 0;
+	if (n > sizeof(buf))
+		n = sizeof(buf);
+	for (unsigned long long k = 0; k < n; k++)
+		buf[k] = pat(i, c->sent + k);
+	r = send(c->fd, buf, n, MSG_NOSIGNAL);
+	if (r < 0)
+		return errno == EAGAIN ? 0 : -errno;
+	c->sent += (unsigned long long)r;
+	return 0;
+}
+
+/* 1 on EOF, 0 on progress or nothing, -errno on error, -EBADMSG on a wrong
+ * byte. */
+static int do_recv(struct c *c, int i)
+{
+	ssize_t r = recv(c->fd, buf, sizeof(buf), 0);
+
+	if (r == 0)
+		return 1;
+	if (r < 0)
+		return errno == EAGAIN ? 0 : -errno;
+	for (ssize_t k = 0; k < r; k++) {
+		if (buf[k] != pat(i, c->recvd + (unsigned long long)k)) {
+			fprintf(stderr, "client %d: wrong byte at %llu\n", i,
+				c->recvd + (unsigned long long)k);
+			return -EBADMSG;
+		}
+	}
+	c->recvd += (unsigned long long)r;
+	return 0;
+}
+
+static int mode_echo(int port, unsigned long long size, int n)
+{
+	struct c *cs = calloc((size_t)n, sizeof(*cs));
+	struct pollfd *p = calloc((size_t)n, sizeof(*p));
+	int left = n, bad = 0;
+
+	for (int i = 0; i < n; i++) {
+		cs[i].fd = dial(port);
+		cs[i].size = size;
+		nonblock(cs[i].fd);
+	}
+	while (left) {
+		for (int i = 0; i < n; i++) {
+			p[i].fd = cs[i].done ? -1 : cs[i].fd;
+			p[i].events = POLLIN | (cs[i].sent < size ? POLLOUT : 0);
+		}
+		if (poll(p, (nfds_t)n, 10000) <= 0) {
+			fprintf(stderr, "echo: no progress for 10 s\n");
+			return 3;
+		}
+		for (int i = 0; i < n; i++) {
+			struct c *c = &cs[i];
+			int r = 0;
+
+			if (c->done || !p[i].revents)
+				continue;
+			if (p[i].revents & POLLOUT)
+				r = do_send(c, i, 0);
+			if (!r && c->sent == size && !c->shut) {
+				shutdown(c->fd, SHUT_WR);
+				c->shut = 1;
+			}
+			if (!r && (p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				r = do_recv(c, i);
+			if (r == 0)
+				continue;
+			c->done = 1;
+			left--;
+			if (r < 0 || c->recvd != size) {
+				fprintf(stderr, "client %d: %s, %llu of %llu bytes back\n",
+					i, r < 0 ? strerror(-r) : "EOF", c->recvd, size);
+				bad++;
+			}
+			close(c->fd);
+		}
+	}
+	printf("echo: %d clients x %llu bytes, %d bad\n", n, size, bad);
+	return bad ? 1 : 0;
+}
+
+static int mode_halfclose(int port, unsigned long long size)
+{
+	struct c c = { .fd = dial(port), .size = size };
+	int r;
+
+	while (c.sent < size) {
+		if ((r = do_send(&c, 0, 0)) < 0) {
+			fprintf(stderr, "send: %s\n", strerror(-r));
+			return 1;
+		}
+	}
+	if (shutdown(c.fd, SHUT_WR) < 0) {
+		perror("shutdown");
+		return 1;
+	}
+	usleep(200000);
+	while ((r = do_recv(&c, 0)) == 0)
+		;
+	if (r != 1 || c.recvd != size) {
+		fprintf(stderr, "halfclose: %s after %llu of %llu bytes\n",
+			r < 0 ? strerror(-r) : "EOF", c.recvd, size);
+		return 1;
+	}
+	printf("halfclose: %llu bytes back, then EOF\n", c.recvd);
+	return 0;
+}
+
+static int mode_busy(int port, int n, int secs, const char *ready)
+{
+	struct c *cs = calloc((size_t)n, sizeof(*cs));
+	struct pollfd *p = calloc((size_t)n, sizeof(*p));
+	long long end = now_ms() + secs * 1000LL;
+	int left = n, eofs = 0, resets = 0, bad = 0, is_ready = 0;
+	unsigned long long total = 0;
+
+	for (int i = 0; i < n; i++) {
+		cs[i].fd = dial(port);
+		cs[i].size = ~0ULL;
+		nonblock(cs[i].fd);
+	}
+	while (left && now_ms() < end) {
+		int got = 0;
+
+		for (int i = 0; i < n; i++) {
+			p[i].fd = cs[i].done ? -1 : cs[i].fd;
+			p[i].events = POLLIN | POLLOUT;
+		}
+		if (poll(p, (nfds_t)n, 100) < 0)
+			continue;
+		for (int i = 0; i < n; i++) {
+			struct c *c = &cs[i];
+			int r = 0;
+
+			got += c->recvd > 0;
+			if (c->done || !p[i].revents)
+				continue;
+			if (p[i].revents & POLLOUT)
+				r = do_send(c, i, 256 * 1024);
+			if (!r && (p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				r = do_recv(c, i);
+			if (r == 0)
+				continue;
+			c->done = 1;
+			left--;
+			if (r == 1)
+				eofs++;
+			else if (r == -ECONNRESET || r == -EPIPE)
+				resets++;
+			else
+				bad++;
+			close(c->fd);
+		}
+		if (!is_ready && got == n) {
+			int fd = open(ready, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+
+			if (fd >= 0)
+				close(fd);
+			is_ready = 1;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		total += cs[i].recvd;
+	printf("busy: %d of %d ended (%d EOF, %d reset, %d bad), %llu bytes echoed\n",
+	       n - left, n, eofs, resets, bad, total);
+	if (bad)
+		return 1;
+	return left ? 3 : 0;
+}
+
+static int mode_wave(int port, int n, int hold_ms, int secs)
+{
+	struct c *cs = calloc((size_t)n, sizeof(*cs));
+	struct pollfd *p = calloc((size_t)n, sizeof(*p));
+	long long t0 = now_ms(), end = t0 + secs * 1000LL;
+	int served = 0, open_n = n, bad = 0;
+
+	for (int i = 0; i < n; i++) {
+		struct c *c = &cs[i];
+
+		c->fd = dial(port);
+		c->line_len = (size_t)snprintf(c->line, sizeof(c->line),
+					       "client %d\n", i);
+		if (send(c->fd, c->line, c->line_len, MSG_NOSIGNAL) !=
+		    (ssize_t)c->line_len) {
+			perror("send");
+			return 1;
+		}
+		nonblock(c->fd);
+	}
+	while (open_n && now_ms() < end) {
+		long long now = now_ms();
+
+		for (int i = 0; i < n; i++) {
+			struct c *c = &cs[i];
+
+			if (c->fd >= 0 && c->served && now >= c->served_at + hold_ms) {
+				close(c->fd);
+				c->fd = -1;
+				open_n--;
+			}
+			p[i].fd = c->fd >= 0 && !c->served ? c->fd : -1;
+			p[i].events = POLLIN;
+		}
+		if (poll(p, (nfds_t)n, 20) <= 0)
+			continue;
+		for (int i = 0; i < n; i++) {
+			struct c *c = &cs[i];
+			ssize_t r;
+
+			if (p[i].fd < 0 || !p[i].revents)
+				continue;
+			r = recv(c->fd, buf, sizeof(buf), 0);
+			if (r < 0 && errno == EAGAIN)
+				continue;
+			if (r <= 0 || c->recvd + (size_t)r > c->line_len ||
+			    memcmp(buf, c->line + c->recvd, (size_t)r) != 0) {
+				fprintf(stderr, "client %d: %s\n", i,
+					r < 0 ? strerror(errno) : r == 0 ?
+					"EOF before its echo" : "wrong echo");
+				bad++;
+				close(c->fd);
+				c->fd = -1;
+				open_n--;
+				continue;
+			}
+			c->recvd += (size_t)r;
+			if (c->recvd == c->line_len) {
+				c->served = 1;
+				c->served_at = now_ms();
+				served++;
+			}
+		}
+	}
+	printf("wave: %d of %d served in %lld ms, %d bad\n", served, n,
+	       now_ms() - t0, bad);
+	if (bad)
+		return 1;
+	return served == n ? 0 : 3;
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	if (argc >= 5 && !strcmp(argv[1], "echo")) {
+		alarm(50);
+		return mode_echo(atoi(argv[2]), strtoull(argv[3], NULL, 10),
+				 atoi(argv[4]));
+	}
+	if (argc >= 4 && !strcmp(argv[1], "halfclose")) {
+		alarm(20);
+		return mode_halfclose(atoi(argv[2]), strtoull(argv[3], NULL, 10));
+	}
+	if (argc >= 6 && !strcmp(argv[1], "busy")) {
+		alarm((unsigned)atoi(argv[4]) + 10);
+		return mode_busy(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]),
+				 argv[5]);
+	}
+	if (argc >= 6 && !strcmp(argv[1], "wave")) {
+		alarm((unsigned)atoi(argv[5]) + 10);
+		return mode_wave(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]),
+				 atoi(argv[5]));
+	}
+	fprintf(stderr, "usage: ec echo|halfclose|busy|wave ...\n");
+	return 2;
+}
+EOF
+if ! "$CC" -O2 -Wall -o "$TMP/ec" "$TMP/ec.c" 2>"$TMP/cc.err"; then
+	cat "$TMP/cc.err"
+	say "FAIL: cannot build the test client"
+	exit 1
+fi
+EC=$TMP/ec
+
+# ---- server helpers ---------------------------------------------------------
+
+SPID=
+PORT=
+
+# start_server NAME [iou-echo args...]: starts iou-echo -p 0 with the args,
+# output in $TMP/NAME.out and .err; sets SPID and PORT.  Returns 1 if no
+# listening line came within 5 s.
+start_server() {
+	local name=$1 i
+	shift
+	: >"$TMP/$name.out" # exists before the child opens it
+	"$ECHO_BIN" -p 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" </dev/null &
+	SPID=$!
+	PIDS+=("$SPID")
+	PORT=
+	for ((i = 0; i < 250; i++)); do
+		PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/$name.out")
+		[ -n "$PORT" ] && return 0
+		kill -0 "$SPID" 2>/dev/null || break
+		sleep 0.02
+	done
+	return 1
+}
+
+# wait_exit PID MS: waits up to MS ms for PID to exit; sets STATUS (its exit
+# status, or "running").
+wait_exit() {
+	local pid=$1 ms=$2 i
+	STATUS=running
+	for ((i = 0; i < ms / 20; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			wait "$pid"
+			STATUS=$?
+			return 0
+		fi
+		# a zombie still answers kill -0: look at its state
+		if [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+			wait "$pid"
+			STATUS=$?
+			return 0
+		fi
+		sleep 0.02
+	done
+	return 1
+}
+
+stop_server() { # pid: SIGTERM, expect exit 0 within 5 s
+	kill -TERM "$1" 2>/dev/null
+	wait_exit "$1" 5000
+	[ "$STATUS" = 0 ]
+}
+
+cpu_ticks() { # pid: utime+stime in clock ticks
+	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+
+# ---- io_uring available? ----------------------------------------------------
+
+if ! start_server probe -q; then
+	if grep -q "cannot create the event loop" "$TMP/probe.err"; then
+		say "SKIP: $(head -n 1 "$TMP/probe.err")"
+		exit 77
+	fi
+	say "FAIL: iou-echo did not start: $(head -c 300 "$TMP/probe.err")"
+	exit 1
+fi
+stop_server "$SPID" || fail "probe server: exit status $STATUS on SIGTERM"
+
+# ---- tests ------------------------------------------------------------------
+
+test_listening_line() {
+	local line
+	if ! start_server listen -q; then
+		fail "listening line: none"
+		return
+	fi
+	line=$(head -n 1 "$TMP/listen.out")
+	if [[ "$line" =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]] &&
+		[ "${BASH_REMATCH[1]}" -gt 0 ] && [ "${BASH_REMATCH[1]}" -le 65535 ]; then
+		pass "listening line '$line'"
+	else
+		fail "listening line '$line'"
+	fi
+	# the port is real: a client gets its byte back
+	if "$EC" echo "$PORT" 1 1 >/dev/null 2>"$TMP/listen.ec"; then
+		pass "port $PORT from the listening line serves"
+	else
+		fail "port $PORT from the listening line: $(cat "$TMP/listen.ec")"
+	fi
+	stop_server "$SPID" || fail "listening line: exit status $STATUS on SIGTERM"
+}
+
+test_echo_sizes() {
+	local size
+	start_server sizes -q || { fail "echo sizes: server did not start"; return; }
+	for size in 1 65536 4194304; do
+		if "$EC" echo "$PORT" "$size" 1 >"$TMP/sizes.ec" 2>&1; then
+			pass "byte-exact echo of $size B"
+		else
+			fail "echo of $size B: $(cat "$TMP/sizes.ec")"
+		fi
+	done
+	stop_server "$SPID" || fail "echo sizes: exit status $STATUS on SIGTERM"
+}
+
+test_concurrent() {
+	start_server conc -q || { fail "concurrent: server did not start"; return; }
+	if "$EC" echo "$PORT" 16384 200 >"$TMP/conc.ec" 2>&1; then
+		pass "200 concurrent clients x 16 KiB echoed"
+	else
+		fail "200 concurrent clients: $(head -c 500 "$TMP/conc.ec")"
+	fi
+	stop_server "$SPID" || fail "concurrent: exit status $STATUS on SIGTERM"
+}
+
+test_half_close() {
+	start_server half -q || { fail "half-close: server did not start"; return; }
+	if "$EC" halfclose "$PORT" 32768 >"$TMP/half.ec" 2>&1; then
+		pass "half-close: all bytes back, then EOF"
+	else
+		fail "half-close: $(cat "$TMP/half.ec")"
+	fi
+	stop_server "$SPID" || fail "half-close: exit status $STATUS on SIGTERM"
+}
+
+test_threads() {
+	local f n=0 busy=0 tail
+	start_server threads -q -t 2 || { fail "-t 2: server did not start"; return; }
+	if "$EC" echo "$PORT" 4096 200 >"$TMP/threads.ec" 2>&1; then
+		pass "-t 2: 200 clients echoed"
+	else
+		fail "-t 2: $(head -c 500 "$TMP/threads.ec")"
+	fi
+	# Each thread has its own ring: both must have completed work.
+	for f in /proc/"$SPID"/fd/*; do
+		[ "$(readlink "$f" 2>/dev/null)" = "anon_inode:[io_uring]" ] || continue
+		n=$((n + 1))
+		tail=$(awk '$1 == "CqTail:" { print $2 }' "/proc/$SPID/fdinfo/${f##*/}" 2>/dev/null)
+		if [ -z "$tail" ]; then
+			busy=-1 # no ring statistics in fdinfo: cannot tell
+			break
+		fi
+		[ "$tail" -gt 20 ] && busy=$((busy + 1))
+	done
+	if [ "$busy" = -1 ]; then
+		if [ "$n" -ge 2 ]; then
+			pass "-t 2: $n rings (no fdinfo counters to check their use)"
+		else
+			fail "-t 2: $n io_uring fds"
+		fi
+	elif [ "$n" = 2 ] && [ "$busy" = 2 ]; then
+		pass "-t 2: both threads' rings served connections"
+	else
+		fail "-t 2: $n rings, $busy of them busy"
+	fi
+	stop_server "$SPID" || fail "-t 2: exit status $STATUS on SIGTERM"
+}
+
+# Many threads ending at once: every one is counted (their wake-up signals
+# may merge), so a SIGTERM ends the process with the counts line.
+test_threads_exit() {
+	local k
+	for k in 1 2 3; do
+		start_server texit -q -t 8 || { fail "-t 8: server did not start"; return; }
+		if ! stop_server "$SPID"; then
+			fail "-t 8: exit status $STATUS on SIGTERM (round $k)"
+			kill -KILL "$SPID" 2>/dev/null
+			return
+		fi
+		if ! grep -q '^shutdown: 0 connections finished, 0 cut$' "$TMP/texit.out"; then
+			fail "-t 8: no counts line: $(cat "$TMP/texit.out")"
+			return
+		fi
+	done
+	pass "-t 8: SIGTERM exits 0 with the counts line (3 rounds)"
+}
+
+# SIGTERM with 100 clients streaming: exit 0 soon after the 1 s grace limit,
+# with the counts line; the clients all see their connection end.
+test_sigterm_busy() {
+	local cpid t0 took line fin cut
+	start_server term -q -g 1 || { fail "SIGTERM: server did not start"; return; }
+	"$EC" busy "$PORT" 100 15 "$TMP/term.ready" >"$TMP/term.ec" 2>&1 &
+	cpid=$!
+	PIDS+=("$cpid")
+	for ((i = 0; i < 250; i++)); do
+		[ -e "$TMP/term.ready" ] && break
+		sleep 0.02
+	done
+	[ -e "$TMP/term.ready" ] || fail "SIGTERM: busy clients never all streaming"
+	sleep 0.2
+	t0=$(ms_now)
+	kill -TERM "$SPID"
+	wait_exit "$SPID" 6000
+	took=$(($(ms_now) - t0))
+	line=$(grep '^shutdown:' "$TMP/term.out")
+	say "   iou-echo -g 1, 100 busy clients, SIGTERM: '$line' after $took ms"
+	if [ "$STATUS" != 0 ]; then
+		fail "SIGTERM: exit status $STATUS after $took ms"
+	elif [ "$took" -gt 2500 ]; then
+		fail "SIGTERM: took $took ms with a 1 s grace limit"
+	elif ! [[ "$line" =~ ^shutdown:\ ([0-9]+)\ connections\ finished,\ ([0-9]+)\ cut$ ]]; then
+		fail "SIGTERM: counts line '$line'"
+	else
+		fin=${BASH_REMATCH[1]} cut=${BASH_REMATCH[2]}
+		if [ $((fin + cut)) = 100 ] && [ "$cut" -gt 0 ]; then
+			pass "SIGTERM with busy clients: exit 0 in $took ms, $fin finished, $cut cut"
+		else
+			fail "SIGTERM: $fin finished + $cut cut != 100 busy clients"
+		fi
+	fi
+	wait_exit "$cpid" 5000
+	if [ "$STATUS" = 0 ]; then
+		pass "busy clients all saw the end: $(cat "$TMP/term.ec")"
+	else
+		fail "busy clients (status $STATUS): $(head -c 300 "$TMP/term.ec")"
+	fi
+}
+
+# A second SIGTERM while the grace period runs ends the process at once.
+test_second_signal() {
+	local cpid t0 took
+	start_server sig2 -q -g 20 || { fail "second signal: server did not start"; return; }
+	"$EC" busy "$PORT" 10 15 "$TMP/sig2.ready" >"$TMP/sig2.ec" 2>&1 &
+	cpid=$!
+	PIDS+=("$cpid")
+	for ((i = 0; i < 250; i++)); do
+		[ -e "$TMP/sig2.ready" ] && break
+		sleep 0.02
+	done
+	kill -TERM "$SPID"
+	sleep 0.3
+	if ! kill -0 "$SPID" 2>/dev/null; then
+		fail "second signal: server gone before the second signal"
+		return
+	fi
+	t0=$(ms_now)
+	kill -TERM "$SPID"
+	wait_exit "$SPID" 3000
+	took=$(($(ms_now) - t0))
+	if [ "$STATUS" = running ]; then
+		fail "second signal: still running after 3 s"
+	elif [ "$took" -gt 1000 ] || [ "$STATUS" != 1 ]; then
+		fail "second signal: exit status $STATUS after $took ms"
+	else
+		pass "second SIGTERM in the grace period: exit 1 after $took ms"
+	fi
+	kill "$cpid" 2>/dev/null
+	wait "$cpid" 2>/dev/null
+}
+
+# Bad usage: exit 2 and exactly one line on stderr, nothing on stdout.
+test_bad_usage() {
+	local args n st
+	while IFS= read -r args; do
+		# shellcheck disable=SC2086
+		timeout 5 "$ECHO_BIN" $args >"$TMP/usage.out" 2>"$TMP/usage.err" </dev/null
+		st=$?
+		n=$(wc -l <"$TMP/usage.err")
+		if [ "$st" = 2 ] && [ "$n" = 1 ] && [ ! -s "$TMP/usage.out" ]; then
+			pass "usage '$args': exit 2, '$(cat "$TMP/usage.err")'"
+		else
+			fail "usage '$args': exit $st, $n stderr lines: $(head -c 300 "$TMP/usage.err")"
+		fi
+	done <<-'EOF'
+		--no-such-flag
+		-x
+		-p 70000
+		-p -1
+		-p abc
+		-p
+		-t 0
+		-t abc
+		-g abc
+		-g -1
+		--idle-timeout abc
+		--max-conns abc
+		-p 0 extra
+	EOF
+}
+
+# A port in use (without reuseport: -t 1): exit 1, one line naming it.
+test_busy_port() {
+	local first st err
+	start_server held -q || { fail "busy port: first server did not start"; return; }
+	first=$SPID
+	timeout 5 "$ECHO_BIN" -p "$PORT" -t 1 -q >"$TMP/busy.out" 2>"$TMP/busy.err" </dev/null
+	st=$?
+	err=$(cat "$TMP/busy.err")
+	if [ "$st" = 1 ] && [ "$(wc -l <"$TMP/busy.err")" = 1 ] &&
+		[[ "$err" == *127.0.0.1* ]] && [[ "$err" == *"$PORT"* ]]; then
+		pass "busy port: exit 1, '$err'"
+	else
+		fail "busy port: exit $st, stderr '$err'"
+	fi
+	stop_server "$first" || fail "busy port: first server exit $STATUS"
+}
+
+test_help_version() {
+	local st
+	timeout 5 "$ECHO_BIN" -h >"$TMP/h.out" 2>&1
+	st=$?
+	if [ "$st" = 0 ] && grep -q '^usage: iou-echo' "$TMP/h.out"; then
+		pass "-h: exit 0 with usage"
+	else
+		fail "-h: exit $st"
+	fi
+	timeout 5 "$ECHO_BIN" -V >"$TMP/v.out" 2>&1
+	st=$?
+	if [ "$st" = 0 ] && grep -Eq '^iou-echo [0-9]+\.[0-9]+\.[0-9]+$' "$TMP/v.out"; then
+		pass "-V: exit 0, '$(cat "$TMP/v.out")'"
+	else
+		fail "-V: exit $st, '$(cat "$TMP/v.out")'"
+	fi
+}
+
+# With ulimit -n 64 the server cannot hold 100 connections at once: it must
+# stay up, not spin, and serve the rest as clients hang up.
+test_fd_limit() {
+	local pid i t0 c0 c1 wall cpu hz st
+	hz=$(getconf CLK_TCK)
+	: >"$TMP/fd.out"
+	(ulimit -n 64 && exec "$ECHO_BIN" -p 0 -q) >"$TMP/fd.out" 2>"$TMP/fd.err" </dev/null &
+	pid=$!
+	PIDS+=("$pid")
+	PORT=
+	for ((i = 0; i < 250; i++)); do
+		PORT=$(sed -n 's/^listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/fd.out")
+		[ -n "$PORT" ] && break
+		sleep 0.02
+	done
+	if [ -z "$PORT" ]; then
+		fail "ulimit -n 64: server did not start: $(head -c 300 "$TMP/fd.err")"
+		return
+	fi
+	t0=$(ms_now)
+	c0=$(cpu_ticks "$pid")
+	"$EC" wave "$PORT" 100 1000 25 >"$TMP/fd.ec" 2>&1
+	st=$?
+	c1=$(cpu_ticks "$pid")
+	wall=$(($(ms_now) - t0))
+	cpu=$(((c1 - c0) * 1000 / hz))
+	if [ "$st" = 0 ]; then
+		pass "ulimit -n 64: $(cat "$TMP/fd.ec")"
+	else
+		fail "ulimit -n 64: client status $st: $(head -c 300 "$TMP/fd.ec")"
+	fi
+	if [ "$wall" -lt 1500 ]; then
+		fail "ulimit -n 64: done in $wall ms: the fd limit was never hit?"
+	fi
+	if [ $((cpu * 4)) -gt "$wall" ]; then
+		fail "ulimit -n 64: server used $cpu ms CPU in $wall ms (spinning?)"
+	else
+		pass "ulimit -n 64: server CPU $cpu ms in $wall ms"
+	fi
+	if kill -0 "$pid" 2>/dev/null; then
+		pass "ulimit -n 64: server still running"
+		stop_server "$pid" || fail "ulimit -n 64: exit status $STATUS on SIGTERM"
+	else
+		wait "$pid"
+		fail "ulimit -n 64: server exited with status $?: $(head -c 300 "$TMP/fd.err")"
+	fi
+}
+
+test_listening_line
+test_echo_sizes
+test_concurrent
+test_half_close
+test_threads
+test_threads_exit
+test_sigterm_busy
+test_second_signal
+test_bad_usage
+test_busy_port
+test_help_version
+test_fd_limit
+
+say "iou-echo.sh: $FAILS failed, $((SECONDS - START)) s"
+[ "$FAILS" = 0 ]
