@@ -31,16 +31,24 @@
 #   BENCH_ROUNDS    rounds (default 3; BENCH_QUICK: 1)
 #   BENCH_SERVERS   comma-separated subset of iou-echo,epoll-echo,uring-echo
 #   BENCH_QUICK=1   1 round of 1 s each (CI smoke test)
-#   BENCH_WARMUP    seconds the client warms up before counting (default 1)
+#   BENCH_WARMUP    about how long the client warms up before counting, used
+#                   only for time-outs and the time budget (default 1)
 #   BENCH_IDLE_CONNS idle connections for the memory test (default 10000, 0 = skip)
-#   BENCH_CLIENT    client binary (default tools/iou-bench)
+#   BENCH_CLIENT    client binary (default $IOU_BUILD/tools/iou-bench)
+#   IOU_BUILD       directory holding the built tools/ and bench/ (default: the
+#                   repository root, this script's parent directory)
 #   BENCH_BUDGET    wall-clock budget in seconds (default 285): runs that would
 #                   overrun it are skipped, so the script always ends in time
+#
+# Exit status: 0, or 1 if a server failed to start or a client run reported
+# errors, mismatches or a non-zero status (that run is left out of the medians).
 
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd) || exit 1
 cd "$ROOT" || exit 1
+# binaries live under the build directory (make passes IOU_BUILD), else here
+B=${IOU_BUILD:-$ROOT}
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	DUR=${BENCH_DURATION:-1}
@@ -50,7 +58,7 @@ else
 	ROUNDS=${BENCH_ROUNDS:-3}
 fi
 WARMUP=${BENCH_WARMUP:-1}
-CLIENT=${BENCH_CLIENT:-tools/iou-bench}
+CLIENT=${BENCH_CLIENT:-$B/tools/iou-bench}
 IDLE_N=${BENCH_IDLE_CONNS:-10000}
 BUDGET=${BENCH_BUDGET:-285}
 HOST=127.0.0.1
@@ -66,6 +74,7 @@ RESULTS=$TMP/results
 SPID=
 CPID=
 IPID=
+FAILURES=0
 
 cleanup() {
 	exec 3>&-
@@ -82,6 +91,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
 
 say() { printf '%s\n' "$*" >&2; }
 elapsed() { echo $(($(date +%s) - T0)); }
@@ -90,8 +101,8 @@ elapsed() { echo $(($(date +%s) - T0)); }
 
 server_bin() {
 	case $1 in
-	iou-echo) echo tools/iou-echo ;;
-	*) echo "bench/$1" ;;
+	iou-echo) echo "$B/tools/iou-echo" ;;
+	*) echo "$B/bench/$1" ;;
 	esac
 }
 
@@ -216,6 +227,7 @@ rotated() { # round: the server list rotated by round
 run_one() {
 	cfg=$1 srv=$2 rnd=$3
 	start_server "$srv" || {
+		FAILURES=$((FAILURES + 1))
 		echo "$cfg $srv $rnd NA NA NA NA fail" >>"$RESULTS"
 		return
 	}
@@ -242,6 +254,7 @@ run_one() {
 	status=ok
 	if [ $crc -ne 0 ] || [ -z "$rps" ] || [ "${errs:-0}" != 0 ] || [ "${mism:-0}" != 0 ]; then
 		status=fail
+		FAILURES=$((FAILURES + 1))
 		say "  ! $srv $cfg round $rnd: client status $crc, errors ${errs:-?}, mismatches ${mism:-?}: $(tail -c 300 "$TMP/client.err")"
 	fi
 	dur=$(jnum duration_s "$js")
@@ -258,7 +271,7 @@ run_one() {
 			printf "%.4f\n", (t[e] - t[s]) / hz / (u[e] - u[s]) / r * 1e6
 		}' "$TMP/samples")
 	echo "$cfg $srv $rnd ${rps:-NA} $cpu ${p50:-NA} ${p99:-NA} $status" >>"$RESULTS"
-	say "  $(printf '%-11s' "$srv") round $rnd: ${rps:-NA} req/s, CPU ${cpu} us/req, p50 ${p50:-NA} us, p99 ${p99:-NA} us${status#ok}"
+	say "  $(printf '%-11s' "$srv") round $rnd: ${rps:-NA} req/s, CPU ${cpu} us/req, p50 ${p50:-NA} us, p99 ${p99:-NA} us$([ $status = ok ] || echo " (FAILED)")"
 }
 
 median() { # cfg server column
@@ -304,13 +317,17 @@ print_table() { # cfg
 
 idle_one() { # server: prints one table row
 	srv=$1
-	start_server "$srv" || { echo "| $srv | server did not start |"; return; }
+	start_server "$srv" || {
+		FAILURES=$((FAILURES + 1))
+		echo "| $srv | server did not start |"
+		return
+	}
 	sleep 0.2
 	rss0=$(vmrss_kb "$SPID")
 	fd0=$(ls "/proc/$SPID/fd" 2>/dev/null | wc -l)
 	rm -f "$TMP/hold"
 	mkfifo "$TMP/hold" || { stop_server "$srv"; return; }
-	$PIN_C bench/idle-conns -H "$HOST" -p "$SPORT" -n "$IDLE_N" <"$TMP/hold" >"$TMP/idle.out" 2>"$TMP/idle.err" &
+	$PIN_C "$B/bench/idle-conns" -H "$HOST" -p "$SPORT" -n "$IDLE_N" <"$TMP/hold" >"$TMP/idle.out" 2>"$TMP/idle.err" &
 	IPID=$!
 	exec 3>"$TMP/hold"
 	i=0 ok=0
@@ -345,6 +362,7 @@ idle_one() { # server: prints one table row
 		awk -v s="$srv" -v a="$rss0" -v b="$rss1" -v n="$IDLE_N" -v f="$((fds - fd0))" 'BEGIN {
 			printf "| %-10s | %13d | %12d | %12.0f | %8d |\n", s, a, b, (b - a) * 1024 / n, f }'
 	else
+		FAILURES=$((FAILURES + 1))
 		echo "| $srv | idle-conns failed: $(head -c 200 "$TMP/idle.err") |"
 	fi
 }
@@ -354,7 +372,7 @@ idle_one() { # server: prints one table row
 echo "## iou echo benchmark"
 echo
 echo "kernel $(uname -r), $(getconf _NPROCESSORS_ONLN) CPUs, $PINNING;"
-echo "servers:${SERVERS:- none}; $ROUNDS round(s) x ${DUR} s measured (+${WARMUP} s client warm-up) per run."
+echo "servers:${SERVERS:- none}; $ROUNDS round(s) x ${DUR} s measured (+ client warm-up) per run."
 echo "CPU us/req: server utime+stime sampled inside the measured window, per client request."
 
 if [ "$NSERVERS" -eq 0 ]; then
@@ -396,8 +414,8 @@ if [ "$IDLE_N" -gt 0 ]; then
 	echo
 	echo "### Memory per idle connection ($IDLE_N idle connections; server VmRSS, user space only)"
 	echo
-	if [ ! -x bench/idle-conns ]; then
-		echo "note: bench/idle-conns not built: skipped"
+	if [ ! -x "$B/bench/idle-conns" ]; then
+		echo "note: $B/bench/idle-conns not built: skipped"
 	else
 		echo "| server     | RSS before kB | RSS after kB | bytes / conn | accepted |"
 		echo "|------------|--------------:|-------------:|-------------:|---------:|"
@@ -413,3 +431,7 @@ fi
 
 echo
 echo "total time: $(elapsed) s"
+if [ "$FAILURES" -gt 0 ]; then
+	echo "$FAILURES run(s) failed (see the messages above)"
+	exit 1
+fi

@@ -98,7 +98,8 @@ static uint32_t *buf_off, *buf_len;
 static unsigned buf_avail;   /* buffers the ring holds (as far as we know) */
 static unsigned buf_returns; /* buffers added this turn, not yet published */
 
-static int *parked;
+static int *parked;       /* fds waiting for buffers, each listed at most once */
+static uint8_t *listed;   /* listed[fd]: fd is in parked[] (survives close) */
 static size_t nparked;
 
 static void die(const char *what, int err)
@@ -294,7 +295,10 @@ static void recv_ended(int fd)
 	if (c->flags & (F_EOF | F_PAUSED | F_RECV))
 		return;
 	if (c->flags & F_PARKED) {
-		parked[nparked++] = fd;
+		if (!listed[fd]) {
+			listed[fd] = 1;
+			parked[nparked++] = fd;
+		}
 		return;
 	}
 	arm_recv(fd);
@@ -428,7 +432,8 @@ int main(int argc, char **argv)
 	nconns = raise_nofile();
 	conns = calloc(nconns, sizeof *conns);
 	parked = calloc(nconns, sizeof *parked);
-	if (!conns || !parked)
+	listed = calloc(nconns, sizeof *listed);
+	if (!conns || !parked || !listed)
 		die("calloc", ENOMEM);
 
 	sigset_t mask;
@@ -513,8 +518,12 @@ int main(int argc, char **argv)
 			nparked = 0;
 			for (size_t i = 0; i < n; i++) {
 				int fd = parked[i];
-				conns[fd].flags &= (uint16_t)~F_PARKED;
-				recv_ended(fd);
+				listed[fd] = 0;
+				/* skip it if it failed or closed meanwhile */
+				if (conns[fd].flags & F_PARKED) {
+					conns[fd].flags &= (uint16_t)~F_PARKED;
+					recv_ended(fd);
+				}
 			}
 		}
 		/* Publish the returned buffers, then consume the CQEs (liburing
