@@ -249,6 +249,8 @@ void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 
 static void read_clear(iou_stream *s)
 {
+	if (iou__list_linked(&s->fwd_link))
+		iou__list_del(&s->fwd_link);
 	s->read_kind = IOU__RD_NONE;
 	s->scan_pos = 0;
 	s->fwd_req = NULL;
@@ -340,14 +342,49 @@ static size_t find_sep(iou_stream *s)
 	}
 }
 
+/* Queue the first bytes (at most max) on `to`: a whole received buffer is
+ * handed over as it is, spilled bytes or part of a buffer are copied. */
+static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
+			 struct iou__write **w, size_t *len)
+{
+	const unsigned char *p;
+	uint32_t bid = IOU__SEG_NONE;
+	int ret;
+
+	first_chunk(s, &p, len);
+	if (*len > max)
+		*len = max;
+	if (!s->spill_len &&
+	    p + *len == iou__buf_addr(s->loop, s->seg_head) +
+				seg(s, s->seg_head)->len) {
+		bid = seg_unlink_head(s);
+	} else {
+		unsigned char *copy = malloc(*len);
+
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, p, *len);
+		consume(s, *len);
+		p = copy;
+	}
+	ret = iou__stream_queue_forward(to, p, *len, bid, w);
+	if (ret < 0) {
+		if (bid != IOU__SEG_NONE)
+			iou__buf_recycle(s->loop, bid);
+		else
+			free((void *)p);
+	}
+	return ret;
+}
+
+/* Hand every buffered byte (up to read_n) to `to` at once, so that its
+ * writer sends them with one sendmsg; the last piece carries the callback. */
 static void forward_progress(iou_stream *s)
 {
 	iou_stream *to = s->fwd_to;
-	const unsigned char *p;
-	size_t len;
-	uint32_t bid = IOU__SEG_NONE;
-	struct iou__write *w;
-	int ret;
+	struct iou__write *w, *last = NULL;
+	size_t total = 0, len;
+	int ret = 0;
 
 	if (to->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT)) {
 		iou__read_fail(s, -IOU_ECLOSED);
@@ -357,40 +394,48 @@ static void forward_progress(iou_stream *s)
 		iou__read_fail(s, to->wr_err);
 		return;
 	}
-	first_chunk(s, &p, &len);
-	if (len > s->read_n)
-		len = s->read_n;
-	if (!s->spill_len &&
-	    p + len == iou__buf_addr(s->loop, s->seg_head) +
-			       seg(s, s->seg_head)->len) {
-		/* The whole rest of a provided buffer: hand the buffer over. */
-		bid = seg_unlink_head(s);
-	} else {
-		/* Spilled bytes, or part of a buffer: copy them out. */
-		unsigned char *copy = malloc(len);
-
-		if (!copy) {
-			iou__read_fail(s, -ENOMEM);
-			return;
-		}
-		memcpy(copy, p, len);
-		consume(s, len);
-		p = copy;
+	for (int i = 0; i < IOU__GATHER_MAX && total < s->read_n &&
+			iou__buffered(s);
+	     i++) {
+		ret = forward_piece(s, to, s->read_n - total, &w, &len);
+		if (ret < 0)
+			break;
+		total += len;
+		last = w;
 	}
-	ret = iou__stream_queue_forward(to, s, p, len, bid, &w);
-	if (ret < 0) {
-		if (bid != IOU__SEG_NONE)
-			iou__buf_recycle(s->loop, bid);
-		else
-			free((void *)p);
+	if (!last) {
 		iou__read_fail(s, ret);
 		return;
 	}
-	if (bid == IOU__SEG_NONE)
-		w->owned = (unsigned char *)p;
+	last->cb_stream = s;
+	s->fwd_total = total;
 	s->read_kind = IOU__RD_FORWARDING;
-	s->fwd_req = w;
+	s->fwd_req = last;
+	iou__stream_flush(to);
 	recv_resume(s);
+}
+
+/* A forward keeps a pointer to its target, so the target must not be freed
+ * under it: a closing target fails the forwards still waiting for bytes.
+ * Rescan from the head after each callback, which may change the list. */
+void iou__forward_sources_fail(iou_stream *to, int err)
+{
+	for (;;) {
+		struct iou__list *n;
+		iou_stream *from = NULL;
+
+		for (n = to->fwd_sources.next; n != &to->fwd_sources; n = n->next) {
+			iou_stream *f = IOU__CONTAINER_OF(n, iou_stream, fwd_link);
+
+			if (f->read_kind == IOU__RD_FORWARD) {
+				from = f;
+				break;
+			}
+		}
+		if (!from)
+			return;
+		iou__read_fail(from, err);
+	}
 }
 
 void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res)
@@ -400,10 +445,12 @@ void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res)
 
 	(void)w;
 	read_clear(from);
-	cb(from, res, ud);
+	cb(from, res < 0 ? res : (ssize_t)from->fwd_total, ud);
 }
 
-void iou__read_progress(iou_stream *s)
+/* Serve the pending read if the bytes are there.  Returns true when its
+ * callback ran with data (which may have issued the next read). */
+static bool read_progress_once(iou_stream *s)
 {
 	size_t have = iou__buffered(s), n = 0;
 	const unsigned char *p;
@@ -414,12 +461,12 @@ void iou__read_progress(iou_stream *s)
 		if (have) {
 			first_chunk(s, &p, &n);
 			deliver(s, p, n < s->read_n ? n : s->read_n, false);
-			return;
+			return true;
 		}
 		err = end_error(s);
 		if (err == -IOU_EINCOMPLETE) {
 			deliver(s, NULL, 0, true); /* plain end of file */
-			return;
+			return false;
 		}
 		break;
 	case IOU__RD_EXACTLY:
@@ -437,38 +484,57 @@ void iou__read_progress(iou_stream *s)
 	case IOU__RD_FORWARD:
 		if (have) {
 			forward_progress(s);
-			return;
+			return false;
 		}
 		err = end_error(s);
 		if (err == -IOU_EINCOMPLETE) {
 			iou__read_fail(s, 0); /* plain end of file */
-			return;
+			return false;
 		}
 		break;
 	default:
-		return;
+		return false;
 	}
 	if (n) {
 		p = contiguous(s, n);
-		if (!p)
+		if (!p) {
 			iou__read_fail(s, -ENOMEM);
-		else
-			deliver(s, p, n, s->read_kind == IOU__RD_PEEK);
-		return;
+			return false;
+		}
+		deliver(s, p, n, s->read_kind == IOU__RD_PEEK);
+		return true;
 	}
 	if (err)
 		iou__read_fail(s, err);
+	return false;
 }
+
+/* A read callback typically issues the next read: serve it right after the
+ * callback returned, while the bytes are at hand, instead of one read per
+ * loop turn (a pipelining client would otherwise pay a turn per response).
+ * Bounded, so that one stream cannot hold the loop. */
+void iou__read_progress(iou_stream *s)
+{
+	for (int i = 0; i < 64 && s->read_kind != IOU__RD_NONE; i++) {
+		if (!read_progress_once(s))
+			break;
+	}
+}
+
 
 /* ---- the public reads --------------------------------------------------- */
 
-static int read_start(iou_stream *s, uint8_t kind, size_t n, void *ud)
+/* Nothing of the stream changes unless this succeeds: a refused read must
+ * leave the pending one (its callback included) alone. */
+static int read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
+		      void *ud)
 {
 	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT))
 		return -IOU_ECLOSED;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
 	s->read_kind = kind;
+	s->read_cb = cb;
 	s->read_n = n;
 	s->read_ud = ud;
 	s->scan_pos = 0;
@@ -481,8 +547,7 @@ int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud)
 {
 	if (!s || !cb || !max)
 		return -EINVAL;
-	s->read_cb = cb;
-	return read_start(s, IOU__RD_SOME, max, ud);
+	return read_start(s, IOU__RD_SOME, max, cb, ud);
 }
 
 static int read_fixed(iou_stream *s, size_t n, iou_read_cb cb, void *ud,
@@ -490,10 +555,7 @@ static int read_fixed(iou_stream *s, size_t n, iou_read_cb cb, void *ud,
 {
 	if (!s || !cb || !n || n > s->max_buffered)
 		return -EINVAL;
-	if (s->read_kind != IOU__RD_NONE)
-		return -EBUSY;
-	s->read_cb = cb;
-	return read_start(s, kind, n, ud);
+	return read_start(s, kind, n, cb, ud);
 }
 
 int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
@@ -509,8 +571,6 @@ int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
 int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 		   iou_read_cb cb, void *ud)
 {
-	int ret;
-
 	if (!s || !sep || !cb || !seplen || max < seplen ||
 	    max > s->max_buffered)
 		return -EINVAL;
@@ -531,9 +591,7 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 	}
 	memcpy(s->sep, sep, seplen);
 	s->seplen = seplen;
-	s->read_cb = cb;
-	ret = read_start(s, IOU__RD_UNTIL, max, ud);
-	return ret;
+	return read_start(s, IOU__RD_UNTIL, max, cb, ud);
 }
 
 int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
@@ -547,10 +605,12 @@ int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
 		return -IOU_ECLOSED;
 	if (from->read_kind != IOU__RD_NONE)
 		return -EBUSY;
-	from->fwd_cb = cb;
-	ret = read_start(from, IOU__RD_FORWARD, max, ud);
-	if (ret == 0)
+	ret = read_start(from, IOU__RD_FORWARD, max, NULL, ud);
+	if (ret == 0) {
+		from->fwd_cb = cb;
 		from->fwd_to = to;
+		iou__list_add_tail(&to->fwd_sources, &from->fwd_link);
+	}
 	return ret;
 }
 

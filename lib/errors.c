@@ -2,6 +2,7 @@
 /* Error words, the version, address text. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <string.h>
 
@@ -20,6 +21,8 @@ const char *iou_strerror(int err)
 {
 	if (err >= 0)
 		return "success";
+	if (err == INT_MIN)
+		return "unknown error"; /* -err would overflow */
 	switch (-err) {
 	case IOU_EINCOMPLETE:
 		return "peer closed the stream before the requested bytes arrived";

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "iou.h"
 
@@ -201,6 +203,15 @@ enum iou__read_kind {
 };
 
 #define IOU__SEP_INLINE 16
+/* Writes gathered into one sendmsg: one send in flight per socket, but not
+ * one write per send. */
+#define IOU__GATHER_MAX 64
+
+struct iou__gather {
+	struct msghdr msg;
+	struct iovec iov[IOU__GATHER_MAX];
+	unsigned n;                 /* writes in the sendmsg in flight */
+};
 
 /* stream flags */
 enum {
@@ -250,7 +261,10 @@ struct iou_stream {
 	iou_write_cb fwd_cb;
 	void *read_ud;
 	iou_stream *fwd_to;
+	size_t fwd_total;           /* bytes of the forward in flight */
 	struct iou__write *fwd_req; /* the forward write in flight on fwd_to */
+	struct iou__list fwd_link;  /* in fwd_to->fwd_sources while forwarding */
+	struct iou__list fwd_sources; /* streams with a forward into this one */
 	size_t seplen;
 	unsigned char *sep;         /* sep_inline or allocated */
 	unsigned char sep_inline[IOU__SEP_INLINE];
@@ -259,6 +273,8 @@ struct iou_stream {
 	struct iou__write *wq_head, *wq_tail;
 	unsigned char *feed;
 	size_t feed_len, feed_cap;
+	struct iou__gather *gather; /* allocated on the first gathered send */
+	unsigned send_n;            /* writes covered by the send in flight */
 
 	struct iou__list deferred_link;
 	struct iou__list starved_link;
@@ -282,10 +298,11 @@ void iou__stream_op_done(iou_stream *s);   /* one of its ops ended */
 void iou__stream_abort(iou_stream *s);     /* close on the library's behalf */
 void iou__streams_turn_end(iou_loop *loop);
 int iou__stream_queue_write(iou_stream *s, struct iou__write *w);
-/* Queue a forward: the provided buffer `bid` goes back when it was sent. */
-int iou__stream_queue_forward(iou_stream *to, iou_stream *from,
-			      const unsigned char *p, size_t len, uint32_t bid,
-			      struct iou__write **out);
+/* Queue a forward piece without sending yet (iou__stream_flush() sends);
+ * the provided buffer `bid` (or IOU__SEG_NONE) goes back once it was sent. */
+int iou__stream_queue_forward(iou_stream *to, const unsigned char *p,
+			      size_t len, uint32_t bid, struct iou__write **out);
+void iou__stream_flush(iou_stream *s);     /* start sending the queue */
 struct iou__write *iou__write_get(iou_loop *loop);
 void iou__write_put(iou_loop *loop, struct iou__write *w);
 
@@ -297,6 +314,9 @@ void iou__read_fail(iou_stream *s, int err);
 void iou__recv_release_all(iou_stream *s); /* give every buffer back */
 void iou__recv_spill(iou_stream *s);       /* copy buffers out, give back */
 void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
+/* `to` is closing: forwards into it that wait for bytes fail with err (the
+ * ones whose bytes sit in its write queue fail with the queue). */
+void iou__forward_sources_fail(iou_stream *to, int err);
 size_t iou__buffered(const iou_stream *s);
 
 /* server.c: a stream of the server's was freed */

@@ -13,6 +13,7 @@
 #define DEFAULT_QUEUE_DEPTH 512
 #define DEFAULT_BUF_SIZE 4096
 #define DEFAULT_BUF_COUNT 2048
+#define MAX_CQ_ENTRIES 65536u
 
 void iou_loop_opts_init(struct iou_loop_opts *opts)
 {
@@ -65,9 +66,12 @@ static int ring_init(iou_loop *loop, unsigned depth, unsigned flags)
 		    (tries[i] & IORING_SETUP_DEFER_TASKRUN))
 			continue;
 		memset(&p, 0, sizeof(p));
-		/* Multishot ops post many CQEs per SQE: give the CQ room. */
+		/* Multishot ops post many CQEs per SQE: give the CQ room, up to
+		 * the kernel's limit (IORING_MAX_CQ_ENTRIES, 65536), past which
+		 * it refuses CQSIZE with -EINVAL. */
 		p.flags = tries[i] | IORING_SETUP_CQSIZE;
-		p.cq_entries = depth * 8;
+		p.cq_entries = depth <= MAX_CQ_ENTRIES / 8 ? depth * 8
+							  : MAX_CQ_ENTRIES;
 		ret = io_uring_queue_init_params(depth, &loop->ring, &p);
 		if (ret == 0) {
 			loop->setup_flags = tries[i];
@@ -197,10 +201,13 @@ int iou_loop_destroy(iou_loop *loop)
 		return -EINVAL;
 	if (loop->in_run || iou_loop_alive(loop))
 		return -EBUSY;
-	/* The wake read is the kernel's until its CQE: cancel it and wait. */
-	if (loop->wake_armed && iou__cancel_op(loop, &loop->wake_op) == 0) {
-		for (int i = 0; i < 1000 && loop->wake_armed; i++)
-			iou_loop_run_once(loop, 10);
+	/* The wake read is the kernel's until its CQE: cancel it and wait.
+	 * If a wake-up was pending, the read completes with data rather than
+	 * -ECANCELED and re-arms itself: cancel again, each turn. */
+	for (int i = 0; i < 1000 && loop->wake_armed; i++) {
+		if (iou__cancel_op(loop, &loop->wake_op) < 0)
+			break;
+		iou_loop_run_once(loop, 10);
 	}
 	io_uring_queue_exit(&loop->ring);
 	iou__bufring_teardown(loop);

@@ -2,6 +2,7 @@
 /* TCP streams: life cycle, the ordered write queue, feed/drain, shutdown,
  * close with draining, and the end-of-turn work of every stream. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -87,7 +88,10 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	iou__list_init(&s->starved_link);
 	iou__list_init(&s->holder_link);
 	iou__list_init(&s->server_link);
+	iou__list_init(&s->fwd_link);
+	iou__list_init(&s->fwd_sources);
 	iou__timer_init(&s->idle_timer, NULL);
+	loop->active++; /* an open stream is work: see iou_loop_alive() */
 	*out = s;
 	return 0;
 }
@@ -95,7 +99,7 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out)
 {
-	int type;
+	int type, fl, ret;
 	socklen_t len = sizeof(type);
 
 	if (!loop || fd < 0 || !out)
@@ -104,7 +108,13 @@ int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		return -errno;
 	if (type != SOCK_STREAM)
 		return -EINVAL;
-	return iou__stream_new(loop, fd, o, out);
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -errno;
+	ret = iou__stream_new(loop, fd, o, out);
+	if (ret == 0 && !(fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK); /* as documented */
+	return ret;
 }
 
 /* ---- end-of-turn processing -------------------------------------------- */
@@ -170,9 +180,11 @@ void iou__streams_turn_end(iou_loop *loop)
 {
 	struct iou__list batch;
 
-	/* Only the streams poked so far: work they cause goes to the next
-	 * turn, which then does not block.  Bounds the work of one turn. */
-	if (!iou__list_empty(&loop->deferred)) {
+	/* A few passes over the streams poked so far: the work a pass causes
+	 * (a write queued from a read callback) usually still makes this
+	 * turn's submit; anything left goes to the next turn, which then does
+	 * not block.  Bounds the work of one turn. */
+	for (int pass = 0; pass < 4 && !iou__list_empty(&loop->deferred); pass++) {
 		batch = loop->deferred;
 		batch.next->prev = &batch;
 		batch.prev->next = &batch;
@@ -216,20 +228,53 @@ void iou__write_put(iou_loop *loop, struct iou__write *w)
 
 /* ---- the write queue ---------------------------------------------------- */
 
+/* Prepare the gathered iovecs for the queued writes; 0 if not worth it. */
+static unsigned gather_writes(iou_stream *s)
+{
+	struct iou__gather *g = s->gather;
+	struct iou__write *w;
+	unsigned n = 0;
+
+	if (!s->wq_head->next || !s->wq_head->len)
+		return 0;
+	if (!g) {
+		g = s->gather = malloc(sizeof(*g));
+		if (!g)
+			return 0;
+	}
+	for (w = s->wq_head; w && w->len && n < IOU__GATHER_MAX; w = w->next) {
+		g->iov[n].iov_base = (void *)(w->buf + w->done);
+		g->iov[n].iov_len = w->len - w->done;
+		n++;
+	}
+	memset(&g->msg, 0, sizeof(g->msg));
+	g->msg.msg_iov = g->iov;
+	g->msg.msg_iovlen = n;
+	return n;
+}
+
 static void start_send(iou_stream *s)
 {
 	struct iou__write *w = s->wq_head;
 	struct io_uring_sqe *sqe = iou__get_sqe(s->loop);
+	unsigned n;
 
 	if (!sqe) {
 		iou__stream_poke(s); /* try again at the end of the turn */
 		return;
 	}
-	if (w->len == 0)
-		io_uring_prep_nop(sqe); /* an empty drain: keeps the order */
-	else
-		io_uring_prep_send(sqe, s->fd, w->buf + w->done, w->len - w->done,
-				   MSG_NOSIGNAL);
+	n = gather_writes(s);
+	if (n > 1) {
+		io_uring_prep_sendmsg(sqe, s->fd, &s->gather->msg, MSG_NOSIGNAL);
+	} else {
+		n = 1;
+		if (w->len == 0)
+			io_uring_prep_nop(sqe); /* an empty drain: keeps the order */
+		else
+			io_uring_prep_send(sqe, s->fd, w->buf + w->done,
+					   w->len - w->done, MSG_NOSIGNAL);
+	}
+	s->send_n = n;
 	io_uring_sqe_set_data(sqe, &s->send_op);
 	s->flags |= IOU__S_SEND_ARMED;
 	s->inflight++;
@@ -287,34 +332,52 @@ static void fail_writes(iou_stream *s, int err)
 		write_finish(s, err);
 }
 
+/* Credit `res` sent bytes to the writes the send covered, in order. */
+static void writes_sent(iou_stream *s, size_t res)
+{
+	for (unsigned i = 0; i < s->send_n && s->wq_head; i++) {
+		struct iou__write *w = s->wq_head;
+		size_t take = w->len - w->done;
+
+		if (take > res)
+			take = res;
+		w->done += take;
+		res -= take;
+		if (w->done == w->len || (w->kind == W_SOME && (take || !i))) {
+			write_finish(s, (ssize_t)w->done);
+			continue;
+		}
+		break; /* a short send: the rest goes in the next one */
+	}
+}
+
 static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, send_op);
-	struct iou__write *w = s->wq_head;
 	int res = cqe->res;
 
-	s->flags &= ~IOU__S_SEND_ARMED;
 	s->inflight--;
 	iou__op_done(s->loop);
+	/* SEND_ARMED stays set while callbacks run, so that writes they queue
+	 * wait for the loop below instead of racing the ones being credited. */
 	if (res < 0) {
 		if (!s->wr_err)
 			s->wr_err = res;
 		fail_writes(s, res);
 	} else {
-		w->done += (size_t)res;
-		if (w->kind == W_SOME || w->done == w->len)
-			write_finish(s, (ssize_t)w->done);
+		writes_sent(s, (size_t)res);
 	}
+	s->flags &= ~IOU__S_SEND_ARMED;
 	if (s->flags & IOU__S_CLOSING) {
 		iou__stream_op_done(s);
 		return;
 	}
-	if (s->wq_head && !(s->flags & IOU__S_SEND_ARMED))
+	if (s->wq_head)
 		start_send(s);
 	shutdown_write_if_due(s);
 }
 
-int iou__stream_queue_write(iou_stream *s, struct iou__write *w)
+static void wq_append(iou_stream *s, struct iou__write *w)
 {
 	w->next = NULL;
 	if (s->wq_tail)
@@ -322,8 +385,21 @@ int iou__stream_queue_write(iou_stream *s, struct iou__write *w)
 	else
 		s->wq_head = w;
 	s->wq_tail = w;
-	if (!(s->flags & IOU__S_SEND_ARMED))
+}
+
+void iou__stream_flush(iou_stream *s)
+{
+	if (s->wq_head && !(s->flags & IOU__S_SEND_ARMED))
 		start_send(s);
+}
+
+/* Application writes start at the end of the turn, so that all the writes
+ * of one turn leave in one sendmsg. */
+int iou__stream_queue_write(iou_stream *s, struct iou__write *w)
+{
+	wq_append(s, w);
+	if (!(s->flags & IOU__S_SEND_ARMED))
+		iou__stream_poke(s);
 	return 0;
 }
 
@@ -429,9 +505,8 @@ int iou_drain(iou_stream *s, iou_write_cb cb, void *ud)
 	return iou__stream_queue_write(s, w);
 }
 
-int iou__stream_queue_forward(iou_stream *to, iou_stream *from,
-			      const unsigned char *p, size_t len, uint32_t bid,
-			      struct iou__write **out)
+int iou__stream_queue_forward(iou_stream *to, const unsigned char *p,
+			      size_t len, uint32_t bid, struct iou__write **out)
 {
 	struct iou__write *w = iou__write_get(to->loop);
 
@@ -441,9 +516,11 @@ int iou__stream_queue_forward(iou_stream *to, iou_stream *from,
 	w->buf = p;
 	w->len = len;
 	w->bid = bid;
-	w->cb_stream = from;
+	if (bid == IOU__SEG_NONE)
+		w->owned = (unsigned char *)p;
 	*out = w;
-	return iou__stream_queue_write(to, w);
+	wq_append(to, w);
+	return 0;
 }
 
 /* ---- shutdown and close ------------------------------------------------- */
@@ -513,9 +590,11 @@ static void stream_free(iou_stream *s)
 		s->close_cb(s, s->close_ud);
 	free(s->spill);
 	free(s->feed);
+	free(s->gather);
 	if (s->sep != s->sep_inline)
 		free(s->sep);
 	free(s);
+	loop->active--;
 }
 
 static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
@@ -542,6 +621,7 @@ static void close_progress(iou_stream *s)
 
 	if (s->read_kind != IOU__RD_NONE)
 		iou__read_fail(s, -ECANCELED);
+	iou__forward_sources_fail(s, -IOU_ECLOSED);
 	if (s->flags & IOU__S_STARVED) {
 		iou__list_del(&s->starved_link);
 		s->flags &= ~IOU__S_STARVED;
