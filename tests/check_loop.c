@@ -1,0 +1,1408 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The loop: creation and options, running and stopping, timers, posts from
+ * other threads, and the ring engine underneath (SQE flushing, cancellation
+ * and draining), plus iou_strerror() and iou_version().
+ *
+ * Focus: CK_RUN_CASE=timers ./tests/check_loop   Debug: CK_FORK=no
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "t_helpers.h"
+
+static struct iou_loop_opts small_opts(void)
+{
+	struct iou_loop_opts o;
+
+	iou_loop_opts_init(&o);
+	o.queue_depth = 8;
+	o.buf_count = 8;
+	return o;
+}
+
+static iou_loop *small_loop(void)
+{
+	struct iou_loop_opts o = small_opts();
+
+	return t_loop_create_or_skip(&o);
+}
+
+/* ======================================================================== */
+/* create: options, destroy                                                 */
+/* ======================================================================== */
+
+START_TEST(test_opts_init_defaults)
+{
+	struct iou_loop_opts o;
+
+	memset(&o, 0xa5, sizeof(o));
+	iou_loop_opts_init(&o);
+	ck_assert_uint_eq(o.queue_depth, 512);
+	ck_assert_uint_eq(o.buf_size, 4096);
+	ck_assert_uint_eq(o.buf_count, 2048);
+	ck_assert_uint_eq(o.flags, 0);
+	iou_loop_opts_init(NULL); /* no crash */
+}
+END_TEST
+
+START_TEST(test_create_default)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_uint_eq(loop->bufs.buf_size, 4096);
+	ck_assert_uint_eq(loop->bufs.buf_count, 2048);
+	ck_assert_uint_ge(loop->ring.sq.ring_entries, 512);
+	ck_assert_uint_gt(iou_loop_now(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* The edges of every documented range are accepted. */
+START_TEST(test_create_custom)
+{
+	static const struct {
+		unsigned depth, size, count;
+	} cases[] = {
+		{ 1, 64, 1 },
+		{ 8, 1u << 20, 1 },
+		{ 100, 1000, 2 },
+		{ 32768, 64, 32768 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct iou_loop_opts o;
+		iou_loop *loop = NULL;
+		int ret;
+
+		iou_loop_opts_init(&o);
+		o.queue_depth = cases[i].depth;
+		o.buf_size = cases[i].size;
+		o.buf_count = cases[i].count;
+		ret = iou_loop_create(&loop, &o);
+		ck_assert_msg(ret == 0, "depth %u size %u count %u: %s",
+			      o.queue_depth, o.buf_size, o.buf_count,
+			      iou_strerror(ret));
+		ck_assert_uint_ge(loop->ring.sq.ring_entries, o.queue_depth);
+		ck_assert_uint_eq(loop->bufs.buf_size, o.buf_size);
+		ck_assert_uint_eq(loop->bufs.buf_count, o.buf_count);
+		ck_assert_int_eq(iou_loop_alive(loop), 0);
+		ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	}
+}
+END_TEST
+
+START_TEST(test_create_einval)
+{
+	static const struct {
+		unsigned depth, size, count, flags;
+	} bad[] = {
+		{ 0, 4096, 2048, 0 },          /* queue_depth 0 */
+		{ 40000, 4096, 2048, 0 },      /* queue_depth > 32768 */
+		{ 32769, 4096, 2048, 0 },
+		{ 512, 0, 2048, 0 },           /* buf_size 0 */
+		{ 512, 63, 2048, 0 },          /* buf_size < 64 */
+		{ 512, (1u << 20) + 1, 2048, 0 }, /* buf_size > 1 MiB */
+		{ 512, 4096, 0, 0 },           /* buf_count 0 */
+		{ 512, 4096, 3, 0 },           /* not a power of two */
+		{ 512, 4096, 1000, 0 },
+		{ 512, 4096, 65536, 0 },       /* > 32768 */
+		{ 512, 4096, 2048, 0x2 },      /* unknown flag */
+		{ 512, 4096, 2048, 0x80000000u },
+	};
+	iou_loop *sentinel = (iou_loop *)(uintptr_t)0x1234;
+
+	ck_assert_int_eq(iou_loop_create(NULL, NULL), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct iou_loop_opts o = {
+			.queue_depth = bad[i].depth,
+			.buf_size = bad[i].size,
+			.buf_count = bad[i].count,
+			.flags = bad[i].flags,
+		};
+		iou_loop *loop = sentinel;
+
+		ck_assert_msg(iou_loop_create(&loop, &o) == -EINVAL,
+			      "case %zu accepted", i);
+		ck_assert_ptr_eq(loop, sentinel); /* *out untouched */
+		ck_assert_int_eq(iou_loop_create(NULL, &o), -EINVAL);
+	}
+}
+END_TEST
+
+START_TEST(test_destroy_null)
+{
+	ck_assert_int_eq(iou_loop_destroy(NULL), -EINVAL);
+	/* The other entry points tolerate NULL too. */
+	ck_assert_int_eq(iou_loop_alive(NULL), 0);
+	ck_assert_uint_eq(iou_loop_now(NULL), 0);
+	ck_assert_int_eq(iou_loop_run(NULL), -EINVAL);
+	ck_assert_int_eq(iou_loop_run_once(NULL, 0), -EINVAL);
+	iou_loop_stop(NULL);
+}
+END_TEST
+
+static void noop_timer_cb(iou_timer *t, void *ud)
+{
+	(void)t;
+	(void)ud;
+}
+
+static void noop_post(void *ud)
+{
+	(void)ud;
+}
+
+START_TEST(test_destroy_busy_timer)
+{
+	iou_loop *loop = small_loop();
+	iou_timer *t;
+
+	ck_assert_int_eq(iou_timer_start(loop, 60000, 0, noop_timer_cb, NULL, &t), 0);
+	ck_assert_int_eq(iou_loop_alive(loop), 1);
+	ck_assert_int_eq(iou_loop_destroy(loop), -EBUSY);
+	/* Still usable after the refusal. */
+	ck_assert_int_ge(iou_loop_run_once(loop, 0), 0);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+START_TEST(test_destroy_busy_post)
+{
+	iou_loop *loop = small_loop();
+
+	ck_assert_int_eq(iou_loop_post(loop, noop_post, NULL), 0);
+	ck_assert_int_eq(iou_loop_alive(loop), 1);
+	ck_assert_int_eq(iou_loop_destroy(loop), -EBUSY);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+static void destroy_inside_post(void *ud)
+{
+	iou_loop *loop = ud;
+
+	ck_assert_int_eq(iou_loop_destroy(loop), -EBUSY);
+}
+
+START_TEST(test_destroy_inside_callback)
+{
+	iou_loop *loop = small_loop();
+
+	ck_assert_int_eq(iou_loop_post(loop, destroy_inside_post, loop), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* Destroy while a wake-up is pending is prompt: here iou_loop_stop() (from a
+ * posted callback) wrote the eventfd after the wake read was re-armed, so the
+ * read destroy cancels completes with data instead of -ECANCELED. */
+static void stop_post(void *ud);
+
+START_TEST(test_destroy_wake_pending)
+{
+	iou_loop *loop = small_loop();
+	uint64_t t0;
+
+	ck_assert_int_eq(iou_loop_post(loop, stop_post, loop), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 1);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	ck_assert_uint_lt(t_now_ms() - t0, 1000);
+}
+END_TEST
+
+/* Whether this kernel accepts DEFER_TASKRUN at all (6.1+). */
+static bool kernel_has_defer_taskrun(void)
+{
+	struct io_uring ring;
+	struct io_uring_params p;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	if (io_uring_queue_init_params(4, &ring, &p) < 0)
+		return false;
+	io_uring_queue_exit(&ring);
+	return true;
+}
+
+struct mini_work {
+	int timer_fired;
+	int posted;
+};
+
+static void mini_timer(iou_timer *t, void *ud)
+{
+	(void)t;
+	((struct mini_work *)ud)->timer_fired++;
+}
+
+static void mini_post(void *ud)
+{
+	((struct mini_work *)ud)->posted++;
+}
+
+/* A timer and a post go through a loop: it works end to end. */
+static void exercise(iou_loop *loop)
+{
+	struct mini_work w = { 0 };
+	iou_timer *t;
+
+	ck_assert_int_eq(iou_timer_start(loop, 1, 0, mini_timer, &w, &t), 0);
+	ck_assert_int_eq(iou_loop_post(loop, mini_post, &w), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(w.timer_fired, 1);
+	ck_assert_int_eq(w.posted, 1);
+}
+
+START_TEST(test_no_defer_taskrun)
+{
+	struct iou_loop_opts o = small_opts();
+	iou_loop *loop;
+
+	o.flags = IOU_LOOP_NO_DEFER_TASKRUN;
+	loop = t_loop_create_or_skip(&o);
+	ck_assert_uint_eq(loop->setup_flags & IORING_SETUP_DEFER_TASKRUN, 0);
+	ck_assert_uint_eq(loop->ring.flags & IORING_SETUP_DEFER_TASKRUN, 0);
+	exercise(loop);
+	t_loop_destroy(loop);
+
+	/* Without the kill switch the loop asks for it where it exists. */
+	loop = small_loop();
+	if (kernel_has_defer_taskrun())
+		ck_assert_uint_ne(loop->setup_flags & IORING_SETUP_DEFER_TASKRUN, 0);
+	exercise(loop);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Creating and destroying many loops leaks neither fds nor memory. */
+START_TEST(test_create_destroy_repeated)
+{
+	int fds = t_fd_count();
+
+	for (int i = 0; i < 50; i++) {
+		iou_loop *loop = small_loop();
+
+		exercise(loop);
+		ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	}
+	ck_assert_int_eq(t_fd_count(), fds);
+}
+END_TEST
+
+/* ======================================================================== */
+/* run: run, run_once, stop                                                 */
+/* ======================================================================== */
+
+START_TEST(test_run_no_work)
+{
+	iou_loop *loop = small_loop();
+	uint64_t t0 = t_now_ms();
+
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_uint_lt(t_now_ms() - t0, 500);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+struct stopper {
+	iou_loop *loop;
+	int fired;
+	int stop_at;
+};
+
+static void stop_timer_cb(iou_timer *t, void *ud)
+{
+	struct stopper *s = ud;
+
+	(void)t;
+	if (++s->fired == s->stop_at)
+		iou_loop_stop(s->loop);
+}
+
+START_TEST(test_stop_from_callback)
+{
+	iou_loop *loop = small_loop();
+	struct stopper s = { .loop = loop, .stop_at = 3 };
+	iou_timer *t;
+
+	ck_assert_int_eq(iou_timer_start(loop, 1, 1, stop_timer_cb, &s, &t), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 1);
+	ck_assert_int_eq(s.fired, 3);
+	/* The stop was consumed: run again, stop again. */
+	s.stop_at = 5;
+	ck_assert_int_eq(iou_loop_run(loop), 1);
+	ck_assert_int_eq(s.fired, 5);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+static void stop_post(void *ud)
+{
+	iou_loop_stop(ud);
+}
+
+START_TEST(test_stop_from_post)
+{
+	iou_loop *loop = small_loop();
+	iou_timer *t;
+
+	/* A far timer keeps the loop alive: only the stop ends run(). */
+	ck_assert_int_eq(iou_timer_start(loop, 60000, 0, noop_timer_cb, NULL, &t), 0);
+	ck_assert_int_eq(iou_loop_post(loop, stop_post, loop), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 1);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+START_TEST(test_run_once_timeout_zero)
+{
+	iou_loop *loop = small_loop();
+	iou_timer *t;
+	uint64_t t0;
+
+	ck_assert_int_eq(iou_timer_start(loop, 60000, 0, noop_timer_cb, NULL, &t), 0);
+	t0 = t_now_ms();
+	for (int i = 0; i < 100; i++)
+		ck_assert_int_eq(iou_loop_run_once(loop, 0), 0);
+	ck_assert_uint_lt(t_now_ms() - t0, 200);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* A positive timeout waits about that long when nothing happens. */
+START_TEST(test_run_once_timeout_waits)
+{
+	iou_loop *loop = small_loop();
+	uint64_t t0 = t_now_ms(), dt;
+
+	ck_assert_int_eq(iou_loop_run_once(loop, 50), 0);
+	dt = t_now_ms() - t0;
+	ck_assert_uint_ge(dt, 45);
+	ck_assert_uint_lt(dt, 1000);
+	ck_assert_uint_ge(iou_loop_now(loop), t0 + 45);
+	ck_assert_int_eq(iou_loop_run_once(loop, -2), -EINVAL);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+static void reenter_post(void *ud)
+{
+	iou_loop *loop = ud;
+
+	ck_assert_int_eq(iou_loop_run_once(loop, 0), -EBUSY);
+}
+
+START_TEST(test_run_once_reentry)
+{
+	iou_loop *loop = small_loop();
+
+	ck_assert_int_eq(iou_loop_post(loop, reenter_post, loop), 0);
+	/* >= 1: the count includes the loop's own wake-up completion. */
+	ck_assert_int_ge(iou_loop_run_once(loop, 0), 1);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* ======================================================================== */
+/* timers                                                                   */
+/* ======================================================================== */
+
+#define MAX_LOG 2048
+
+struct tlog {
+	int n;
+	intptr_t order[MAX_LOG];
+};
+
+struct tctx {
+	struct tlog *log;
+	intptr_t id;
+};
+
+static void log_timer_cb(iou_timer *t, void *ud)
+{
+	struct tctx *c = ud;
+
+	(void)t;
+	ck_assert_int_lt(c->log->n, MAX_LOG);
+	c->log->order[c->log->n++] = c->id;
+}
+
+/* Timers that expire in one turn fire in deadline order. */
+START_TEST(test_timer_deadline_order)
+{
+	static const unsigned after[] = { 30, 10, 40, 0, 20 };
+	static const intptr_t expect[] = { 3, 1, 4, 0, 2 };
+	enum { N = sizeof(after) / sizeof(after[0]) };
+	iou_loop *loop = small_loop();
+	struct tlog log = { 0 };
+	struct tctx ctx[N];
+	iou_timer *t;
+
+	for (int i = 0; i < N; i++) {
+		ctx[i] = (struct tctx){ &log, i };
+		ck_assert_int_eq(iou_timer_start(loop, after[i], 0, log_timer_cb,
+						 &ctx[i], &t), 0);
+	}
+	usleep(80 * 1000); /* all expired before the turn */
+	ck_assert_int_eq(iou_loop_run_once(loop, 0), N);
+	ck_assert_int_eq(log.n, N);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(log.order[i], expect[i]);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* Timers with equal delays (equal deadlines, or later-started ones later)
+ * fire in start order, also when running the loop normally. */
+START_TEST(test_timer_start_order)
+{
+	enum { N = 200 };
+	iou_loop *loop = small_loop();
+	struct tlog log = { 0 };
+	struct tctx *ctx = calloc(N, sizeof(*ctx));
+	iou_timer *t;
+
+	ck_assert_ptr_nonnull(ctx);
+	for (int i = 0; i < N; i++) {
+		ctx[i] = (struct tctx){ &log, i };
+		ck_assert_int_eq(iou_timer_start(loop, 5, 0, log_timer_cb,
+						 &ctx[i], &t), 0);
+	}
+	ck_assert_int_eq(t_run_until_count(loop, &log.n, N, T_TIMEOUT_MS), 0);
+	for (int i = 0; i < N; i++)
+		ck_assert_int_eq(log.order[i], i);
+	t_loop_destroy(loop);
+	free(ctx);
+}
+END_TEST
+
+/* A timer never fires from inside iou_timer_start(), even with delay 0. */
+START_TEST(test_timer_zero_not_synchronous)
+{
+	iou_loop *loop = small_loop();
+	struct tlog log = { 0 };
+	struct tctx c = { &log, 7 };
+	iou_timer *t;
+
+	ck_assert_int_eq(iou_timer_start(loop, 0, 0, log_timer_cb, &c, &t), 0);
+	ck_assert_int_eq(log.n, 0);
+	ck_assert_int_eq(iou_loop_run_once(loop, 0), 1);
+	ck_assert_int_eq(log.n, 1);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* The heap under churn: random deadlines and removals, via the internal
+ * timers; expiry order must be (deadline, start order). */
+struct itimer {
+	struct iou__timer t;
+	int id;
+	uint64_t deadline;
+};
+
+static struct itimer *fired_log[4096];
+static int fired_n;
+
+static void itimer_fire(struct iou__timer *t)
+{
+	fired_log[fired_n++] = IOU__CONTAINER_OF(t, struct itimer, t);
+}
+
+START_TEST(test_timer_heap_churn)
+{
+	enum { N = 4000 };
+	iou_loop *loop = small_loop();
+	struct itimer *it = calloc(N, sizeof(*it));
+	bool *removed = calloc(N, sizeof(*removed));
+	uint64_t base = loop->now;
+	int expected = 0;
+
+	ck_assert_ptr_nonnull(it);
+	ck_assert_ptr_nonnull(removed);
+	srand(12345);
+	fired_n = 0;
+	for (int i = 0; i < N; i++) {
+		iou__timer_init(&it[i].t, itimer_fire);
+		it[i].id = i;
+		it[i].deadline = base - 1000 + (uint64_t)(rand() % 500);
+		ck_assert_int_eq(iou__timer_arm(loop, &it[i].t, it[i].deadline), 0);
+		/* Remove and re-arm some as we go. */
+		if (i > 10 && rand() % 4 == 0) {
+			int j = rand() % i;
+
+			iou__timer_disarm(loop, &it[j].t);
+			ck_assert(!iou__timer_active(&it[j].t));
+			removed[j] = true;
+		}
+	}
+	for (int i = 0; i < N; i++)
+		expected += !removed[i];
+	ck_assert_uint_eq(loop->heap_len, (unsigned)expected);
+	ck_assert_int_eq(iou__timers_next_ms(loop), 0);
+	ck_assert_int_eq(iou__timers_run(loop), expected);
+	ck_assert_int_eq(fired_n, expected);
+	for (int i = 1; i < fired_n; i++) {
+		struct itimer *a = fired_log[i - 1], *b = fired_log[i];
+
+		ck_assert(a->deadline < b->deadline ||
+			  (a->deadline == b->deadline && a->t.seq < b->t.seq));
+	}
+	ck_assert_int_eq(iou__timers_next_ms(loop), -1);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	free(it);
+	free(removed);
+}
+END_TEST
+
+struct rep {
+	iou_loop *loop;
+	int fired;
+	int limit;
+	uint64_t first, last;
+};
+
+static void rep_cb(iou_timer *t, void *ud)
+{
+	struct rep *r = ud;
+
+	if (r->fired++ == 0)
+		r->first = t_now_ms();
+	r->last = t_now_ms();
+	if (r->fired == r->limit)
+		ck_assert_int_eq(iou_timer_cancel(t), 0);
+}
+
+/* A repeating timer repeats at its period until cancelled, here from its
+ * own callback. */
+START_TEST(test_timer_repeat_cancel_inside)
+{
+	iou_loop *loop = small_loop();
+	struct rep r = { .loop = loop, .limit = 5 };
+	iou_timer *t;
+	uint64_t t0 = t_now_ms();
+
+	ck_assert_int_eq(iou_timer_start(loop, 5, 10, rep_cb, &r, &t), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0); /* ends: cancelled */
+	ck_assert_int_eq(r.fired, 5);
+	ck_assert_uint_ge(r.first - t0, 4);
+	ck_assert_uint_ge(r.last - r.first, 4 * 10 - 4);
+	ck_assert_uint_lt(r.last - r.first, 2000);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+static void oneshot_cancel_cb(iou_timer *t, void *ud)
+{
+	int *n = ud;
+
+	(*n)++;
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	/* Twice is an error, not a double free. */
+	ck_assert_int_eq(iou_timer_cancel(t), -EINVAL);
+}
+
+START_TEST(test_timer_oneshot_cancel_inside)
+{
+	iou_loop *loop = small_loop();
+	iou_timer *t;
+	int n = 0;
+
+	ck_assert_int_eq(iou_timer_start(loop, 1, 0, oneshot_cancel_cb, &n, &t), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+START_TEST(test_timer_cancel_prevents)
+{
+	iou_loop *loop = small_loop();
+	struct tlog log = { 0 };
+	struct tctx c = { &log, 1 };
+	iou_timer *t;
+	uint64_t end;
+
+	ck_assert_int_eq(iou_timer_start(loop, 10, 0, log_timer_cb, &c, &t), 0);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_timer_start(loop, 0, 5, log_timer_cb, &c, &t), 0);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	end = t_now_ms() + 50;
+	while (t_now_ms() < end)
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+	ck_assert_int_eq(log.n, 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+struct pair_ctx {
+	iou_timer *other;
+	int a_fired, b_fired;
+};
+
+static void cancel_other_cb(iou_timer *t, void *ud)
+{
+	struct pair_ctx *p = ud;
+
+	(void)t;
+	p->a_fired++;
+	ck_assert_int_eq(iou_timer_cancel(p->other), 0);
+}
+
+static void other_cb(iou_timer *t, void *ud)
+{
+	(void)t;
+	((struct pair_ctx *)ud)->b_fired++;
+}
+
+/* A callback cancels another timer that expired in the same turn: it must
+ * not fire. */
+START_TEST(test_timer_cancel_other_same_turn)
+{
+	iou_loop *loop = small_loop();
+	struct pair_ctx p = { 0 };
+	iou_timer *a, *b;
+
+	ck_assert_int_eq(iou_timer_start(loop, 1, 0, cancel_other_cb, &p, &a), 0);
+	ck_assert_int_eq(iou_timer_start(loop, 2, 7, other_cb, &p, &b), 0);
+	p.other = b;
+	usleep(20 * 1000);
+	ck_assert_int_eq(iou_loop_run_once(loop, 0), 1);
+	ck_assert_int_eq(p.a_fired, 1);
+	ck_assert_int_eq(p.b_fired, 0);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* Cancel most of many timers, in an order unlike the heap's; exactly the
+ * rest fire, and the loop ends up idle. */
+START_TEST(test_timer_cancel_many)
+{
+	enum { N = 1000 };
+	iou_loop *loop = small_loop();
+	struct tlog log = { 0 };
+	struct tctx *ctx = calloc(N, sizeof(*ctx));
+	iou_timer **t = calloc(N, sizeof(*t));
+	int kept = 0;
+
+	ck_assert_ptr_nonnull(ctx);
+	ck_assert_ptr_nonnull(t);
+	for (int i = 0; i < N; i++) {
+		ctx[i] = (struct tctx){ &log, i };
+		ck_assert_int_eq(iou_timer_start(loop, (unsigned)(i * 7919) % 20,
+						 (unsigned)(i % 3), log_timer_cb,
+						 &ctx[i], &t[i]), 0);
+	}
+	for (int k = 0; k < N; k++) {
+		int i = (k * 389) % N; /* 389 is prime to N: a permutation */
+
+		if (i % 10 == 0 && i % 3 == 0) {
+			kept++;
+			continue; /* keep these: one-shots (i % 3 == 0) */
+		}
+		ck_assert_int_eq(iou_timer_cancel(t[i]), 0);
+	}
+	ck_assert_int_eq(t_run_until_count(loop, &log.n, kept, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(t_loop_drain(loop, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(log.n, kept);
+	for (int i = 0; i < log.n; i++)
+		ck_assert_int_eq(log.order[i] % 30, 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	free(ctx);
+	free(t);
+}
+END_TEST
+
+START_TEST(test_timer_einval)
+{
+	iou_loop *loop = small_loop();
+	iou_timer *sentinel = (iou_timer *)(uintptr_t)0x1234, *t = sentinel;
+	uint64_t big = (uint64_t)UINT32_MAX * 1000 + 1;
+
+	ck_assert_int_eq(iou_timer_start(NULL, 1, 0, noop_timer_cb, NULL, &t), -EINVAL);
+	ck_assert_int_eq(iou_timer_start(loop, 1, 0, NULL, NULL, &t), -EINVAL);
+	ck_assert_int_eq(iou_timer_start(loop, 1, 0, noop_timer_cb, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(iou_timer_start(loop, big, 0, noop_timer_cb, NULL, &t), -EINVAL);
+	ck_assert_int_eq(iou_timer_start(loop, UINT64_MAX, 0, noop_timer_cb, NULL, &t), -EINVAL);
+	ck_assert_int_eq(iou_timer_start(loop, 1, big, noop_timer_cb, NULL, &t), -EINVAL);
+	ck_assert_ptr_eq(t, sentinel);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_timer_cancel(NULL), -EINVAL);
+	/* The largest delay is accepted, and does not fire. */
+	ck_assert_int_eq(iou_timer_start(loop, big - 1, big - 1, noop_timer_cb,
+					 NULL, &t), 0);
+	ck_assert_int_eq(iou_loop_run_once(loop, 0), 0);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* ======================================================================== */
+/* post: cross-thread wake-up and ordering                                  */
+/* ======================================================================== */
+
+static void set_flag_post(void *ud)
+{
+	__atomic_store_n((int *)ud, 1, __ATOMIC_RELEASE);
+}
+
+struct poster {
+	iou_loop *loop;
+	int *flag;
+	int delay_ms;
+	bool stop; /* call iou_loop_stop instead of posting */
+	uint64_t sent_at;
+};
+
+static void *poster_thread(void *arg)
+{
+	struct poster *p = arg;
+
+	usleep((useconds_t)p->delay_ms * 1000);
+	p->sent_at = t_now_ms();
+	if (p->stop)
+		iou_loop_stop(p->loop);
+	else
+		ck_assert_int_eq(iou_loop_post(p->loop, set_flag_post, p->flag), 0);
+	return NULL;
+}
+
+static int wait_turns(void)
+{
+	return t_under_valgrind() ? 1000 : 10;
+}
+
+/* A loop blocked in run_once(-1) with nothing to do wakes at once when
+ * another thread posts.  (A hang is caught by the TCase timeout.) */
+START_TEST(test_post_wakes_blocked_loop)
+{
+	iou_loop *loop = small_loop();
+	int flag = 0;
+	struct poster p = { .loop = loop, .flag = &flag, .delay_ms = 100 };
+	pthread_t th;
+	uint64_t t0 = t_now_ms(), woke;
+	int n = 0;
+
+	ck_assert_int_eq(pthread_create(&th, NULL, poster_thread, &p), 0);
+	for (int i = 0; i < wait_turns() && !__atomic_load_n(&flag, __ATOMIC_ACQUIRE); i++)
+		n += t_run_once(loop, -1);
+	woke = t_now_ms();
+	pthread_join(th, NULL);
+	ck_assert_int_eq(flag, 1);
+	ck_assert_int_ge(n, 1);
+	ck_assert_uint_ge(woke - t0, 90); /* it did block */
+	ck_assert_uint_lt(woke - p.sent_at, 1000);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Same with a timer far away: the wait would otherwise last a minute. */
+START_TEST(test_post_wakes_loop_with_far_timer)
+{
+	iou_loop *loop = small_loop();
+	int flag = 0;
+	struct poster p = { .loop = loop, .flag = &flag, .delay_ms = 50 };
+	pthread_t th;
+	iou_timer *t;
+	uint64_t woke;
+
+	ck_assert_int_eq(iou_timer_start(loop, 60000, 0, noop_timer_cb, NULL, &t), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, poster_thread, &p), 0);
+	for (int i = 0; i < wait_turns() && !__atomic_load_n(&flag, __ATOMIC_ACQUIRE); i++)
+		ck_assert_int_ge(t_run_once(loop, -1), 0);
+	woke = t_now_ms();
+	pthread_join(th, NULL);
+	ck_assert_int_eq(flag, 1);
+	ck_assert_uint_lt(woke - p.sent_at, 1000);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+static void valgrind_tick(iou_timer *t, void *ud)
+{
+	(void)t;
+	(void)ud;
+	usleep(1000); /* let the other thread have valgrind's lock */
+}
+
+/* iou_loop_stop() from another thread ends iou_loop_run() promptly. */
+START_TEST(test_stop_from_thread)
+{
+	iou_loop *loop = small_loop();
+	struct poster p = { .loop = loop, .delay_ms = 50, .stop = true };
+	pthread_t th;
+	iou_timer *t, *tick = NULL;
+	uint64_t woke;
+
+	ck_assert_int_eq(iou_timer_start(loop, 60000, 0, noop_timer_cb, NULL, &t), 0);
+	if (t_under_valgrind()) /* wait in slices, see t_under_valgrind() */
+		ck_assert_int_eq(iou_timer_start(loop, 10, 10, valgrind_tick,
+						 NULL, &tick), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, poster_thread, &p), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 1);
+	woke = t_now_ms();
+	pthread_join(th, NULL);
+	ck_assert_uint_lt(woke - p.sent_at, 1000);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	if (tick)
+		ck_assert_int_eq(iou_timer_cancel(tick), 0);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+enum { POST_THREADS = 4, POSTS_PER_THREAD = 5000 };
+
+struct order_state {
+	int next[POST_THREADS]; /* expected seq per thread; loop thread only */
+	int total;
+	int bad;
+};
+
+static struct order_state ostate;
+
+static void order_post(void *ud)
+{
+	uintptr_t v = (uintptr_t)ud;
+	int tid = (int)(v >> 24), seq = (int)(v & 0xffffff);
+
+	if (tid >= POST_THREADS || ostate.next[tid] != seq)
+		ostate.bad++;
+	else
+		ostate.next[tid]++;
+	ostate.total++;
+}
+
+struct burst {
+	iou_loop *loop;
+	int tid;
+};
+
+static void *burst_thread(void *arg)
+{
+	struct burst *b = arg;
+
+	for (int i = 0; i < POSTS_PER_THREAD; i++) {
+		uintptr_t v = ((uintptr_t)b->tid << 24) | (uintptr_t)i;
+
+		if (iou_loop_post(b->loop, order_post, (void *)v) != 0)
+			abort();
+		if (i % 512 == 0)
+			sched_yield();
+	}
+	return NULL;
+}
+
+/* Posts from several threads all run, each thread's in its order. */
+START_TEST(test_post_many_threads_order)
+{
+	iou_loop *loop = small_loop();
+	pthread_t th[POST_THREADS];
+	struct burst b[POST_THREADS];
+
+	memset(&ostate, 0, sizeof(ostate));
+	for (int i = 0; i < POST_THREADS; i++) {
+		b[i] = (struct burst){ loop, i };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, burst_thread, &b[i]), 0);
+	}
+	ck_assert_int_eq(t_run_until_count(loop, &ostate.total,
+					   POST_THREADS * POSTS_PER_THREAD,
+					   20000), 0);
+	for (int i = 0; i < POST_THREADS; i++)
+		pthread_join(th[i], NULL);
+	ck_assert_int_eq(ostate.bad, 0);
+	ck_assert_int_eq(ostate.total, POST_THREADS * POSTS_PER_THREAD);
+	for (int i = 0; i < POST_THREADS; i++)
+		ck_assert_int_eq(ostate.next[i], POSTS_PER_THREAD);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+struct repost {
+	iou_loop *loop;
+	int n, limit;
+};
+
+static void repost_cb(void *ud)
+{
+	struct repost *r = ud;
+
+	if (++r->n < r->limit)
+		ck_assert_int_eq(iou_loop_post(r->loop, repost_cb, r), 0);
+}
+
+/* A post made from a posted callback runs in a later turn, never
+ * synchronously, and run() keeps going until the chain ends. */
+START_TEST(test_post_from_callback)
+{
+	iou_loop *loop = small_loop();
+	struct repost r = { .loop = loop, .limit = 100 };
+
+	ck_assert_int_eq(iou_loop_post(loop, repost_cb, &r), 0);
+	ck_assert_int_eq(r.n, 0);
+	ck_assert_int_ge(iou_loop_run_once(loop, 0), 1);
+	ck_assert_int_eq(r.n, 1);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(r.n, 100);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+START_TEST(test_post_einval)
+{
+	iou_loop *loop = small_loop();
+
+	ck_assert_int_eq(iou_loop_post(NULL, noop_post, NULL), -EINVAL);
+	ck_assert_int_eq(iou_loop_post(loop, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* ======================================================================== */
+/* engine: SQE flushing, completion dispatch, cancellation                  */
+/* ======================================================================== */
+
+struct counter_op {
+	struct iou__op op;
+	iou_loop *loop;
+	int completed;
+	int failed;
+};
+
+static void counter_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+{
+	struct counter_op *c = IOU__CONTAINER_OF(op, struct counter_op, op);
+
+	c->completed++;
+	if (cqe->res != 0)
+		c->failed++;
+	iou__op_done(c->loop);
+}
+
+static void queue_nops(iou_loop *loop, struct counter_op *c, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = iou__get_sqe(loop);
+
+		ck_assert_msg(sqe != NULL, "no SQE for nop %d", i);
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, &c->op);
+		iou__op_submitted(loop);
+	}
+}
+
+/* 100 000 NOPs through a depth-8 ring, in bursts far larger than the SQ
+ * (iou__get_sqe must flush) and the CQ (the kernel's overflow list): all
+ * complete exactly once and the loop ends idle. */
+START_TEST(test_engine_100k_nops)
+{
+	enum { TOTAL = 100000, BURST = 1000 };
+	int fds = t_fd_count();
+	iou_loop *loop = small_loop();
+	struct counter_op c = { .op.complete = counter_complete, .loop = loop };
+
+	for (int queued = 0; queued < TOTAL; queued += BURST) {
+		queue_nops(loop, &c, BURST);
+		ck_assert_int_ge(iou_loop_run_once(loop, 0), 0);
+	}
+	ck_assert_int_eq(t_run_until_count(loop, &c.completed, TOTAL, 20000), 0);
+	ck_assert_int_eq(c.completed, TOTAL);
+	ck_assert_int_eq(c.failed, 0);
+	ck_assert_uint_eq(loop->active, 0);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	/* Nothing more arrives. */
+	ck_assert_int_eq(iou_loop_run_once(loop, 10), 0);
+	ck_assert_int_eq(c.completed, TOTAL);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	ck_assert_int_eq(t_fd_count(), fds);
+}
+END_TEST
+
+/* The same at a steady pace that never overflows the CQ. */
+START_TEST(test_engine_nops_paced)
+{
+	enum { TOTAL = 100000, BURST = 50 };
+	iou_loop *loop = small_loop();
+	struct counter_op c = { .op.complete = counter_complete, .loop = loop };
+
+	for (int queued = 0; queued < TOTAL; queued += BURST) {
+		queue_nops(loop, &c, BURST);
+		ck_assert_int_ge(iou_loop_run_once(loop, 0), 0);
+	}
+	ck_assert_int_eq(t_run_until_count(loop, &c.completed, TOTAL, 20000), 0);
+	ck_assert_int_eq(c.failed, 0);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* A heap-allocated op the kernel owns until its completion, which alone
+ * frees it. */
+struct heap_op {
+	struct iou__op op;
+	iou_loop *loop;
+	int *completions;
+	int *last_res;
+	struct __kernel_timespec ts;
+	char buf[16];
+};
+
+static void heap_op_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+{
+	struct heap_op *h = IOU__CONTAINER_OF(op, struct heap_op, op);
+
+	(*h->completions)++;
+	*h->last_res = cqe->res;
+	iou__op_done(h->loop);
+	memset(h, 0xdd, sizeof(*h)); /* a later touch would show */
+	free(h);
+}
+
+static struct heap_op *heap_op_new(iou_loop *loop, int *completions,
+				   int *last_res)
+{
+	struct heap_op *h = calloc(1, sizeof(*h));
+
+	ck_assert_ptr_nonnull(h);
+	h->op.complete = heap_op_complete;
+	h->loop = loop;
+	h->completions = completions;
+	h->last_res = last_res;
+	return h;
+}
+
+static struct heap_op *start_read(iou_loop *loop, int fd, int *completions,
+				  int *last_res)
+{
+	struct heap_op *h = heap_op_new(loop, completions, last_res);
+	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+
+	ck_assert_ptr_nonnull(sqe);
+	io_uring_prep_read(sqe, fd, h->buf, sizeof(h->buf), 0);
+	io_uring_sqe_set_data(sqe, &h->op);
+	iou__op_submitted(loop);
+	return h;
+}
+
+static struct heap_op *start_timeout(iou_loop *loop, int *completions,
+				     int *last_res)
+{
+	struct heap_op *h = heap_op_new(loop, completions, last_res);
+	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+
+	ck_assert_ptr_nonnull(sqe);
+	h->ts.tv_sec = 3600;
+	io_uring_prep_timeout(sqe, &h->ts, 0, 0);
+	io_uring_sqe_set_data(sqe, &h->op);
+	iou__op_submitted(loop);
+	return h;
+}
+
+/* Run a few turns and check that nothing completes by itself. */
+static void settle(iou_loop *loop)
+{
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_ge(iou_loop_run_once(loop, 5), 0);
+}
+
+/* Cancel a read nobody will satisfy and a far timeout; each record is freed
+ * only by its own completion (ASan catches any early free or late touch). */
+START_TEST(test_cancel_then_drain)
+{
+	int fds = t_fd_count();
+	iou_loop *loop = small_loop();
+	int p[2], done = 0, res = 1;
+	struct heap_op *rd, *to;
+
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	rd = start_read(loop, p[0], &done, &res);
+	to = start_timeout(loop, &done, &res);
+	settle(loop);
+	ck_assert_int_eq(done, 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), -EBUSY);
+
+	ck_assert_int_eq(iou__cancel_op(loop, &rd->op), 0);
+	ck_assert_int_eq(done, 0); /* never synchronous */
+	ck_assert_int_eq(t_run_until(loop, &done, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(done, 1);
+	ck_assert_int_eq(res, -ECANCELED);
+	ck_assert_int_eq(iou_loop_alive(loop), 1); /* the timeout remains */
+
+	ck_assert_int_eq(iou__cancel_op(loop, &to->op), 0);
+	ck_assert_int_eq(t_loop_drain(loop, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(done, 2);
+	ck_assert_int_eq(res, -ECANCELED);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	close(p[0]);
+	close(p[1]);
+	ck_assert_int_eq(t_fd_count(), fds);
+}
+END_TEST
+
+/* The cancel is queued right behind the op, before either was submitted. */
+START_TEST(test_cancel_same_batch)
+{
+	iou_loop *loop = small_loop();
+	int p[2], done = 0, res = 1;
+	struct heap_op *rd;
+
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	for (int i = 0; i < 20; i++) {
+		int before = done;
+
+		rd = start_read(loop, p[0], &done, &res);
+		ck_assert_int_eq(iou__cancel_op(loop, &rd->op), 0);
+		ck_assert_int_eq(t_run_until_count(loop, &done, before + 1,
+						   T_TIMEOUT_MS), 0);
+		ck_assert_int_eq(res, -ECANCELED);
+	}
+	ck_assert_int_eq(t_loop_drain(loop, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(done, 20);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	close(p[0]);
+	close(p[1]);
+}
+END_TEST
+
+/* Cancelling an op that already completed is harmless: the cancel's own
+ * CQE (-ENOENT, user_data 0) is ignored. */
+START_TEST(test_cancel_after_completion)
+{
+	iou_loop *loop = small_loop();
+	struct counter_op c = { .op.complete = counter_complete, .loop = loop };
+
+	queue_nops(loop, &c, 1);
+	ck_assert_int_eq(t_run_until(loop, &c.completed, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &c.op), 0);
+	ck_assert_int_eq(iou__cancel_fd(loop, 12345), 0);
+	settle(loop);
+	ck_assert_int_eq(c.completed, 1);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* iou__cancel_fd cancels every op on that fd and nothing else. */
+START_TEST(test_cancel_fd_all)
+{
+	enum { ON_A = 5 };
+	iou_loop *loop = small_loop();
+	int a[2], b[2], done_a = 0, done_b = 0, res_a = 1, res_b = 1;
+
+	ck_assert_int_eq(pipe2(a, O_CLOEXEC), 0);
+	ck_assert_int_eq(pipe2(b, O_CLOEXEC), 0);
+	for (int i = 0; i < ON_A; i++)
+		start_read(loop, a[0], &done_a, &res_a);
+	start_read(loop, b[0], &done_b, &res_b);
+	settle(loop);
+	ck_assert_int_eq(done_a + done_b, 0);
+
+	ck_assert_int_eq(iou__cancel_fd(loop, a[0]), 0);
+	ck_assert_int_eq(t_run_until_count(loop, &done_a, ON_A, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(res_a, -ECANCELED);
+	settle(loop);
+	ck_assert_int_eq(done_a, ON_A);
+	ck_assert_int_eq(done_b, 0); /* the other fd's read is untouched */
+	ck_assert_uint_eq(loop->active, 1);
+
+	/* It still works: feed it. */
+	ck_assert_int_eq(write(b[1], "hi", 2), 2);
+	ck_assert_int_eq(t_run_until(loop, &done_b, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(res_b, 2);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	close(a[0]);
+	close(a[1]);
+	close(b[0]);
+	close(b[1]);
+}
+END_TEST
+
+/* Many cancels at once through a depth-8 SQ (the cancels themselves need
+ * the flushing path). */
+START_TEST(test_cancel_many)
+{
+	enum { N = 200 };
+	iou_loop *loop = small_loop();
+	struct heap_op *h[N];
+	int done = 0, res = 1;
+
+	for (int i = 0; i < N; i++)
+		h[i] = start_timeout(loop, &done, &res);
+	settle(loop);
+	ck_assert_int_eq(done, 0);
+	for (int i = N - 1; i >= 0; i--)
+		ck_assert_int_eq(iou__cancel_op(loop, &h[i]->op), 0);
+	ck_assert_int_eq(t_loop_drain(loop, 10000), 0);
+	ck_assert_int_eq(done, N);
+	ck_assert_int_eq(res, -ECANCELED);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* ======================================================================== */
+/* misc: errors and version                                                 */
+/* ======================================================================== */
+
+START_TEST(test_strerror)
+{
+	static const int codes[] = {
+		IOU_EINCOMPLETE, IOU_EOVERFLOW, IOU_ECLOSED,
+		IOU_ENOURING, IOU_ERESOLVE, IOU_ENOFEATURE,
+	};
+	enum { N = sizeof(codes) / sizeof(codes[0]) };
+	const char *s[N];
+
+	for (int i = 0; i < N; i++) {
+		s[i] = iou_strerror(-codes[i]);
+		ck_assert_ptr_nonnull(s[i]);
+		ck_assert_uint_gt(strlen(s[i]), 0);
+		ck_assert_str_ne(s[i], "success");
+		ck_assert_ptr_null(strstr(s[i], "Unknown error"));
+		for (int j = 0; j < i; j++)
+			ck_assert_str_ne(s[i], s[j]);
+		for (int e = 1; e < 134; e++)
+			ck_assert_str_ne(s[i], iou_strerror(-e));
+	}
+	for (int e = 1; e < 134; e++) {
+		const char *m = iou_strerror(-e);
+
+		ck_assert_ptr_nonnull(m);
+		ck_assert_str_ne(m, "success");
+		ck_assert_uint_gt(strlen(m), 0);
+	}
+	/* errno values read like strerror(); ENOMEM adds advice. */
+	ck_assert_str_eq(iou_strerror(-EINVAL), strerror(EINVAL));
+	ck_assert_str_eq(iou_strerror(-ECONNRESET), strerror(ECONNRESET));
+	ck_assert_str_ne(iou_strerror(-EPIPE), iou_strerror(-ECONNRESET));
+	ck_assert_ptr_nonnull(strstr(iou_strerror(-ENOMEM), "memory"));
+	ck_assert_str_eq(iou_strerror(0), "success");
+	ck_assert_str_eq(iou_strerror(1), "success");
+	ck_assert_str_eq(iou_strerror(INT_MAX), "success");
+	/* Out of every range: still words. */
+	ck_assert_ptr_nonnull(iou_strerror(-99999));
+	ck_assert_ptr_nonnull(iou_strerror(-4200));
+	ck_assert_ptr_nonnull(iou_strerror(-4299));
+	ck_assert_ptr_nonnull(iou_strerror(INT_MIN));
+	ck_assert_ptr_nonnull(iou_strerror(-INT_MAX));
+}
+END_TEST
+
+START_TEST(test_version)
+{
+	char want[64];
+
+	snprintf(want, sizeof(want), "%d.%d.%d", IOU_VERSION_MAJOR,
+		 IOU_VERSION_MINOR, IOU_VERSION_PATCH);
+	ck_assert_ptr_nonnull(iou_version());
+	ck_assert_str_eq(iou_version(), want);
+}
+END_TEST
+
+/* ======================================================================== */
+
+static Suite *loop_suite(void)
+{
+	Suite *s = suite_create("loop");
+	TCase *tc;
+
+	tc = tcase_create("create");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_opts_init_defaults);
+	tcase_add_test(tc, test_create_default);
+	tcase_add_test(tc, test_create_custom);
+	tcase_add_test(tc, test_create_einval);
+	tcase_add_test(tc, test_destroy_null);
+	tcase_add_test(tc, test_destroy_busy_timer);
+	tcase_add_test(tc, test_destroy_busy_post);
+	tcase_add_test(tc, test_destroy_inside_callback);
+	tcase_add_test(tc, test_destroy_wake_pending);
+	tcase_add_test(tc, test_no_defer_taskrun);
+	tcase_add_test(tc, test_create_destroy_repeated);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("run");
+	tcase_set_timeout(tc, 10);
+	tcase_add_test(tc, test_run_no_work);
+	tcase_add_test(tc, test_stop_from_callback);
+	tcase_add_test(tc, test_stop_from_post);
+	tcase_add_test(tc, test_run_once_timeout_zero);
+	tcase_add_test(tc, test_run_once_timeout_waits);
+	tcase_add_test(tc, test_run_once_reentry);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("timers");
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, test_timer_deadline_order);
+	tcase_add_test(tc, test_timer_start_order);
+	tcase_add_test(tc, test_timer_zero_not_synchronous);
+	tcase_add_test(tc, test_timer_heap_churn);
+	tcase_add_test(tc, test_timer_repeat_cancel_inside);
+	tcase_add_test(tc, test_timer_oneshot_cancel_inside);
+	tcase_add_test(tc, test_timer_cancel_prevents);
+	tcase_add_test(tc, test_timer_cancel_other_same_turn);
+	tcase_add_test(tc, test_timer_cancel_many);
+	tcase_add_test(tc, test_timer_einval);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("post");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_post_wakes_blocked_loop);
+	tcase_add_test(tc, test_post_wakes_loop_with_far_timer);
+	tcase_add_test(tc, test_stop_from_thread);
+	tcase_add_test(tc, test_post_many_threads_order);
+	tcase_add_test(tc, test_post_from_callback);
+	tcase_add_test(tc, test_post_einval);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("engine");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_engine_100k_nops);
+	tcase_add_test(tc, test_engine_nops_paced);
+	tcase_add_test(tc, test_cancel_then_drain);
+	tcase_add_test(tc, test_cancel_same_batch);
+	tcase_add_test(tc, test_cancel_after_completion);
+	tcase_add_test(tc, test_cancel_fd_all);
+	tcase_add_test(tc, test_cancel_many);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("misc");
+	tcase_set_timeout(tc, 10);
+	tcase_add_test(tc, test_strerror);
+	tcase_add_test(tc, test_version);
+	suite_add_tcase(s, tc);
+
+	return s;
+}
+
+int main(void)
+{
+	return t_run_suite(loop_suite());
+}

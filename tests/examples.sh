@@ -1,0 +1,528 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# Tests of the programs in examples/: http-get against a small HTTP
+# responder (a C program compiled into a temporary directory), echo-server
+# with tcp-client, and tcp-client against tools/iou-echo.  Every server is
+# started here on 127.0.0.1 port 0 and killed by the EXIT trap.
+#
+# Exit status: 0 pass, 1 fail, 77 skip (io_uring unavailable, no C compiler).
+# Run by `make check` with IOU_BUILD=<repo root>; also runs stand-alone.
+
+set -u
+
+TOP=${IOU_BUILD:-$(cd "$(dirname "$0")/.." && pwd)}
+EX=$TOP/examples
+ECHO_BIN=$TOP/tools/iou-echo
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/iou-examples-test.XXXXXX") || exit 1
+PIDS=()
+FAILS=0
+
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null # reaped quietly: no "Killed" line
+	done
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+say() { printf '%s\n' "$*"; }
+fail() {
+	say "FAIL: $*"
+	FAILS=$((FAILS + 1))
+}
+pass() { say "ok: $*"; }
+
+for b in http-get echo-server tcp-client; do
+	if [ ! -x "$EX/$b" ]; then
+		say "FAIL: $EX/$b not built"
+		exit 1
+	fi
+done
+CC=${CC:-cc}
+if ! command -v "$CC" >/dev/null 2>&1; then
+	say "SKIP: no C compiler ($CC) for the test responder"
+	exit 77
+fi
+
+# ---- the HTTP responder ------------------------------------------------------
+
+cat >"$TMP/responder.c" <<'EOF'
+/* A tiny HTTP/1.1 responder for http-get's tests.
+ *   responder serve DIR   listen on 127.0.0.1:0, print the port, then serve
+ *                         connections one at a time, forever; each request
+ *                         is saved as DIR/req<path with / as _>.
+ *   responder body NAME   print the body that /NAME gets.
+ *   responder freeport    print a port that nothing listens on.
+ * Paths: / and /ok (200, binary body), /lower (HTTP/1.0 201, lower-case
+ * header), /big (200, 1 MiB + 7), /empty (204, Content-Length: 0), /nolen
+ * (no Content-Length), /short (Content-Length 100, 40 bytes sent), /404,
+ * /bighead (80 KiB of headers, no end), /badlen, /split (trickled out in
+ * small pieces). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static unsigned char body[(1 << 20) + 7];
+
+static size_t make_body(const char *name)
+{
+	size_t n = 0;
+
+	if (!strcmp(name, "ok")) {
+		n = 1000; /* every byte value, and CRLFs that are no separators */
+		for (size_t i = 0; i < n; i++)
+			body[i] = (unsigned char)(i * 7);
+		memcpy(body + 500, "\r\n\r\n", 4);
+	} else if (!strcmp(name, "big")) {
+		n = sizeof(body);
+		for (size_t i = 0; i < n; i++)
+			body[i] = (unsigned char)(i ^ (i >> 8) ^ (i >> 16));
+	} else if (!strcmp(name, "short")) {
+		n = 40;
+		memset(body, 'x', n);
+	} else if (!strcmp(name, "404")) {
+		n = 13;
+		memcpy(body, "no such page\n", n);
+	} else if (!strcmp(name, "lower") || !strcmp(name, "split")) {
+		n = 5;
+		memcpy(body, "hello", n);
+	} else if (!strcmp(name, "nolen")) {
+		n = 4;
+		memcpy(body, "body", n);
+	}
+	return n;
+}
+
+static void put(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w <= 0)
+			return;
+		p = (const char *)p + w;
+		n -= (size_t)w;
+	}
+}
+
+static void puts_fd(int fd, const char *s) { put(fd, s, strlen(s)); }
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = { 0, ms * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static void serve(int fd, const char *dir)
+{
+	char req[8192], path[256], hdr[256], file[512];
+	size_t got = 0, n;
+	FILE *f;
+
+	while (got < sizeof(req) - 1) {
+		ssize_t r = read(fd, req + got, sizeof(req) - 1 - got);
+
+		if (r <= 0)
+			return;
+		got += (size_t)r;
+		req[got] = 0;
+		if (strstr(req, "\r\n\r\n"))
+			break;
+	}
+	if (sscanf(req, "GET %255s ", path) != 1)
+		return;
+	snprintf(file, sizeof(file), "%s/req%s", dir, path);
+	for (char *p = file + strlen(dir) + 4; *p; p++)
+		if (*p == '/')
+			*p = '_';
+	if ((f = fopen(file, "w"))) {
+		fwrite(req, 1, got, f);
+		fclose(f);
+	}
+	const char *name = strcmp(path, "/") ? path + 1 : "ok";
+	n = make_body(name);
+	if (!strcmp(name, "ok") || !strcmp(name, "big")) {
+		snprintf(hdr, sizeof(hdr), "HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: %zu\r\n\r\n", n);
+		puts_fd(fd, hdr);
+		put(fd, body, n);
+	} else if (!strcmp(name, "lower")) {
+		puts_fd(fd, "HTTP/1.0 201 Created\r\ncontent-LENGTH:   5  \r\n\r\n");
+		put(fd, body, n);
+	} else if (!strcmp(name, "empty")) {
+		puts_fd(fd, "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+	} else if (!strcmp(name, "nolen")) {
+		puts_fd(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+		put(fd, body, n);
+	} else if (!strcmp(name, "short")) {
+		puts_fd(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+		put(fd, body, n);
+	} else if (!strcmp(name, "404")) {
+		puts_fd(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\n");
+		put(fd, body, n);
+	} else if (!strcmp(name, "badlen")) {
+		puts_fd(fd, "HTTP/1.1 200 OK\r\nContent-Length: 12abc\r\n\r\nhello");
+	} else if (!strcmp(name, "split")) {
+		static const char *parts[] = { "HTTP/1.1 20", "0 OK\r", "\nContent-Le",
+			"ngth: 5\r\n\r", "\nhel", "lo" };
+		for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+			puts_fd(fd, parts[i]);
+			nap_ms(20);
+		}
+	} else if (!strcmp(name, "bighead")) {
+		puts_fd(fd, "HTTP/1.1 200 OK\r\n");
+		for (int i = 0; i < 1000; i++) {
+			snprintf(hdr, sizeof(hdr), "X-Filler-%04d: %070d\r\n", i, 0);
+			puts_fd(fd, hdr);
+		}
+		while (read(fd, req, sizeof(req)) > 0) /* until the client hangs up */
+			;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t alen = sizeof(a);
+	int ls;
+
+	if (argc == 3 && !strcmp(argv[1], "body")) {
+		fwrite(body, 1, make_body(argv[2]), stdout);
+		return 0;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ls = socket(AF_INET, SOCK_STREAM, 0);
+	if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(ls, (struct sockaddr *)&a, &alen) < 0) {
+		perror("responder");
+		return 1;
+	}
+	if (argc == 2 && !strcmp(argv[1], "freeport")) {
+		printf("%u\n", ntohs(a.sin_port)); /* closed, so nothing listens */
+		return 0;
+	}
+	if (argc != 3 || strcmp(argv[1], "serve") || listen(ls, 16) < 0)
+		return 1;
+	printf("%u\n", ntohs(a.sin_port));
+	fflush(stdout);
+	for (;;) {
+		int fd = accept(ls, NULL, NULL);
+
+		if (fd < 0)
+			continue;
+		serve(fd, argv[2]);
+		close(fd);
+	}
+}
+EOF
+if ! "$CC" -O1 -o "$TMP/responder" "$TMP/responder.c" 2>"$TMP/cc.err"; then
+	say "FAIL: cannot compile the responder: $(head -c 500 "$TMP/cc.err")"
+	exit 1
+fi
+R=$TMP/responder
+
+# ---- helpers ----------------------------------------------------------------
+
+# wait_port FILE PID: waits up to 5 s for a port number (last field of the
+# first line) in FILE; prints it.  Fails if PID exits first.
+wait_port() {
+	local file=$1 pid=$2 i port
+	for ((i = 0; i < 250; i++)); do
+		port=$(sed -n '1s/^\(.*[^0-9]\)\{0,1\}\([0-9][0-9]*\)$/\2/p' "$file")
+		if [ -n "$port" ]; then
+			printf '%s\n' "$port"
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.02
+	done
+	return 1
+}
+
+# wait_exit PID MS: waits up to MS ms for PID (a child) to exit; sets STATUS
+# (its exit status, or "running").
+wait_exit() {
+	local pid=$1 ms=$2 i
+	STATUS=running
+	for ((i = 0; i < ms / 20; i++)); do
+		if ! kill -0 "$pid" 2>/dev/null ||
+			[ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+			wait "$pid"
+			STATUS=$?
+			return 0
+		fi
+		sleep 0.02
+	done
+	return 1
+}
+
+# run NAME CMD...: runs CMD (15 s limit) with stdout/stderr in $TMP/NAME.out
+# and .err; sets RC.
+run() {
+	local name=$1
+	shift
+	timeout -k 2 15 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" </dev/null
+	RC=$?
+}
+
+# expect NAME RC: checks the exit status of the last run.
+expect_rc() {
+	if [ "$RC" -ne "$2" ]; then
+		fail "$1: exit status $RC, want $2 (stderr: $(head -c 300 "$TMP/$1.err"))"
+		return 1
+	fi
+	return 0
+}
+
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+
+# ---- io_uring available? ----------------------------------------------------
+
+"$EX/echo-server" 0 >"$TMP/es.out" 2>"$TMP/es.err" </dev/null &
+ESPID=$!
+PIDS+=("$ESPID")
+if ! EPORT=$(wait_port "$TMP/es.out" "$ESPID"); then
+	if grep -q "cannot create the event loop" "$TMP/es.err"; then
+		say "SKIP: $(head -n 1 "$TMP/es.err")"
+		exit 77
+	fi
+	say "FAIL: echo-server did not start: $(head -c 300 "$TMP/es.err")"
+	exit 1
+fi
+if [[ "$(head -n 1 "$TMP/es.out")" =~ ^listening\ on\ 127\.0\.0\.1:[0-9]+$ ]]; then
+	pass "echo-server: listening line"
+else
+	fail "echo-server: listening line '$(head -n 1 "$TMP/es.out")'"
+fi
+
+# ---- http-get ----------------------------------------------------------------
+
+mkdir "$TMP/req"
+"$R" serve "$TMP/req" >"$TMP/r.out" 2>"$TMP/r.err" </dev/null &
+RPID=$!
+PIDS+=("$RPID")
+if ! RPORT=$(wait_port "$TMP/r.out" "$RPID"); then
+	say "FAIL: the responder did not start: $(head -c 300 "$TMP/r.err")"
+	exit 1
+fi
+
+# get_ok NAME PATH STATUSLINE BODYNAME [HOST]: http-get succeeds (exit 0) and
+# prints the status line, a newline, and the body byte for byte.
+get_ok() {
+	local name=$1 path=$2 status=$3 body=$4 host=${5:-127.0.0.1}
+	run "$name" "$EX/http-get" "$host" "$RPORT" $path
+	expect_rc "$name" 0 || return
+	{ printf '%s\n' "$status"; [ -n "$body" ] && "$R" body "$body"; } >"$TMP/$name.exp"
+	if cmp -s "$TMP/$name.out" "$TMP/$name.exp"; then
+		pass "http-get $name"
+	else
+		fail "http-get $name: stdout differs from the expected $(wc -c <"$TMP/$name.exp") bytes ($(wc -c <"$TMP/$name.out") bytes)"
+	fi
+}
+
+# get_fail NAME PATH STDERR-PATTERN STDOUT-BODYNAME STATUSLINE: exit 1 with a
+# one-line message matching the pattern (empty: no message) and the expected
+# stdout.
+get_fail() {
+	local name=$1 path=$2 pattern=$3 body=$4 status=$5
+	run "$name" "$EX/http-get" 127.0.0.1 "$RPORT" "$path"
+	expect_rc "$name" 1 || return
+	if [ -z "$pattern" ]; then
+		if [ -s "$TMP/$name.err" ]; then
+			fail "http-get $name: unexpected stderr '$(head -c 200 "$TMP/$name.err")'"
+			return
+		fi
+	elif [ "$(wc -l <"$TMP/$name.err")" -ne 1 ] ||
+		! grep -q -- "$pattern" "$TMP/$name.err"; then
+		fail "http-get $name: stderr '$(head -c 200 "$TMP/$name.err")', want one line matching '$pattern'"
+		return
+	fi
+	{ printf '%s\n' "$status"; [ -n "$body" ] && "$R" body "$body"; } >"$TMP/$name.exp"
+	if cmp -s "$TMP/$name.out" "$TMP/$name.exp"; then
+		pass "http-get $name: exit 1${pattern:+, '$(cat "$TMP/$name.err")'}"
+	else
+		fail "http-get $name: stdout differs from the expected"
+	fi
+}
+
+get_ok ok /ok "HTTP/1.1 200 OK" ok
+printf 'GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >"$TMP/req.exp"
+if cmp -s "$TMP/req/req_ok" "$TMP/req.exp"; then
+	pass "http-get sends the request byte for byte"
+else
+	fail "http-get request: got '$(cat -v "$TMP/req/req_ok" 2>/dev/null)'"
+fi
+get_ok default-path "" "HTTP/1.1 200 OK" ok
+if [ -f "$TMP/req/req_" ] && head -n 1 "$TMP/req/req_" | grep -q '^GET / HTTP/1.1'; then
+	pass "http-get without PATH asks for /"
+else
+	fail "http-get without PATH: request '$(head -n 1 "$TMP/req/req_" 2>/dev/null | cat -v)'"
+fi
+get_ok lower /lower "HTTP/1.0 201 Created" lower
+get_ok big /big "HTTP/1.1 200 OK" big
+get_ok empty /empty "HTTP/1.1 204 No Content" ""
+get_ok split /split "HTTP/1.1 200 OK" split
+get_ok localhost /ok "HTTP/1.1 200 OK" ok localhost
+if grep -q '^Host: localhost' "$TMP/req/req_ok"; then
+	pass "http-get sends the host name it was given"
+else
+	fail "http-get localhost: request '$(cat -v "$TMP/req/req_ok")'"
+fi
+
+get_fail 404 /404 "" 404 "HTTP/1.1 404 Not Found"
+get_fail nolen /nolen "no Content-Length" "" "HTTP/1.1 200 OK"
+get_fail badlen /badlen "malformed Content-Length" "" "HTTP/1.1 200 OK"
+get_fail short /short "short body" short "HTTP/1.1 200 OK"
+get_fail bighead /bighead "header section longer than 65536 bytes" "" "HTTP/1.1 200 OK"
+
+FREE=$("$R" freeport)
+run refused "$EX/http-get" 127.0.0.1 "$FREE" /
+if expect_rc refused 1; then
+	if [ "$(wc -l <"$TMP/refused.err")" -eq 1 ] &&
+		grep -q "cannot connect to 127.0.0.1 port $FREE: .*refused" "$TMP/refused.err"; then
+		pass "http-get to a closed port: '$(cat "$TMP/refused.err")'"
+	else
+		fail "http-get to a closed port: stderr '$(cat "$TMP/refused.err")'"
+	fi
+fi
+run nohost "$EX/http-get" no-such-host.invalid 80 /
+expect_rc nohost 1 && pass "http-get to an unknown host: '$(cat "$TMP/nohost.err")'"
+
+# ---- echo-server and tcp-client ---------------------------------------------
+
+run hello "$EX/tcp-client" 127.0.0.1 "$EPORT" "hello, iou ✓"
+if expect_rc hello 0; then
+	if [ "$(cat "$TMP/hello.out")" = "hello, iou ✓" ]; then
+		pass "tcp-client via echo-server"
+	else
+		fail "tcp-client via echo-server: got '$(cat -v "$TMP/hello.out")'"
+	fi
+fi
+if grep -q '^client 127\.0\.0\.1:[0-9][0-9]* connected$' "$TMP/es.err"; then
+	pass "echo-server logs '$(head -n 1 "$TMP/es.err")'"
+else
+	fail "echo-server log: '$(head -c 200 "$TMP/es.err")'"
+fi
+LONG=$(printf 'line %05d of a message longer than the 1 KiB echo buffer\n' $(seq 1 200))
+run long "$EX/tcp-client" 127.0.0.1 "$EPORT" "$LONG"
+if expect_rc long 0; then
+	if [ "$(cat "$TMP/long.out")" = "$LONG" ]; then
+		pass "tcp-client via echo-server: ${#LONG} bytes"
+	else
+		fail "tcp-client via echo-server, ${#LONG} bytes: got $(wc -c <"$TMP/long.out")"
+	fi
+fi
+
+# Graceful shutdown: a client still connected is served to its end, new
+# connections are refused, and the server then exits 0.
+timeout -k 2 15 "$EX/tcp-client" 127.0.0.1 "$EPORT" "still here" \
+	>"$TMP/grace.out" 2>"$TMP/grace.err" </dev/null &
+CPID=$!
+PIDS+=("$CPID")
+for ((i = 0; i < 100; i++)); do
+	[ -s "$TMP/grace.out" ] && break
+	sleep 0.02
+done
+kill -TERM "$ESPID"
+sleep 0.2
+if kill -0 "$ESPID" 2>/dev/null && [ "$(awk '{ print $3 }' "/proc/$ESPID/stat")" != Z ]; then
+	pass "echo-server waits for a connected client after SIGTERM"
+else
+	fail "echo-server exited with a client still connected"
+fi
+run after "$EX/tcp-client" 127.0.0.1 "$EPORT" x
+expect_rc after 1 && pass "echo-server refuses new clients while shutting down"
+wait_exit "$CPID" 5000
+if [ "$STATUS" = 0 ] && [ "$(cat "$TMP/grace.out")" = "still here" ]; then
+	pass "the connected client was served to its end"
+else
+	fail "client during shutdown: status $STATUS, got '$(cat -v "$TMP/grace.out")'"
+fi
+wait_exit "$ESPID" 5000
+if [ "$STATUS" = 0 ] && grep -q '^shutdown: 1 connections finished, 0 cut$' "$TMP/es.err"; then
+	pass "echo-server: graceful shutdown, exit 0"
+else
+	fail "echo-server shutdown: status $STATUS, stderr '$(tail -n 2 "$TMP/es.err")'"
+fi
+
+# ---- tcp-client against tools/iou-echo and the responder --------------------
+
+if [ -x "$ECHO_BIN" ]; then
+	"$ECHO_BIN" -p 0 -q >"$TMP/ie.out" 2>"$TMP/ie.err" </dev/null &
+	IEPID=$!
+	PIDS+=("$IEPID")
+	if IEPORT=$(wait_port "$TMP/ie.out" "$IEPID"); then
+		run ie "$EX/tcp-client" 127.0.0.1 "$IEPORT" "echo through iou-echo"
+		if expect_rc ie 0 && [ "$(cat "$TMP/ie.out")" = "echo through iou-echo" ]; then
+			pass "tcp-client via tools/iou-echo"
+		else
+			fail "tcp-client via tools/iou-echo: got '$(cat -v "$TMP/ie.out")'"
+		fi
+	else
+		fail "tools/iou-echo did not start: $(head -c 300 "$TMP/ie.err")"
+	fi
+	kill -TERM "$IEPID" 2>/dev/null
+	wait_exit "$IEPID" 5000
+else
+	fail "$ECHO_BIN not built"
+fi
+
+# The peer closes: tcp-client ends at once, not after a second of silence.
+t0=$(ms_now)
+run closing "$EX/tcp-client" 127.0.0.1 "$RPORT" $'GET /404 HTTP/1.1\r\n\r\n'
+t1=$(ms_now)
+printf 'HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\nno such page\n' >"$TMP/closing.exp"
+if expect_rc closing 0; then
+	if ! cmp -s "$TMP/closing.out" "$TMP/closing.exp"; then
+		fail "tcp-client, peer closes: got '$(cat -v "$TMP/closing.out")'"
+	elif [ $((t1 - t0)) -ge 900 ]; then
+		fail "tcp-client, peer closes: took $((t1 - t0)) ms"
+	else
+		pass "tcp-client ends when the peer closes ($((t1 - t0)) ms)"
+	fi
+fi
+run crefused "$EX/tcp-client" 127.0.0.1 "$FREE" x
+if expect_rc crefused 1 && [ "$(wc -l <"$TMP/crefused.err")" -eq 1 ]; then
+	pass "tcp-client to a closed port: '$(cat "$TMP/crefused.err")'"
+fi
+
+# ---- bad usage ----------------------------------------------------------------
+
+usage_case() {
+	run usage "$@"
+	if [ "$RC" -eq 2 ] && [ -s "$TMP/usage.err" ]; then
+		pass "usage: ${*#"$EX"/} -> 2"
+	else
+		fail "usage: ${*#"$EX"/}: exit status $RC, want 2"
+	fi
+}
+usage_case "$EX/http-get"
+usage_case "$EX/http-get" 127.0.0.1
+usage_case "$EX/http-get" 127.0.0.1 http
+usage_case "$EX/http-get" 127.0.0.1 0
+usage_case "$EX/http-get" 127.0.0.1 80 no-slash
+usage_case "$EX/http-get" 127.0.0.1 80 / extra
+usage_case "$EX/echo-server" nope
+usage_case "$EX/echo-server" 70000
+usage_case "$EX/echo-server" 1 2
+usage_case "$EX/tcp-client" 127.0.0.1 80
+usage_case "$EX/tcp-client" 127.0.0.1 x msg
+
+if [ "$FAILS" -gt 0 ]; then
+	say "$FAILS failed"
+	exit 1
+fi
+say "all passed"
+exit 0
