@@ -80,6 +80,9 @@ typedef struct iou_timer iou_timer;
 /* iou_loop_opts.flags */
 #define IOU_LOOP_NO_DEFER_TASKRUN 0x1u /* kill switch: never ask for
 					  SINGLE_ISSUER|DEFER_TASKRUN */
+#define IOU_LOOP_NO_RECV_BUNDLE   0x2u /* kill switch: one buffer per receive
+					  even where the kernel (6.10+) can
+					  fill several */
 
 struct iou_loop_opts {
 	unsigned queue_depth; /* SQ entries, 1..32768, default 512 */
@@ -197,7 +200,8 @@ IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 			       iou_connect_cb cb, void *ud);
 
 /* Wrap a connected stream socket `fd` (the stream takes ownership of the fd,
- * sets it non-blocking and applies `opts`, which may be NULL).
+ * clears O_NONBLOCK (io_uring waits for readiness itself) and applies
+ * `opts`, which may be NULL).
  * Errors: -EINVAL, -ENOMEM, -ENOTSOCK. */
 IOU_EXTERN int iou_stream_open(iou_loop *loop, int fd,
 			       const struct iou_stream_opts *opts,
@@ -292,8 +296,10 @@ IOU_EXTERN int iou_forward(iou_stream *from, iou_stream *to, size_t max,
 IOU_EXTERN int iou_shutdown(iou_stream *s, int how);
 
 /* Close: cancel what is in flight (pending reads and writes complete with
- * -ECANCELED), wait for the kernel to finish with every operation, close the
- * fd, then call cb (may be NULL) and free the stream.  Calling it a second
+ * -ECANCELED, also writes queued in the same turn that were not sent yet:
+ * to send everything first, close from the last write's callback), wait for
+ * the kernel to finish with every operation, close the fd, then call cb
+ * (may be NULL) and free the stream.  Calling it a second
  * time returns IOU_ECLOSED.
  * A server closes its connections itself on idle timeout and at the end of
  * a shutdown's grace period: their pending callbacks get -ECANCELED, and an

@@ -44,7 +44,8 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 		goto err;
 	}
 	loop->segs = calloc(count, sizeof(*loop->segs));
-	if (!loop->segs) {
+	b->pos = calloc(count, sizeof(*b->pos));
+	if (!loop->segs || !b->pos) {
 		ret = -ENOMEM;
 		goto err;
 	}
@@ -59,9 +60,11 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 		goto err;
 	}
 	io_uring_buf_ring_init(b->br);
-	for (unsigned bid = 0; bid < count; bid++)
+	for (unsigned bid = 0; bid < count; bid++) {
 		io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid), size,
 				      (unsigned short)bid, (int)b->mask, (int)bid);
+		b->pos[bid] = (uint16_t)bid;
+	}
 	io_uring_buf_ring_advance(b->br, (int)count);
 	return 0;
 err:
@@ -80,7 +83,9 @@ void iou__bufring_teardown(iou_loop *loop)
 	if (b->br)
 		munmap(b->br, b->br_bytes);
 	free(loop->segs);
+	free(b->pos);
 	loop->segs = NULL;
+	b->pos = NULL;
 	b->base = NULL;
 	b->br = NULL;
 }
@@ -89,6 +94,11 @@ void iou__buf_recycle(iou_loop *loop, unsigned bid)
 {
 	struct iou__bufring *b = &loop->bufs;
 
+	/* A bundle receive names only its first buffer; the others follow it
+	 * in ring order, so remember where each buffer went.  The slot is not
+	 * reused before this buffer comes back: every slot from it to the tail
+	 * holds a different buffer. */
+	b->pos[bid] = (uint16_t)(b->br->tail + b->pending);
 	io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid), b->buf_size,
 			      (unsigned short)bid, (int)b->mask, (int)b->pending);
 	b->pending++;

@@ -181,6 +181,8 @@ void iou__recv_arm(iou_stream *s)
 		return;
 	}
 	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+	if (s->loop->bufs.bundle)
+		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)s->loop->bufs.bgid;
 	io_uring_sqe_set_data(sqe, &s->recv_op);
@@ -201,23 +203,40 @@ static void recv_pause_if_full(iou_stream *s)
 		s->flags |= IOU__S_RECV_CANCEL;
 }
 
+/* Queue the buffers a receive filled: one, or with a bundle as many as the
+ * bytes need, each full but the last, in ring order after the first. */
+static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
+{
+	iou_loop *loop = s->loop;
+	uint32_t size = loop->bufs.buf_size;
+	uint32_t left = res > 0 ? (uint32_t)res : 0;
+	bool keep = left && !(s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT));
+	unsigned n = left ? (left + size - 1) / size : 1;
+	unsigned pos = loop->bufs.pos[first]; /* before recycling changes it */
+
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t bid = i ? iou__buf_at(loop, pos + i) : first;
+		uint32_t len = left < size ? left : size;
+
+		loop->bufs.out++;
+		left -= len;
+		if (keep)
+			seg_push(s, bid, len);
+		else
+			iou__buf_recycle(loop, bid);
+	}
+	if (keep)
+		s->last_recv = loop->now;
+}
+
 void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, recv_op);
 	iou_loop *loop = s->loop;
 	int res = cqe->res;
 
-	if (cqe->flags & IORING_CQE_F_BUFFER) {
-		uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-
-		loop->bufs.out++;
-		if (res > 0 && !(s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT))) {
-			seg_push(s, bid, (uint32_t)res);
-			s->last_recv = loop->now;
-		} else {
-			iou__buf_recycle(loop, bid);
-		}
-	}
+	if (cqe->flags & IORING_CQE_F_BUFFER)
+		recv_take_buffers(s, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {
 		s->flags &= ~(IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL);
 		s->inflight--;

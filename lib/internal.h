@@ -20,6 +20,12 @@
 #ifndef IORING_SETUP_DEFER_TASKRUN
 #define IORING_SETUP_DEFER_TASKRUN (1U << 13)
 #endif
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE (1U << 4)
+#endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
+#endif
 
 #define IOU__CONTAINER_OF(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -62,6 +68,8 @@ struct iou__bufring {
 	unsigned pending;       /* buffers added but not yet published */
 	unsigned out;           /* buffers held by the kernel or streams */
 	int bgid;
+	bool bundle;            /* receives may fill several buffers */
+	uint16_t *pos;          /* ring slot (tail counter) each buffer sits in */
 };
 
 /* ---- posted callbacks --------------------------------------------------- */
@@ -129,6 +137,9 @@ struct iou_loop {
 	/* freelist of write records (stream.c) */
 	void *free_writes;
 	unsigned n_writes;          /* allocated, for leak checks */
+#ifdef IOU_FAULT_INJECTION
+	struct iou__fault *fault;   /* fault.c; NULL: no faults */
+#endif
 };
 
 /* list helpers */
@@ -173,7 +184,58 @@ static inline unsigned char *iou__buf_addr(const iou_loop *loop, unsigned bid)
 	return loop->bufs.base + (size_t)bid * loop->bufs.buf_size;
 }
 void iou__buf_recycle(iou_loop *loop, unsigned bid);
+/* The buffer in ring slot `pos` (a tail counter value). */
+static inline unsigned iou__buf_at(const iou_loop *loop, unsigned pos)
+{
+	const struct iou__bufring *b = &loop->bufs;
+
+	return b->br->bufs[pos & b->mask].bid;
+}
 void iou__bufring_publish(iou_loop *loop);
+
+/* ---- fault injection (fault.c, ./configure --enable-fault-injection) ---- */
+
+#ifdef IOU_FAULT_INJECTION
+enum {
+	IOU__F_RECV_CANCELED,  /* recv ended for real by a cancel nobody asked for */
+	IOU__F_RECV_ENOBUFS,   /* recv's final CQE -> -ENOBUFS */
+	IOU__F_RECV_RESET,     /* recv's final CQE -> -ECONNRESET */
+	IOU__F_SEND_SHORT,     /* send/sendmsg SQE shortened before submission */
+	IOU__F_SEND_EPIPE,
+	IOU__F_SEND_RESET,
+	IOU__F_SEND_CANCELED,
+	IOU__F_ACCEPT_CANCELED,
+	IOU__F_ACCEPT_EMFILE,
+	IOU__F_ACCEPT_ABORTED, /* -ECONNABORTED */
+	IOU__F_ACCEPT_FD_CLOSED, /* an accepted fd closed before the error */
+	IOU__F_ALLOC,          /* malloc/calloc/realloc returned NULL */
+	IOU__F_NKINDS
+};
+
+struct iou__fault;
+void iou__fault_init(iou_loop *loop);          /* reads IOU_FAULT_SEED/RATE */
+void iou__fault_fini(iou_loop *loop);
+void iou__fault_sq(iou_loop *loop);            /* before every submit */
+void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
+		    struct io_uring_cqe *cqe); /* before op->complete */
+void iou__fault_turn(iou_loop *loop);          /* allocations may fail */
+void iou__fault_turn_end(void);                /* ... no longer */
+/* Process-wide totals since start; names for printing. */
+void iou__fault_totals(uint64_t out[IOU__F_NKINDS]);
+const char *iou__fault_name(int kind);
+
+/* Every allocation of the library goes through the fault wrappers, which
+ * fail (return NULL, as under memory pressure) only while a loop with faults
+ * runs a turn on this thread. */
+void *iou__fault_malloc(size_t n);
+void *iou__fault_calloc(size_t n, size_t size);
+void *iou__fault_realloc(void *p, size_t n);
+#ifndef IOU__FAULT_NO_WRAP
+#define malloc(n) iou__fault_malloc(n)
+#define calloc(n, size) iou__fault_calloc(n, size)
+#define realloc(p, n) iou__fault_realloc(p, n)
+#endif
+#endif /* IOU_FAULT_INJECTION */
 
 /* ---- streams ------------------------------------------------------------ */
 

@@ -10,6 +10,13 @@
 
 #include "internal.h"
 
+/* Fault injection (lib/fault.c) hooks; nothing at all in a default build. */
+#ifdef IOU_FAULT_INJECTION
+#define FAULT_SQ(loop) iou__fault_sq(loop)
+#else
+#define FAULT_SQ(loop) ((void)0)
+#endif
+
 #define DEFAULT_QUEUE_DEPTH 512
 #define DEFAULT_BUF_SIZE 4096
 #define DEFAULT_BUF_COUNT 2048
@@ -42,7 +49,7 @@ static bool opts_valid(const struct iou_loop_opts *o)
 	if (o->buf_count < 1 || o->buf_count > 32768 ||
 	    (o->buf_count & (o->buf_count - 1)))
 		return false;
-	return (o->flags & ~IOU_LOOP_NO_DEFER_TASKRUN) == 0;
+	return (o->flags & ~(IOU_LOOP_NO_DEFER_TASKRUN | IOU_LOOP_NO_RECV_BUNDLE)) == 0;
 }
 
 /* Try the best ring set-up first and fall back step by step, as kernels
@@ -163,6 +170,9 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 	ret = iou__bufring_setup(loop, opts->buf_size, opts->buf_count);
 	if (ret < 0)
 		goto err_ring;
+	/* Receive bundles (6.10+): one CQE for several buffers' worth. */
+	loop->bufs.bundle = (loop->ring.features & IORING_FEAT_RECVSEND_BUNDLE) &&
+			    !(opts->flags & IOU_LOOP_NO_RECV_BUNDLE);
 	loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (loop->wake_fd < 0) {
 		ret = -errno;
@@ -172,6 +182,9 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 	if (ret < 0)
 		goto err_wake;
 	loop->now = iou__clock_ms();
+#ifdef IOU_FAULT_INJECTION
+	iou__fault_init(loop);
+#endif
 	*out = loop;
 	return 0;
 
@@ -219,6 +232,9 @@ int iou_loop_destroy(iou_loop *loop)
 		loop->free_writes = next;
 	}
 	pthread_mutex_destroy(&loop->post_lock);
+#ifdef IOU_FAULT_INJECTION
+	iou__fault_fini(loop);
+#endif
 	free(loop);
 	return 0;
 }
@@ -229,6 +245,7 @@ struct io_uring_sqe *iou__get_sqe(iou_loop *loop)
 
 	/* A full SQ is flushed, never an error. */
 	for (int i = 0; !sqe && i < 8; i++) {
+		FAULT_SQ(loop);
 		io_uring_submit(&loop->ring);
 		sqe = io_uring_get_sqe(&loop->ring);
 	}
@@ -278,6 +295,16 @@ static int dispatch_cqes(iou_loop *loop)
 		struct iou__op *op = io_uring_cqe_get_data(cqe);
 
 		n++;
+#ifdef IOU_FAULT_INJECTION
+		if (op && loop->fault) {
+			/* A private copy: the fault may change res and flags. */
+			struct io_uring_cqe c = *cqe;
+
+			iou__fault_cqe(loop, op, &c);
+			op->complete(op, &c);
+			continue;
+		}
+#endif
 		if (op)
 			op->complete(op, cqe);
 	}
@@ -326,6 +353,7 @@ static int ring_wait(iou_loop *loop, int wait_ms)
 	struct io_uring_cqe *cqe;
 	int ret;
 
+	FAULT_SQ(loop);
 	if (wait_ms == 0) {
 		ret = io_uring_submit_and_get_events(&loop->ring);
 	} else if (wait_ms < 0) {
@@ -352,6 +380,9 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 	if (loop->in_run)
 		return -EBUSY;
 	loop->in_run = true;
+#ifdef IOU_FAULT_INJECTION
+	iou__fault_turn(loop);
+#endif
 	iou__bufring_publish(loop);
 	ret = ring_wait(loop, wait_budget(loop, timeout_ms));
 	loop->now = iou__clock_ms();
@@ -361,6 +392,9 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 	iou__streams_turn_end(loop);
 	if (__atomic_exchange_n(&loop->stop_requested, 0, __ATOMIC_ACQ_REL))
 		loop->stop = true;
+#ifdef IOU_FAULT_INJECTION
+	iou__fault_turn_end();
+#endif
 	loop->in_run = false;
 	return ret < 0 ? ret : n;
 }

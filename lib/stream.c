@@ -112,8 +112,11 @@ int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	if (fl < 0)
 		return -errno;
 	ret = iou__stream_new(loop, fd, o, out);
-	if (ret == 0 && !(fl & O_NONBLOCK))
-		fcntl(fd, F_SETFL, fl | O_NONBLOCK); /* as documented */
+	/* io_uring waits for readiness itself; on an O_NONBLOCK socket it
+	 * would hand -EAGAIN back to us instead (seen with sends on rings
+	 * without DEFER_TASKRUN). */
+	if (ret == 0 && (fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
 	return ret;
 }
 

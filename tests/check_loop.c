@@ -115,7 +115,7 @@ START_TEST(test_create_einval)
 		{ 512, 4096, 3, 0 },           /* not a power of two */
 		{ 512, 4096, 1000, 0 },
 		{ 512, 4096, 65536, 0 },       /* > 32768 */
-		{ 512, 4096, 2048, 0x2 },      /* unknown flag */
+		{ 512, 4096, 2048, 0x4 },      /* unknown flag */
 		{ 512, 4096, 2048, 0x80000000u },
 	};
 	iou_loop *sentinel = (iou_loop *)(uintptr_t)0x1234;

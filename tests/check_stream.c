@@ -210,7 +210,7 @@ START_TEST(open_rejects_bad_arguments)
 }
 END_TEST
 
-START_TEST(open_sets_nonblocking_and_accessors)
+START_TEST(open_clears_nonblocking_and_accessors)
 {
 	iou_loop *loop = new_loop();
 	iou_stream *s;
@@ -218,7 +218,7 @@ START_TEST(open_sets_nonblocking_and_accessors)
 	int fd = iou_stream_fd(s);
 
 	ck_assert_int_ge(fd, 0);
-	ck_assert_int_ne(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+	ck_assert_int_eq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
 	ck_assert_ptr_eq(iou_stream_loop(s), loop);
 	ck_assert_ptr_null(iou_stream_data(s));
 	iou_stream_set_data(s, &marker);
@@ -1812,7 +1812,7 @@ static Suite *stream_suite(void)
 	tc = tcase_create("open");
 	tcase_set_timeout(tc, 10);
 	tcase_add_test(tc, open_rejects_bad_arguments);
-	tcase_add_test(tc, open_sets_nonblocking_and_accessors);
+	tcase_add_test(tc, open_clears_nonblocking_and_accessors);
 	tcase_add_test(tc, loop_stays_alive_while_stream_open);
 	suite_add_tcase(s, tc);
 
