@@ -87,9 +87,10 @@ typedef struct iou_timer iou_timer;
 struct iou_loop_opts {
 	unsigned queue_depth; /* SQ entries, 1..32768, default 512 */
 	unsigned buf_size;    /* bytes per provided receive buffer,
-				 64..1 MiB, default 4096 */
+				 64..1 MiB, default 16384 */
 	unsigned buf_count;   /* receive buffers in the loop's ring, a power
-				 of two 1..32768, default 2048 */
+				 of two 1..32768, default 1024 (16 MiB of
+				 address space, resident only as used) */
 	unsigned flags;       /* IOU_LOOP_* */
 };
 

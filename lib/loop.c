@@ -18,8 +18,8 @@
 #endif
 
 #define DEFAULT_QUEUE_DEPTH 512
-#define DEFAULT_BUF_SIZE 4096
-#define DEFAULT_BUF_COUNT 2048
+#define DEFAULT_BUF_SIZE 16384
+#define DEFAULT_BUF_COUNT 1024
 #define MAX_CQ_ENTRIES 65536u
 
 void iou_loop_opts_init(struct iou_loop_opts *opts)

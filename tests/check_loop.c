@@ -46,8 +46,8 @@ START_TEST(test_opts_init_defaults)
 	memset(&o, 0xa5, sizeof(o));
 	iou_loop_opts_init(&o);
 	ck_assert_uint_eq(o.queue_depth, 512);
-	ck_assert_uint_eq(o.buf_size, 4096);
-	ck_assert_uint_eq(o.buf_count, 2048);
+	ck_assert_uint_eq(o.buf_size, 16384);
+	ck_assert_uint_eq(o.buf_count, 1024);
 	ck_assert_uint_eq(o.flags, 0);
 	iou_loop_opts_init(NULL); /* no crash */
 }
@@ -58,8 +58,8 @@ START_TEST(test_create_default)
 	iou_loop *loop = t_loop_create_or_skip(NULL);
 
 	ck_assert_int_eq(iou_loop_alive(loop), 0);
-	ck_assert_uint_eq(loop->bufs.buf_size, 4096);
-	ck_assert_uint_eq(loop->bufs.buf_count, 2048);
+	ck_assert_uint_eq(loop->bufs.buf_size, 16384);
+	ck_assert_uint_eq(loop->bufs.buf_count, 1024);
 	ck_assert_uint_ge(loop->ring.sq.ring_entries, 512);
 	ck_assert_uint_gt(iou_loop_now(loop), 0);
 	ck_assert_int_eq(iou_loop_destroy(loop), 0);
