@@ -372,7 +372,7 @@ if [ -n "$FAULTY" ]; then
 	if start_server stall "$FAULTY" stall 1000 400; then
 		bench stall -p "$PORT" -c 4 -r $RATE -d 2 --warmup 0.2 --json
 		P99=$(jnum p99)
-		if [ $RC -eq 0 ] && json_ok && check 'a >= 100000 && a > 10 * b' "$P99" "$ECHO_P99" &&
+		if [ $RC -eq 0 ] && json_ok && check 'a >= 200000 && a > 2 * b' "$P99" "$ECHO_P99" &&
 			[ "$(jnum mismatches)" = 0 ]; then
 			pass "stalling server, open loop at $RATE/s: p99 $P99 us (iou-echo: $ECHO_P99 us)"
 		else
