@@ -367,31 +367,31 @@ static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 			 struct iou__write **w, size_t *len)
 {
 	const unsigned char *p;
-	uint32_t bid = IOU__SEG_NONE;
 	int ret;
 
+	/* Queue the write before taking the bytes out of the stream: if that
+	 * fails (no memory for the record), the bytes stay where they were
+	 * instead of being lost from the middle of the stream. */
 	first_chunk(s, &p, len);
 	if (*len > max)
 		*len = max;
 	if (!s->spill_len &&
 	    p + *len == iou__buf_addr(s->loop, s->seg_head) +
 				seg(s, s->seg_head)->len) {
-		bid = seg_unlink_head(s);
+		ret = iou__stream_queue_forward(to, p, *len, s->seg_head, w);
+		if (ret == 0)
+			seg_unlink_head(s);
 	} else {
 		unsigned char *copy = malloc(*len);
 
 		if (!copy)
 			return -ENOMEM;
 		memcpy(copy, p, *len);
-		consume(s, *len);
-		p = copy;
-	}
-	ret = iou__stream_queue_forward(to, p, *len, bid, w);
-	if (ret < 0) {
-		if (bid != IOU__SEG_NONE)
-			iou__buf_recycle(s->loop, bid);
+		ret = iou__stream_queue_forward(to, copy, *len, IOU__SEG_NONE, w);
+		if (ret == 0)
+			consume(s, *len);
 		else
-			free((void *)p);
+			free(copy);
 	}
 	return ret;
 }

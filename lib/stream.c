@@ -413,6 +413,27 @@ static int write_check(const iou_stream *s)
 	return s->wr_err;
 }
 
+/* A write record for the application, or an error (closed, out of
+ * memory) with nothing changed. */
+static int user_write_new(iou_stream *s, iou_write_cb cb, void *ud,
+			  uint8_t kind, struct iou__write **out)
+{
+	struct iou__write *w;
+	int ret = write_check(s);
+
+	if (ret < 0)
+		return ret;
+	w = iou__write_get(s->loop);
+	if (!w)
+		return -ENOMEM;
+	w->cb = cb;
+	w->ud = ud;
+	w->kind = kind;
+	w->cb_stream = s;
+	*out = w;
+	return 0;
+}
+
 static int queue_user_write(iou_stream *s, const void *buf, size_t len,
 			    iou_write_cb cb, void *ud, uint8_t kind)
 {
@@ -421,18 +442,11 @@ static int queue_user_write(iou_stream *s, const void *buf, size_t len,
 
 	if (!s || !buf || !len || len > UINT32_MAX)
 		return -EINVAL;
-	ret = write_check(s);
+	ret = user_write_new(s, cb, ud, kind, &w);
 	if (ret < 0)
 		return ret;
-	w = iou__write_get(s->loop);
-	if (!w)
-		return -ENOMEM;
 	w->buf = buf;
 	w->len = len;
-	w->cb = cb;
-	w->ud = ud;
-	w->kind = kind;
-	w->cb_stream = s;
 	return iou__stream_queue_write(s, w);
 }
 
@@ -487,16 +501,9 @@ int iou_drain(iou_stream *s, iou_write_cb cb, void *ud)
 
 	if (!s)
 		return -EINVAL;
-	ret = write_check(s);
+	ret = user_write_new(s, cb, ud, W_DRAIN, &w);
 	if (ret < 0)
 		return ret;
-	w = iou__write_get(s->loop);
-	if (!w)
-		return -ENOMEM;
-	w->kind = W_DRAIN;
-	w->cb = cb;
-	w->ud = ud;
-	w->cb_stream = s;
 	if (s->feed_len) {
 		w->owned = s->feed;
 		w->owned_cap = s->feed_cap;
@@ -631,9 +638,13 @@ static void close_progress(iou_stream *s)
 	}
 	iou__recv_release_all(s);
 	if (s->inflight) {
-		if (!(s->flags & IOU__S_CANCEL_SENT) &&
-		    iou__cancel_fd(s->loop, s->fd) == 0)
-			s->flags |= IOU__S_CANCEL_SENT;
+		if (!(s->flags & IOU__S_CANCEL_SENT)) {
+			if (iou__cancel_fd(s->loop, s->fd) == 0)
+				s->flags |= IOU__S_CANCEL_SENT;
+			else
+				iou__stream_poke(s); /* no SQE: retry, or a
+						      * multishot recv runs on */
+		}
 		return; /* iou__stream_op_done() comes back here */
 	}
 	fail_writes(s, -ECANCELED);
