@@ -384,6 +384,10 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 	iou__fault_turn(loop);
 #endif
 	iou__bufring_publish(loop);
+	/* The clock moved while the last turn's callbacks ran: a timer due
+	 * now must not wait a whole extra timeout. */
+	if (iou__timers_next_ms(loop) >= 0)
+		loop->now = iou__clock_ms();
 	ret = ring_wait(loop, wait_budget(loop, timeout_ms));
 	loop->now = iou__clock_ms();
 	n = dispatch_cqes(loop);
