@@ -622,7 +622,22 @@ static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 		iou__stream_op_done(s);
 }
 
-/* Close in steps: fail the pending read, cancel every op on the fd, fail
+/* Cancel the stream's receive and send by their user_data: the kernel
+ * finds each through a hash, where a cancel by fd scans every armed poll of
+ * the ring (closing N of N open streams was O(N^2)).  A shutdown in flight
+ * ends by itself.  Cancelling an op again is harmless (-ENOENT). */
+static int cancel_inflight(iou_stream *s)
+{
+	int ret = 0;
+
+	if (s->flags & IOU__S_RECV_ARMED)
+		ret = iou__cancel_op(s->loop, &s->recv_op);
+	if (ret == 0 && (s->flags & IOU__S_SEND_ARMED))
+		ret = iou__cancel_op(s->loop, &s->send_op);
+	return ret;
+}
+
+/* Close in steps: fail the pending read, cancel its ops, fail
  * the writes not yet in the kernel, and once the last op's CQE is in, close
  * the fd through the ring; its CQE frees the stream. */
 static void close_progress(iou_stream *s)
@@ -639,7 +654,7 @@ static void close_progress(iou_stream *s)
 	iou__recv_release_all(s);
 	if (s->inflight) {
 		if (!(s->flags & IOU__S_CANCEL_SENT)) {
-			if (iou__cancel_fd(s->loop, s->fd) == 0)
+			if (cancel_inflight(s) == 0)
 				s->flags |= IOU__S_CANCEL_SENT;
 			else
 				iou__stream_poke(s); /* no SQE: retry, or a
