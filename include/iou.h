@@ -195,7 +195,8 @@ typedef void (*iou_connect_cb)(iou_stream *s, int res, void *ud);
  * name; names are resolved on a helper thread, never on the loop's thread.
  * Each resolved address is tried in turn; the error of the last one is
  * reported.  `opts` may be NULL.  The new stream belongs to the caller, who
- * must iou_close() it.  Errors (returned): -EINVAL. */
+ * must iou_close() it.  Errors (returned): -EINVAL, -ENOMEM, -EAGAIN (no
+ * thread for the look-up). */
 IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 			       const struct iou_connect_opts *opts,
 			       iou_connect_cb cb, void *ud);
@@ -203,7 +204,9 @@ IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 /* Wrap a connected stream socket `fd` (the stream takes ownership of the fd,
  * clears O_NONBLOCK (io_uring waits for readiness itself) and applies
  * `opts`, which may be NULL).
- * Errors: -EINVAL, -ENOMEM, -ENOTSOCK. */
+ * Errors: -EINVAL (also: not a stream socket), -ENOMEM, -ENOTSOCK, and
+ * -errno from applying `opts` (e.g. -EOPNOTSUPP: TCP_NODELAY on a non-TCP
+ * socket). */
 IOU_EXTERN int iou_stream_open(iou_loop *loop, int fd,
 			       const struct iou_stream_opts *opts,
 			       iou_stream **out);
@@ -261,7 +264,9 @@ IOU_EXTERN ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap);
  * the callback runs.  Writes (of every kind) go out and complete in the order
  * they were issued; a failed write fails every write queued behind it with
  * the same error.  Never raises SIGPIPE.
- * Errors: -EINVAL, IOU_ECLOSED (after SHUT_WR or close), -ENOMEM. */
+ * Errors: -EINVAL, IOU_ECLOSED (after SHUT_WR or close), -ENOMEM, or the
+ * error that failed an earlier write (-EPIPE, -ECONNRESET, ...): once a
+ * write failed, every later write, feed and drain returns it. */
 IOU_EXTERN int iou_write(iou_stream *s, const void *buf, size_t len,
 			 iou_write_cb cb, void *ud);
 

@@ -593,10 +593,10 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 	if (!s || !sep || !cb || !seplen || max < seplen ||
 	    max > s->max_buffered)
 		return -EINVAL;
-	if (s->read_kind != IOU__RD_NONE)
-		return -EBUSY;
 	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT))
 		return -IOU_ECLOSED;
+	if (s->read_kind != IOU__RD_NONE)
+		return -EBUSY;
 	if (s->sep != s->sep_inline) {
 		free(s->sep);
 		s->sep = s->sep_inline;

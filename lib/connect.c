@@ -32,6 +32,8 @@ struct conn_req {
 	bool connecting;
 	bool timed_out;
 	bool done;                      /* the callback ran */
+	bool in_call;                   /* inside iou_tcp_connect() */
+	bool sync_err;                  /* failed there: no callback */
 	iou_connect_cb cb;
 	void *ud;
 };
@@ -100,6 +102,8 @@ static void finish_soon(struct conn_req *c)
 {
 	if (iou__timer_arm(c->loop, &c->soon, 0) == 0)
 		c->loop->active++;
+	else if (c->in_call)
+		c->sync_err = true; /* iou_tcp_connect() returns c->err */
 	else
 		finish(c, NULL, c->err);
 }
@@ -278,8 +282,7 @@ int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 		iou_connect_opts_init(&defaults);
 		opts = &defaults;
 	}
-	if (opts->stream.max_buffered < 1 || opts->stream.keepalive_s < 0 ||
-	    opts->stream.sndbuf < 0 || opts->stream.rcvbuf < 0)
+	if (!iou__stream_opts_valid(&opts->stream))
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -309,7 +312,13 @@ int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 		goto err;
 	}
 	if (parse_numeric(host, port, &c->addrs[0], &c->addr_lens[0]) == 0) {
+		c->in_call = true;
 		try_next(c);
+		c->in_call = false;
+		if (c->sync_err) {
+			ret = c->err;
+			goto err;
+		}
 		return 0;
 	}
 	/* A name: resolve it off the loop's thread. */

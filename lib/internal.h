@@ -121,6 +121,7 @@ struct iou_loop {
 	uint64_t wake_value;
 	struct iou__op wake_op;
 	bool wake_armed;
+	bool destroying;            /* no more wake-up reads */
 	pthread_mutex_t post_lock;
 	struct iou__post *post_head, **post_tail;
 	int wake_pending;           /* atomic: a write to wake_fd is on its way */
@@ -353,6 +354,7 @@ struct iou_stream {
 };
 
 /* stream.c */
+bool iou__stream_opts_valid(const struct iou_stream_opts *o);
 int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out);
 void iou__stream_poke(iou_stream *s);      /* process at the end of the turn */

@@ -214,6 +214,7 @@ int iou_loop_destroy(iou_loop *loop)
 		return -EINVAL;
 	if (loop->in_run || iou_loop_alive(loop))
 		return -EBUSY;
+	loop->destroying = true;
 	/* The wake read is the kernel's until its CQE: cancel it and wait.
 	 * If a wake-up was pending, the read completes with data rather than
 	 * -ECANCELED and re-arms itself: cancel again, each turn. */
@@ -384,6 +385,9 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 	iou__fault_turn(loop);
 #endif
 	iou__bufring_publish(loop);
+	/* The wake-up read re-arms itself; if it found no SQE then, now. */
+	if (!loop->wake_armed && !loop->destroying)
+		wake_arm(loop);
 	/* The clock moved while the last turn's callbacks ran: a timer due
 	 * now must not wait a whole extra timeout. */
 	if (iou__timers_next_ms(loop) >= 0)

@@ -95,8 +95,13 @@ static void check_done(iou_server *srv)
 {
 	iou_server_done_cb cb = srv->done_cb;
 
-	if (!srv->shutting_down || !srv->notified || srv->accept_armed ||
-	    srv->st.open)
+	if (!srv->shutting_down)
+		return;
+	/* The cancel found no SQE in iou_server_shutdown(): again. */
+	if (srv->accept_armed && !srv->accept_cancelled &&
+	    iou__cancel_op(srv->loop, &srv->accept_op) == 0)
+		srv->accept_cancelled = true;
+	if (!srv->notified || srv->accept_armed || srv->st.open)
 		return;
 	if (cb)
 		cb(srv, srv->st.finished, srv->st.cut, srv->done_ud);
@@ -256,9 +261,8 @@ int iou_server_start(iou_loop *loop, const struct iou_server_opts *opts,
 		iou_server_opts_init(&defaults);
 		opts = &defaults;
 	}
-	if (!opts->host || opts->backlog < 1 || opts->stream.max_buffered < 1 ||
-	    opts->stream.keepalive_s < 0 || opts->stream.sndbuf < 0 ||
-	    opts->stream.rcvbuf < 0)
+	if (!opts->host || opts->backlog < 1 ||
+	    !iou__stream_opts_valid(&opts->stream))
 		return -EINVAL;
 	srv = calloc(1, sizeof(*srv));
 	if (!srv)

@@ -47,7 +47,7 @@ static int apply_opts(int fd, const struct iou_stream_opts *o)
 	return 0;
 }
 
-static bool opts_valid(const struct iou_stream_opts *o)
+bool iou__stream_opts_valid(const struct iou_stream_opts *o)
 {
 	return o->keepalive_s >= 0 && o->sndbuf >= 0 && o->rcvbuf >= 0 &&
 	       o->max_buffered >= 1 && o->max_buffered <= (1ul << 30);
@@ -67,7 +67,7 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		iou_stream_opts_init(&defaults);
 		o = &defaults;
 	}
-	if (!opts_valid(o))
+	if (!iou__stream_opts_valid(o))
 		return -EINVAL;
 	ret = apply_opts(fd, o);
 	if (ret < 0)
@@ -131,6 +131,7 @@ void iou__stream_poke(iou_stream *s)
 }
 
 static void start_send(iou_stream *s);
+static void shutdown_write_if_due(iou_stream *s);
 static void close_progress(iou_stream *s);
 
 static void stream_process(iou_stream *s)
@@ -139,12 +140,19 @@ static void stream_process(iou_stream *s)
 		close_progress(s);
 		return;
 	}
-	if (s->read_kind != IOU__RD_NONE)
+	if (s->read_kind != IOU__RD_NONE) {
 		iou__read_progress(s);
+		if (s->flags & IOU__S_CLOSING) {
+			/* a read callback closed it: no new send */
+			iou__stream_poke(s);
+			return;
+		}
+	}
 	if ((s->flags & IOU__S_RECV_WANTED) && !(s->flags & IOU__S_STARVED))
 		iou__recv_arm(s);
 	if (s->wq_head && !(s->flags & IOU__S_SEND_ARMED))
 		start_send(s);
+	shutdown_write_if_due(s);
 }
 
 /* Starved streams (their multishot recv ended with -ENOBUFS) re-arm once
@@ -293,8 +301,10 @@ static void shutdown_write_if_due(iou_stream *s)
 	    s->wq_head)
 		return;
 	sqe = iou__get_sqe(s->loop);
-	if (!sqe)
+	if (!sqe) {
+		iou__stream_poke(s); /* retry: the FIN must not get lost */
 		return;
+	}
 	io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
 	io_uring_sqe_set_data(sqe, &s->aux_op);
 	s->flags |= IOU__S_WR_SHUT_SENT;

@@ -505,6 +505,10 @@ START_TEST(test_bad_arguments)
 	iou_server_opts_init(&o);
 	o.stream.max_buffered = 0;
 	ck_assert_int_eq(iou_server_start(loop, &o, on_conn, NULL, &srv), -EINVAL);
+	/* over the 1 GiB limit: refused at start, not per accepted client */
+	iou_server_opts_init(&o);
+	o.stream.max_buffered = (1ul << 30) + 1;
+	ck_assert_int_eq(iou_server_start(loop, &o, on_conn, NULL, &srv), -EINVAL);
 	ck_assert_int_eq(iou_server_shutdown(NULL, 0, NULL, NULL), -EINVAL);
 	ck_assert_uint_eq(iou_server_port(NULL), 0);
 	/* nothing changed: no server, no fd, no work */

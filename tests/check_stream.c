@@ -1154,6 +1154,11 @@ START_TEST(invalid_arguments_are_einval)
 	co.stream.max_buffered = 0;
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", 1, &co, never_conn_cb,
 					 NULL), -EINVAL);
+	/* over the 1 GiB limit: refused by the call, not after connecting */
+	iou_connect_opts_init(&co);
+	co.stream.max_buffered = (1ul << 30) + 1;
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", 1, &co, never_conn_cb,
+					 NULL), -EINVAL);
 	iou_connect_opts_init(&co);
 	co.bind_host = "not-an-address";
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", 1, &co, never_conn_cb,
