@@ -37,40 +37,6 @@ static iou_loop *small_loop(unsigned size, unsigned count)
 	return t_loop_create_or_skip(&o);
 }
 
-static int open_pair(iou_loop *loop, const struct iou_stream_opts *o,
-		     iou_stream **s)
-{
-	int fds[2], ret;
-
-	t_tcp_pair(fds);
-	ret = iou_stream_open(loop, fds[0], o, s);
-	ck_assert_msg(ret == 0, "iou_stream_open: %s", iou_strerror(ret));
-	return fds[1];
-}
-
-static void count_close_cb(iou_stream *s, void *ud)
-{
-	(void)s;
-	(*(int *)ud)++;
-}
-
-static void close_and_wait(iou_loop *loop, iou_stream *s)
-{
-	int closed = 0;
-
-	ck_assert_int_eq(iou_close(s, count_close_cb, &closed), 0);
-	ck_assert_int_eq(tsp_run_until(loop, &closed, T_TIMEOUT_MS), 0);
-	ck_assert_int_eq(closed, 1);
-}
-
-static void run_for(iou_loop *loop, int ms)
-{
-	uint64_t end = t_now_ms() + (uint64_t)ms;
-
-	for (int i = 0; i < ms * 100 + 100 && t_now_ms() < end; i++)
-		ck_assert_int_ge(tsp_turn(loop), 0);
-}
-
 static void never_read_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
 {
 	(void)s; (void)res; (void)d; (void)ud;
@@ -190,7 +156,7 @@ static void exact_run(size_t total, size_t chunk, unsigned pause_us,
 	struct exact e = { 0 };
 	struct tsp_peer p;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	e.sizes = odd_sizes;
 	e.nsizes = sizeof(odd_sizes) / sizeof(odd_sizes[0]);
@@ -205,7 +171,7 @@ static void exact_run(size_t total, size_t chunk, unsigned pause_us,
 	ck_assert_uint_eq(e.off, total);
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
 	ck_assert_uint_eq(iou_buffered(s), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -243,7 +209,7 @@ START_TEST(read_exactly_within_one_buffer_is_zero_copy)
 	struct exact e = { 0 };
 	unsigned char b[100];
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	e.sizes = one;
 	e.nsizes = 1;
@@ -259,7 +225,7 @@ START_TEST(read_exactly_within_one_buffer_is_zero_copy)
 	ck_assert_int_eq(e.err, 0);
 	ck_assert_int_eq(e.bad, 0);
 	ck_assert_int_eq(e.not_zero_copy, 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -279,7 +245,7 @@ START_TEST(read_exactly_larger_than_pool)
 
 	iou_stream_opts_init(&o);
 	o.max_buffered = 32 * KiB;
-	peer = open_pair(loop, &o, &s);
+	peer = tsp_open_pair(loop, &o, &s);
 	e.sizes = big;
 	e.nsizes = 1;
 	e.total = 128 * KiB;
@@ -291,7 +257,7 @@ START_TEST(read_exactly_larger_than_pool)
 	ck_assert_int_eq(e.bad, 0);
 	ck_assert_int_eq(e.records, 4);
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -403,7 +369,7 @@ static void until_run(const char *sep, size_t seplen, size_t target,
 	struct until u = { 0 };
 	struct tsp_peer p;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 	unsigned char *data;
 	char sepcopy[128];
 
@@ -425,7 +391,7 @@ static void until_run(const char *sep, size_t seplen, size_t target,
 	ck_assert_int_eq(u.err, -IOU_EINCOMPLETE);
 	ck_assert_uint_eq(iou_buffered(s), 0);
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	free(data);
 	t_loop_destroy(loop);
@@ -487,7 +453,7 @@ START_TEST(read_until_record_of_exactly_max)
 	struct got g = { 0 };
 	unsigned char msg[401];
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	memset(msg, 'a', 200);
 	msg[199] = '\n';
@@ -509,7 +475,7 @@ START_TEST(read_until_record_of_exactly_max)
 	ck_assert_int_eq(g.res, 201);
 	ck_assert_int_eq(memcmp(g.data, msg + 200, 201), 0);
 	ck_assert_uint_eq(iou_buffered(s), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -523,7 +489,7 @@ START_TEST(read_until_overflow_loses_nothing)
 	struct got g = { 0 };
 	unsigned char *msg = malloc(5000);
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	ck_assert_ptr_nonnull(msg);
 	tsp_fill(msg, 5000, 8, 0);
@@ -553,7 +519,7 @@ START_TEST(read_until_overflow_loses_nothing)
 	wait_got(loop, &g);
 	ck_assert_int_eq(g.res, 5);
 	ck_assert_int_eq(memcmp(g.data, "tail\n", 5), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	free(msg);
 	t_loop_destroy(loop);
@@ -568,18 +534,18 @@ START_TEST(read_until_sep_split_between_arrivals)
 	static const char sep[] = "<<--boundary-->>!"; /* 17 bytes */
 	struct got g = { 0 };
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	ck_assert_int_eq(iou_read_until(s, sep, 17, 1000, got_cb, &g), 0);
 	ck_assert_int_eq(send(peer, "hello<<--bou", 12, 0), 12);
-	run_for(loop, 30);
+	tsp_run_for(loop, 30);
 	ck_assert_int_eq(g.calls, 0);
 	ck_assert_int_eq(send(peer, "ndary-->>!after", 15, 0), 15);
 	wait_got(loop, &g);
 	ck_assert_int_eq(g.res, 22);
 	ck_assert_int_eq(memcmp(g.data, "hello<<--boundary-->>!", 22), 0);
 	ck_assert_uint_eq(iou_buffered(s), 5);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -595,7 +561,7 @@ START_TEST(read_exactly_incomplete_keeps_data)
 	unsigned char b[300], out[4096];
 	struct got g = { 0 };
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	tsp_fill(b, sizeof(b), 12, 0);
 	ck_assert_int_eq(send(peer, b, sizeof(b), 0), (ssize_t)sizeof(b));
@@ -615,7 +581,7 @@ START_TEST(read_exactly_incomplete_keeps_data)
 	ck_assert_int_eq(iou_read(s, 10, got_cb, &g), 0);
 	wait_got(loop, &g);
 	ck_assert_int_eq(g.res, 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -627,7 +593,7 @@ START_TEST(read_until_incomplete_keeps_data)
 	iou_loop *loop = small_loop(64, 64);
 	struct got g = { 0 };
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 	static const char msg[] = "line one\nno separator after this part, spanning"
 				  " more than one sixty-four byte buffer......";
 	size_t len = sizeof(msg) - 1;
@@ -645,7 +611,7 @@ START_TEST(read_until_incomplete_keeps_data)
 	ck_assert_int_eq(g.taken, (ssize_t)(len - 9));
 	ck_assert_int_eq(memcmp(g.taken_data, msg + 9, len - 9), 0);
 	ck_assert_uint_eq(iou_buffered(s), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -657,7 +623,7 @@ START_TEST(peek_incomplete_keeps_data)
 	struct got g = { 0 };
 	unsigned char out[16];
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	ck_assert_int_eq(send(peer, "abc", 3, 0), 3);
 	ck_assert_int_eq(shutdown(peer, SHUT_WR), 0);
@@ -671,7 +637,7 @@ START_TEST(peek_incomplete_keeps_data)
 	ck_assert_int_eq(g.res, -IOU_EINCOMPLETE);
 	ck_assert_int_eq(iou_take_buffer(s, out, sizeof(out)), 3);
 	ck_assert_int_eq(memcmp(out, "abc", 3), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -685,12 +651,12 @@ START_TEST(records_before_eof_still_delivered)
 	unsigned char b[300];
 	struct got g = { 0 };
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	tsp_fill(b, sizeof(b), 13, 0);
 	ck_assert_int_eq(send(peer, b, sizeof(b), 0), (ssize_t)sizeof(b));
 	ck_assert_int_eq(shutdown(peer, SHUT_WR), 0);
-	run_for(loop, 20);
+	tsp_run_for(loop, 20);
 	for (int i = 0; i < 3; i++) {
 		memset(&g, 0, sizeof(g));
 		ck_assert_int_eq(iou_read_exactly(s, 100, got_cb, &g), 0);
@@ -703,7 +669,7 @@ START_TEST(records_before_eof_still_delivered)
 	wait_got(loop, &g);
 	ck_assert_int_eq(g.res, -IOU_EINCOMPLETE);
 	ck_assert_uint_eq(iou_buffered(s), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -723,7 +689,7 @@ START_TEST(invalid_arguments_are_einval)
 
 	iou_stream_opts_init(&o);
 	o.max_buffered = 1000;
-	peer = open_pair(loop, &o, &s);
+	peer = tsp_open_pair(loop, &o, &s);
 	ck_assert_int_eq(iou_read_exactly(NULL, 1, never_read_cb, NULL), -EINVAL);
 	ck_assert_int_eq(iou_read_exactly(s, 0, never_read_cb, NULL), -EINVAL);
 	ck_assert_int_eq(iou_read_exactly(s, 1001, never_read_cb, NULL), -EINVAL);
@@ -751,7 +717,7 @@ START_TEST(invalid_arguments_are_einval)
 		wait_got(loop, &g);
 		ck_assert_int_eq(g.res, 3);
 	}
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -773,7 +739,7 @@ START_TEST(busy_while_a_read_is_pending)
 	unsigned char b[8];
 	ssize_t in_cb = 0;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	ck_assert_int_eq(iou_read_until(s, "\r\n", 2, 100, got_cb, &g), 0);
 	ck_assert_int_eq(iou_read_until(s, "x", 1, 100, never_read_cb, NULL), -EBUSY);
@@ -794,7 +760,7 @@ START_TEST(busy_while_a_read_is_pending)
 	ck_assert_int_eq(in_cb, -EBUSY);
 	ck_assert_int_eq(iou_take_buffer(s, b, sizeof(b)), 2);
 	ck_assert_int_eq(memcmp(b, "cd", 2), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -808,7 +774,7 @@ START_TEST(shutdown_rd_keeps_buffered_for_take_buffer)
 	struct got g = { 0 };
 	unsigned char out[512], b[200];
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	tsp_fill(b, sizeof(b), 14, 0);
 	ck_assert_int_eq(send(peer, b, sizeof(b), 0), (ssize_t)sizeof(b));
@@ -825,7 +791,7 @@ START_TEST(shutdown_rd_keeps_buffered_for_take_buffer)
 	ck_assert_int_eq(iou_read_until(s, "\n", 1, 10, never_read_cb, NULL), -IOU_ECLOSED);
 	ck_assert_int_eq(iou_take_buffer(s, out, sizeof(out)), (ssize_t)sizeof(b));
 	ck_assert_int_eq(memcmp(out, b, sizeof(b)), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -841,7 +807,7 @@ static void close_with_pending(int kind)
 	static const char sep17[] = "12345678901234567";
 	struct got g = { 0 };
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s), closed = 0;
+	int peer = tsp_open_pair(loop, NULL, &s), closed = 0;
 
 	switch (kind) {
 	case 0:
@@ -858,7 +824,7 @@ static void close_with_pending(int kind)
 	for (int i = 0; i < 400 && iou_buffered(s) < 38; i++)
 		ck_assert_int_ge(tsp_turn(loop), 0);
 	ck_assert_uint_eq(iou_buffered(s), 38);
-	ck_assert_int_eq(iou_close(s, count_close_cb, &closed), 0);
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &closed), 0);
 	ck_assert_int_eq(tsp_run_until(loop, &closed, 5000), 0);
 	ck_assert_int_eq(g.calls, 1);
 	ck_assert_int_eq(g.res, -ECANCELED);
@@ -897,7 +863,7 @@ static void close_in_until_cb(iou_stream *s, ssize_t res, const void *d, void *u
 	struct closer *c = ud;
 
 	got_cb(s, res, d, &c->g);
-	ck_assert_int_eq(iou_close(s, count_close_cb, &c->closed), 0);
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &c->closed), 0);
 }
 
 START_TEST(close_from_read_until_callback)
@@ -906,7 +872,7 @@ START_TEST(close_from_read_until_callback)
 	struct closer c = { 0 };
 	unsigned char msg[700];
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	memset(msg, 'z', sizeof(msg));
 	memcpy(msg + 300, "abababababababab!", 17);
@@ -917,7 +883,7 @@ START_TEST(close_from_read_until_callback)
 	ck_assert_int_eq(c.g.calls, 1);
 	ck_assert_int_eq(c.g.res, 317);
 	ck_assert_int_eq(memcmp(c.g.data, msg, 317), 0);
-	run_for(loop, 10);
+	tsp_run_for(loop, 10);
 	ck_assert_int_eq(c.closed, 1);
 	close(peer);
 	t_loop_destroy(loop);
@@ -978,7 +944,7 @@ static void tiny_pool(int use_exactly)
 	uint64_t end;
 
 	for (int i = 0; i < NSTREAMS; i++) {
-		peer[i] = open_pair(loop, NULL, &s[i]);
+		peer[i] = tsp_open_pair(loop, NULL, &s[i]);
 		memset(&r[i], 0, sizeof(r[i]));
 		r[i].seed = 200 + (uint64_t)i;
 		r[i].want = len;
@@ -1004,7 +970,7 @@ static void tiny_pool(int use_exactly)
 		ck_assert_int_eq(tsp_join(&p[i], JOIN_MS), 0);
 	}
 	for (int i = 0; i < NSTREAMS; i++) {
-		close_and_wait(loop, s[i]);
+		tsp_close_and_wait(loop, s[i]);
 		close(peer[i]);
 	}
 	t_loop_destroy(loop);
@@ -1077,7 +1043,7 @@ START_TEST(backpressure_bounds_buffered_bytes)
 	iou_stream_opts_init(&o);
 	o.max_buffered = 64 * KiB;
 	limit = o.max_buffered + (size_t)bsize * bcount;
-	peer = open_pair(loop, &o, &s);
+	peer = tsp_open_pair(loop, &o, &s);
 	r.seed = 300;
 	r.want = len;
 	tsp_send_start(&p, peer, r.seed, len, 0, 0, TSP_KEEP);
@@ -1117,7 +1083,7 @@ START_TEST(backpressure_bounds_buffered_bytes)
 	ck_assert_msg(peak <= limit, "buffered %zu > %zu", peak, limit);
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
 	ck_assert_uint_eq(p.done, len);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }

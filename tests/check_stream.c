@@ -31,43 +31,6 @@
 
 /* ---- small helpers ------------------------------------------------------ */
 
-/* A connected TCP pair: *s wraps the client side, the accepted side is
- * returned for the peer. */
-static int open_pair(iou_loop *loop, const struct iou_stream_opts *o,
-		     iou_stream **s)
-{
-	int fds[2], ret;
-
-	t_tcp_pair(fds);
-	ret = iou_stream_open(loop, fds[0], o, s);
-	ck_assert_msg(ret == 0, "iou_stream_open: %s", iou_strerror(ret));
-	return fds[1];
-}
-
-static void count_close_cb(iou_stream *s, void *ud)
-{
-	(void)s;
-	(*(int *)ud)++;
-}
-
-static void close_and_wait(iou_loop *loop, iou_stream *s)
-{
-	int closed = 0;
-
-	ck_assert_int_eq(iou_close(s, count_close_cb, &closed), 0);
-	ck_assert_int_eq(tsp_run_until(loop, &closed, T_TIMEOUT_MS), 0);
-	ck_assert_int_eq(closed, 1);
-}
-
-/* Run turns for about ms milliseconds. */
-static void run_for(iou_loop *loop, int ms)
-{
-	uint64_t end = t_now_ms() + (uint64_t)ms;
-
-	for (int i = 0; i < ms * 100 + 100 && t_now_ms() < end; i++)
-		ck_assert_int_ge(tsp_turn(loop), 0);
-}
-
 /* Run turns until the peer thread finished (bounded), then join it. */
 static int run_join(iou_loop *loop, struct tsp_peer *p, int timeout_ms)
 {
@@ -214,7 +177,7 @@ START_TEST(open_clears_nonblocking_and_accessors)
 {
 	iou_loop *loop = new_loop();
 	iou_stream *s;
-	int marker, peer = open_pair(loop, NULL, &s);
+	int marker, peer = tsp_open_pair(loop, NULL, &s);
 	int fd = iou_stream_fd(s);
 
 	ck_assert_int_ge(fd, 0);
@@ -228,7 +191,7 @@ START_TEST(open_clears_nonblocking_and_accessors)
 	ck_assert_int_eq(iou_stream_fd(NULL), -EINVAL);
 	ck_assert_ptr_null(iou_stream_loop(NULL));
 	ck_assert_ptr_null(iou_stream_data(NULL));
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -243,10 +206,10 @@ START_TEST(loop_stays_alive_while_stream_open)
 	int peer;
 
 	ck_assert_int_eq(t_loop_drain(loop, 1000), 0);
-	peer = open_pair(loop, NULL, &s);
+	peer = tsp_open_pair(loop, NULL, &s);
 	ck_assert_int_eq(iou_loop_alive(loop), 1);
 	ck_assert_int_eq(iou_loop_destroy(loop), -EBUSY);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	ck_assert_int_eq(t_loop_drain(loop, 1000), 0);
 	ck_assert_int_eq(iou_loop_alive(loop), 0);
 	close(peer);
@@ -272,7 +235,7 @@ START_TEST(read_sizes_byte_exact_then_eof)
 		struct tsp_peer p;
 		struct reader r;
 		iou_stream *s;
-		int peer = open_pair(loop, NULL, &s);
+		int peer = tsp_open_pair(loop, NULL, &s);
 
 		tsp_send_start(&p, peer, 100 + i, sizes[i], 0, 0, TSP_SHUT_WR);
 		reader_init(&r, 100 + i, 256 * KiB, SIZE_MAX);
@@ -284,7 +247,7 @@ START_TEST(read_sizes_byte_exact_then_eof)
 			      "size %zu: got %zu eof %d err %d", sizes[i], r.got,
 			      r.eof, r.err);
 		ck_assert_uint_eq(r.bad_at, SIZE_MAX);
-		close_and_wait(loop, s);
+		tsp_close_and_wait(loop, s);
 		close(peer);
 	}
 	t_loop_destroy(loop);
@@ -299,7 +262,7 @@ START_TEST(read_one_byte_chunks_byte_exact)
 	struct tsp_peer p;
 	struct reader r;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	tsp_send_start(&p, peer, 7, 1500, 1, 50, TSP_SHUT_WR);
 	reader_init(&r, 7, 3, SIZE_MAX);
@@ -310,7 +273,7 @@ START_TEST(read_one_byte_chunks_byte_exact)
 	ck_assert(r.eof && !r.err);
 	ck_assert_uint_eq(r.bad_at, SIZE_MAX);
 	ck_assert_uint_eq(r.over_max, 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -326,7 +289,7 @@ START_TEST(write_all_sizes_queued_in_order)
 	struct wlog log = { 0 };
 	struct wtag tags[NSIZES];
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 	size_t total = 0, off = 0;
 	unsigned char *buf;
 
@@ -350,7 +313,7 @@ START_TEST(write_all_sizes_queued_in_order)
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
 	ck_assert_uint_eq(p.done, total);
 	ck_assert_uint_eq(p.bad_at, SIZE_MAX);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	free(buf);
 	t_loop_destroy(loop);
@@ -399,7 +362,7 @@ START_TEST(write_short_counts_resume_byte_exact)
 
 	iou_stream_opts_init(&o);
 	o.sndbuf = 32 * KiB;
-	peer = open_pair(loop, &o, &s);
+	peer = tsp_open_pair(loop, &o, &s);
 	w.len = 8 * MiB;
 	w.buf = pattern(w.len, 22);
 	tsp_recv_start(&p, peer, w.len, 1, 22, NULL, 0, TSP_KEEP);
@@ -410,7 +373,7 @@ START_TEST(write_short_counts_resume_byte_exact)
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
 	ck_assert_uint_eq(p.done, w.len);
 	ck_assert_uint_eq(p.bad_at, SIZE_MAX);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	free((void *)w.buf);
 	t_loop_destroy(loop);
@@ -524,7 +487,7 @@ START_TEST(mixed_writes_short_sends_issue_order)
 	ck_assert_ptr_nonnull(store);
 	iou_stream_opts_init(&o);
 	o.sndbuf = 16 * KiB;
-	peer = open_pair(loop, &o, &s);
+	peer = tsp_open_pair(loop, &o, &s);
 	setsockopt(peer, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
 	m->s = s;
 	m->src_len = 6 * MiB;
@@ -555,7 +518,7 @@ START_TEST(mixed_writes_short_sends_issue_order)
 			      i, m->ops[i].kind, n, m->ops[i].len);
 		off += n;
 	}
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	free((void *)m->src);
 	free(m);
@@ -575,7 +538,7 @@ START_TEST(feed_write_feed_drain_issue_order)
 	unsigned char got[64] = { 0 };
 	struct tsp_peer p;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	tsp_recv_start(&p, peer, 10, 0, 0, got, sizeof(got), TSP_KEEP);
 	ck_assert_int_eq(iou_feed(s, "AA", 2), 0);
@@ -598,7 +561,7 @@ START_TEST(feed_write_feed_drain_issue_order)
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
 	ck_assert_uint_eq(p.done, 10);
 	ck_assert_int_eq(memcmp(got, "BBBAACDDDD", 10), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -615,7 +578,7 @@ START_TEST(drain_nothing_fed_gives_zero_in_order)
 	unsigned char *buf = pattern(len, 23);
 	struct tsp_peer p;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	tsp_recv_start(&p, peer, len, 1, 23, NULL, 0, TSP_KEEP);
 	ck_assert_int_eq(iou_drain(s, wlog_cb, &td), 0);
@@ -630,7 +593,7 @@ START_TEST(drain_nothing_fed_gives_zero_in_order)
 	ck_assert_int_eq(log.res[2], 0);
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
 	ck_assert_uint_eq(p.bad_at, SIZE_MAX);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	free(buf);
 	t_loop_destroy(loop);
@@ -694,7 +657,7 @@ START_TEST(feed_drain_rounds_byte_exact)
 	struct fd_round r = { 0 };
 	struct tsp_peer p;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	r.s = s;
 	r.len = 512 * KiB;
@@ -708,7 +671,7 @@ START_TEST(feed_drain_rounds_byte_exact)
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
 	ck_assert_uint_eq(p.done, r.len);
 	ck_assert_uint_eq(p.bad_at, SIZE_MAX);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	free((void *)r.buf);
 	t_loop_destroy(loop);
@@ -766,7 +729,7 @@ static void forward_echo(size_t len, size_t chunk, unsigned pause_us,
 	iou_loop_opts_init(&lo);
 	lo.buf_size = buf_size;
 	loop = t_loop_create_or_skip(&lo);
-	peer = open_pair(loop, NULL, &s);
+	peer = tsp_open_pair(loop, NULL, &s);
 	f.from = f.to = s;
 	f.max = max;
 	tsp_recv_start(&rx, peer, SIZE_MAX, 1, 31, NULL, 0, TSP_KEEP);
@@ -782,7 +745,7 @@ static void forward_echo(size_t len, size_t chunk, unsigned pause_us,
 	ck_assert_int_eq(rx.eof, 1);
 	ck_assert_uint_eq(rx.done, len);
 	ck_assert_uint_eq(rx.bad_at, SIZE_MAX);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -813,7 +776,7 @@ START_TEST(forward_to_other_stream_byte_exact_with_eof)
 	struct tsp_peer tx, rx;
 	struct fwd f = { 0 };
 	iou_stream *a, *b;
-	int pa = open_pair(loop, NULL, &a), pb = open_pair(loop, NULL, &b);
+	int pa = tsp_open_pair(loop, NULL, &a), pb = tsp_open_pair(loop, NULL, &b);
 	size_t len = 6 * MiB + 123;
 
 	f.from = a;
@@ -831,8 +794,8 @@ START_TEST(forward_to_other_stream_byte_exact_with_eof)
 	ck_assert_int_eq(rx.eof, 1);
 	ck_assert_uint_eq(rx.done, len);
 	ck_assert_uint_eq(rx.bad_at, SIZE_MAX);
-	close_and_wait(loop, a);
-	close_and_wait(loop, b);
+	tsp_close_and_wait(loop, a);
+	tsp_close_and_wait(loop, b);
 	close(pa);
 	close(pb);
 	t_loop_destroy(loop);
@@ -849,7 +812,7 @@ START_TEST(peer_and_local_address_ipv4)
 	char host[64];
 	uint16_t port = 0;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	ck_assert_int_eq(iou_peer_address(s, host, sizeof(host), &port), 0);
 	ck_assert_str_eq(host, "127.0.0.1");
@@ -866,7 +829,7 @@ START_TEST(peer_and_local_address_ipv4)
 	ck_assert_int_eq(iou_peer_address(NULL, host, sizeof(host), &port), -EINVAL);
 	ck_assert_int_eq(iou_local_address(s, NULL, sizeof(host), &port), -EINVAL);
 	ck_assert_int_eq(iou_local_address(s, host, 0, &port), -EINVAL);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -941,7 +904,7 @@ START_TEST(peer_and_local_address_ipv6)
 	ck_assert_int_eq(iou_sockaddr_text((struct sockaddr *)&sa, host,
 					   sizeof(host), &got_port), 0);
 	ck_assert_str_eq(host, "::1");
-	close_and_wait(loop, c.s);
+	tsp_close_and_wait(loop, c.s);
 	close(afd);
 	close(lfd);
 	t_loop_destroy(loop);
@@ -957,7 +920,7 @@ START_TEST(read_eof_gives_zero_and_again)
 	iou_loop *loop = new_loop();
 	struct reader r;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	reader_init(&r, 0, 100, SIZE_MAX);
 	ck_assert_int_eq(iou_read(s, 100, reader_cb, &r), 0);
@@ -982,7 +945,7 @@ START_TEST(read_eof_gives_zero_and_again)
 		ck_assert_int_eq(recv(peer, got, 4, MSG_WAITALL), 4);
 		ck_assert_int_eq(memcmp(got, "ping", 4), 0);
 	}
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -999,7 +962,7 @@ START_TEST(shutdown_wr_after_writes_peer_sees_all_then_eof)
 	unsigned char *buf = pattern(len, 41);
 	struct tsp_peer p;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	tsp_recv_start(&p, peer, SIZE_MAX, 1, 41, NULL, 0, TSP_KEEP);
 	ck_assert_int_eq(iou_write_all(s, buf, len / 2, wlog_cb, &t1), 0);
@@ -1015,7 +978,7 @@ START_TEST(shutdown_wr_after_writes_peer_sees_all_then_eof)
 	ck_assert_int_eq(p.eof, 1);
 	ck_assert_uint_eq(p.done, len);
 	ck_assert_uint_eq(p.bad_at, SIZE_MAX);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	free(buf);
 	t_loop_destroy(loop);
@@ -1029,7 +992,7 @@ START_TEST(writes_after_shutdown_wr_are_eclosed)
 	struct wtag t = { &log, 1 };
 	struct reader r;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 	char c;
 
 	ck_assert_int_eq(iou_feed(s, "x", 1), 0);
@@ -1057,7 +1020,7 @@ START_TEST(writes_after_shutdown_wr_are_eclosed)
 	ck_assert_uint_eq(r.got, 10);
 	ck_assert_uint_eq(r.bad_at, SIZE_MAX);
 	ck_assert_int_eq(log.n, 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -1068,11 +1031,11 @@ START_TEST(shutdown_rd_fails_pending_read_eclosed)
 	iou_loop *loop = new_loop();
 	struct reader r;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	reader_init(&r, 0, 100, SIZE_MAX);
 	ck_assert_int_eq(iou_read(s, 100, reader_cb, &r), 0);
-	run_for(loop, 20);
+	tsp_run_for(loop, 20);
 	ck_assert_int_eq(iou_shutdown(s, SHUT_RD), 0);
 	ck_assert_int_eq(r.calls, 0);
 	ck_assert_int_eq(tsp_run_until(loop, &r.done, 5000), 0);
@@ -1081,7 +1044,7 @@ START_TEST(shutdown_rd_fails_pending_read_eclosed)
 	ck_assert_int_eq(iou_read(s, 100, reader_cb, &r), -IOU_ECLOSED);
 	ck_assert_int_eq(iou_shutdown(s, SHUT_RD), 0); /* idempotent */
 	ck_assert_int_eq(iou_shutdown(s, SHUT_RDWR), 0);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -1114,7 +1077,7 @@ START_TEST(invalid_arguments_are_einval)
 	iou_loop *loop = new_loop();
 	struct iou_connect_opts co;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 	char host[64];
 
 	ck_assert_int_eq(iou_read(NULL, 1, never_read_cb, NULL), -EINVAL);
@@ -1165,8 +1128,8 @@ START_TEST(invalid_arguments_are_einval)
 					 NULL), -EINVAL);
 	/* nothing was changed: the stream still works */
 	ck_assert_uint_eq(iou_fed(s), 0);
-	run_for(loop, 20);
-	close_and_wait(loop, s);
+	tsp_run_for(loop, 20);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -1179,7 +1142,7 @@ START_TEST(second_read_while_pending_is_ebusy)
 	iou_loop *loop = new_loop();
 	struct reader r;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 	unsigned char b[5];
 
 	reader_init(&r, 9, 100, 5);
@@ -1195,7 +1158,7 @@ START_TEST(second_read_while_pending_is_ebusy)
 	ck_assert_int_eq(tsp_run_until(loop, &r.done, 5000), 0);
 	ck_assert_uint_eq(r.got, 5);
 	ck_assert_uint_eq(r.bad_at, SIZE_MAX);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
@@ -1209,7 +1172,7 @@ START_TEST(peer_rst_mid_read_gives_error)
 	struct tsp_peer p;
 	struct reader r;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	reader_init(&r, 51, 4096, SIZE_MAX);
 	ck_assert_int_eq(iou_read(s, r.max, reader_cb, &r), 0);
@@ -1226,7 +1189,7 @@ START_TEST(peer_rst_mid_read_gives_error)
 	ck_assert_int_eq(iou_read(s, r.max, reader_cb, &r), 0);
 	ck_assert_int_eq(tsp_run_until(loop, &r.done, 5000), 0);
 	ck_assert_msg(r.err < 0 || r.eof, "read after reset: %d", r.err);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	t_loop_destroy(loop);
 }
 END_TEST
@@ -1243,7 +1206,7 @@ START_TEST(peer_rst_mid_write_gives_error_no_sigpipe)
 	unsigned char *buf = pattern(len, 52);
 	struct tsp_peer p;
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s), ret;
+	int peer = tsp_open_pair(loop, NULL, &s), ret;
 
 	tsp_recv_start(&p, peer, 256 * KiB, 1, 52, NULL, 0, TSP_RST);
 	ck_assert_int_eq(iou_write_all(s, buf, len, wlog_cb, &t1), 0);
@@ -1261,7 +1224,7 @@ START_TEST(peer_rst_mid_write_gives_error_no_sigpipe)
 	}
 	ret = iou_write(s, "x", 1, never_write_cb, NULL);
 	ck_assert_msg(ret == -ECONNRESET || ret == -EPIPE, "later write: %d", ret);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	free(buf);
 	t_loop_destroy(loop);
 }
@@ -1275,11 +1238,11 @@ START_TEST(close_idle_stream_runs_cb_once)
 {
 	iou_loop *loop = new_loop();
 	iou_stream *s;
-	int fds = t_fd_count(), peer = open_pair(loop, NULL, &s), closed = 0;
+	int fds = t_fd_count(), peer = tsp_open_pair(loop, NULL, &s), closed = 0;
 	char c;
 
-	ck_assert_int_eq(iou_close(s, count_close_cb, &closed), 0);
-	ck_assert_int_eq(iou_close(s, count_close_cb, &closed), -IOU_ECLOSED);
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &closed), -IOU_ECLOSED);
 	ck_assert_int_eq(closed, 0); /* never synchronously */
 	ck_assert_int_eq(tsp_run_until(loop, &closed, 5000), 0);
 	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
@@ -1297,9 +1260,9 @@ START_TEST(calls_after_close_began_are_eclosed)
 {
 	iou_loop *loop = new_loop();
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s), closed = 0;
+	int peer = tsp_open_pair(loop, NULL, &s), closed = 0;
 
-	ck_assert_int_eq(iou_close(s, count_close_cb, &closed), 0);
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &closed), 0);
 	ck_assert_int_eq(iou_read(s, 1, never_read_cb, NULL), -IOU_ECLOSED);
 	ck_assert_int_eq(iou_read_exactly(s, 1, never_read_cb, NULL), -IOU_ECLOSED);
 	ck_assert_int_eq(iou_write(s, "a", 1, never_write_cb, NULL), -IOU_ECLOSED);
@@ -1363,14 +1326,14 @@ START_TEST(close_cancels_pending_read_and_queued_writes)
 
 	iou_stream_opts_init(&o);
 	o.sndbuf = 64 * KiB;
-	peer = open_pair(loop, &o, &s);
+	peer = tsp_open_pair(loop, &o, &s);
 	ck_assert_int_eq(iou_read(s, 100, cl_read_cb, &l), 0);
 	ck_assert_int_eq(iou_write_all(s, buf, len, cl_write_cb, &l), 0);
 	for (int i = 0; i < 5; i++)
 		ck_assert_int_eq(iou_write(s, buf, 1000, cl_write_cb, &l), 0);
 	ck_assert_int_eq(iou_feed(s, "xyz", 3), 0);
 	ck_assert_int_eq(iou_drain(s, cl_write_cb, &l), 0);
-	run_for(loop, 50); /* the peer reads nothing: the send blocks */
+	tsp_run_for(loop, 50); /* the peer reads nothing: the send blocks */
 	ck_assert_int_eq(l.n, 0);
 	ck_assert_int_eq(iou_close(s, cl_close_cb, &l), 0);
 	ck_assert_int_eq(l.n, 0);
@@ -1383,7 +1346,7 @@ START_TEST(close_cancels_pending_read_and_queued_writes)
 	for (int i = 1; i < l.n - 1; i++)
 		ck_assert_int_eq(l.ev[i], 'w');
 	ck_assert_int_eq(l.ev[l.n - 1], 'c');
-	run_for(loop, 20);
+	tsp_run_for(loop, 20);
 	ck_assert_int_eq(l.n, 9); /* nothing ran twice */
 	close(peer);
 	free(buf);
@@ -1424,7 +1387,7 @@ START_TEST(close_from_read_callback)
 	iou_loop *loop = new_loop();
 	struct cb_closer c = { 0 };
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	ck_assert_int_eq(iou_read(s, 100, closer_read_cb, &c), 0);
 	ck_assert_int_eq(send(peer, "hello", 5, 0), 5);
@@ -1447,7 +1410,7 @@ START_TEST(close_from_write_callback_cancels_the_rest)
 	struct wlog log = { 0 };
 	struct wtag t = { &log, 2 };
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 
 	ck_assert_int_eq(iou_write(s, "one", 3, closer_write_cb, &c), 0);
 	ck_assert_int_eq(iou_write(s, "two", 3, wlog_cb, &t), 0);
@@ -1473,14 +1436,14 @@ START_TEST(forward_target_closed_while_pending)
 	iou_loop *loop = new_loop();
 	struct fwd f = { 0 };
 	iou_stream *a, *b;
-	int pa = open_pair(loop, NULL, &a), pb = open_pair(loop, NULL, &b);
+	int pa = tsp_open_pair(loop, NULL, &a), pb = tsp_open_pair(loop, NULL, &b);
 
 	f.from = a;
 	f.to = b;
 	f.max = 1024;
 	ck_assert_int_eq(iou_forward(a, b, 1024, fwd_cb, &f), 0);
-	run_for(loop, 20);
-	close_and_wait(loop, b);
+	tsp_run_for(loop, 20);
+	tsp_close_and_wait(loop, b);
 	ck_assert_int_eq(send(pa, "late", 4, 0), 4);
 	ck_assert_int_eq(tsp_run_until(loop, &f.done, 5000), 0);
 	ck_assert_int_eq(f.calls, 1);
@@ -1495,9 +1458,9 @@ START_TEST(forward_target_closed_while_pending)
 		ck_assert_int_eq(tsp_run_until(loop, &r.done, 5000), 0);
 		ck_assert_uint_eq(r.got, 4);
 	}
-	run_for(loop, 10);
+	tsp_run_for(loop, 10);
 	ck_assert_int_eq(f.calls, 1);
-	close_and_wait(loop, a);
+	tsp_close_and_wait(loop, a);
 	close(pa);
 	close(pb);
 	t_loop_destroy(loop);
@@ -1521,8 +1484,8 @@ START_TEST(forward_source_closed_while_forwarding)
 
 	iou_stream_opts_init(&o);
 	o.sndbuf = 64 * KiB;
-	pa = open_pair(loop, NULL, &a);
-	pb = open_pair(loop, &o, &b);
+	pa = tsp_open_pair(loop, NULL, &a);
+	pb = tsp_open_pair(loop, &o, &b);
 	/* fill b's queue so the forwarded bytes wait behind it */
 	ck_assert_int_eq(iou_write_all(b, buf, len, wlog_cb, &t), 0);
 	f.from = a;
@@ -1530,13 +1493,13 @@ START_TEST(forward_source_closed_while_forwarding)
 	f.max = 1024;
 	ck_assert_int_eq(iou_forward(a, b, 1024, fwd_cb, &f), 0);
 	ck_assert_int_eq(send(pa, "data", 4, 0), 4);
-	run_for(loop, 50);
+	tsp_run_for(loop, 50);
 	ck_assert_int_eq(f.calls, 0);
-	close_and_wait(loop, a);
+	tsp_close_and_wait(loop, a);
 	ck_assert_int_eq(f.calls, 1);
 	ck_assert_int_eq(f.err, -ECANCELED);
-	run_for(loop, 20);
-	close_and_wait(loop, b);
+	tsp_run_for(loop, 20);
+	tsp_close_and_wait(loop, b);
 	ck_assert_int_eq(log.n, 1);
 	ck_assert_int_eq(log.res[0], -ECANCELED);
 	ck_assert_int_eq(f.calls, 1);
@@ -1579,7 +1542,7 @@ START_TEST(connect_closed_port_is_refused)
 	ck_assert_int_eq(c.calls, 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 5000), 0);
 	ck_assert_int_eq(c.res, -ECONNREFUSED);
-	run_for(loop, 10);
+	tsp_run_for(loop, 10);
 	ck_assert_int_eq(c.calls, 1);
 	close(fd);
 	t_loop_destroy(loop);
@@ -1624,7 +1587,7 @@ START_TEST(connect_numeric_ipv4_and_exchange)
 	afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	ck_assert_int_ge(afd, 0);
 	exchange(loop, c.s, afd);
-	close_and_wait(loop, c.s);
+	tsp_close_and_wait(loop, c.s);
 	close(afd);
 	close(lfd);
 	t_loop_destroy(loop);
@@ -1651,7 +1614,7 @@ START_TEST(connect_localhost_by_name)
 	afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	ck_assert_int_ge(afd, 0);
 	exchange(loop, c.s, afd);
-	close_and_wait(loop, c.s);
+	tsp_close_and_wait(loop, c.s);
 	close(afd);
 	close(lfd);
 	t_loop_destroy(loop);
@@ -1669,7 +1632,7 @@ START_TEST(connect_unresolvable_name_does_not_stall_loop)
 	struct tsp_peer tx, rx;
 	struct fwd f = { 0 };
 	iou_stream *s;
-	int peer = open_pair(loop, NULL, &s);
+	int peer = tsp_open_pair(loop, NULL, &s);
 	uint64_t t0 = t_now_ms();
 	size_t len = 512 * KiB;
 
@@ -1693,7 +1656,7 @@ START_TEST(connect_unresolvable_name_does_not_stall_loop)
 	ck_assert_msg(c.res == -IOU_ERESOLVE || c.res == -ETIMEDOUT,
 		      "connect ended with %d (%s)", c.res, iou_strerror(c.res));
 	ck_assert_uint_le(c.at - t0, 3000 + 1500);
-	close_and_wait(loop, s);
+	tsp_close_and_wait(loop, s);
 	close(peer);
 	/* a slow resolver thread may still hold the loop a while */
 	ck_assert_int_eq(t_loop_drain(loop, 30000), 0);
@@ -1776,7 +1739,7 @@ START_TEST(connect_with_bind_host)
 	ck_assert_int_ge(afd, 0);
 	ck_assert_uint_eq(ntohs(sa.sin_port), lport);
 	exchange(loop, c.s, afd);
-	close_and_wait(loop, c.s);
+	tsp_close_and_wait(loop, c.s);
 	close(afd);
 	close(lfd);
 	t_loop_destroy(loop);
@@ -1800,7 +1763,7 @@ START_TEST(connect_bind_host_not_local_is_eaddrnotavail)
 	ck_assert_int_eq(c.calls, 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 5000), 0);
 	ck_assert_int_eq(c.res, -EADDRNOTAVAIL);
-	run_for(loop, 10);
+	tsp_run_for(loop, 10);
 	ck_assert_int_eq(c.calls, 1);
 	close(lfd);
 	t_loop_destroy(loop);

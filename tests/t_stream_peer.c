@@ -8,6 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <check.h>
+
+#include "t_helpers.h"
 #include "t_stream_peer.h"
 
 #define BURST (64u * 1024u)
@@ -287,4 +290,40 @@ int tsp_run_until(iou_loop *loop, const int *flag, int timeout_ms)
 			return ret;
 	}
 	return 0;
+}
+
+/* ---- stream fixtures shared by check_stream and check_bufstream -------- */
+
+int tsp_open_pair(iou_loop *loop, const struct iou_stream_opts *o,
+		  iou_stream **s)
+{
+	int fds[2], ret;
+
+	t_tcp_pair(fds);
+	ret = iou_stream_open(loop, fds[0], o, s);
+	ck_assert_msg(ret == 0, "iou_stream_open: %s", iou_strerror(ret));
+	return fds[1];
+}
+
+void tsp_count_close_cb(iou_stream *s, void *ud)
+{
+	(void)s;
+	(*(int *)ud)++;
+}
+
+void tsp_close_and_wait(iou_loop *loop, iou_stream *s)
+{
+	int closed = 0;
+
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &closed, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(closed, 1);
+}
+
+void tsp_run_for(iou_loop *loop, int ms)
+{
+	uint64_t end = t_now_ms() + (uint64_t)ms;
+
+	for (int i = 0; i < ms * 100 + 100 && t_now_ms() < end; i++)
+		ck_assert_int_ge(tsp_turn(loop), 0);
 }

@@ -104,4 +104,15 @@ int tsp_run_until(iou_loop *loop, const int *flag, int timeout_ms);
 int tsp_run_until_count(iou_loop *loop, const int *count, int target,
 			int timeout_ms);
 
+/* A connected TCP pair: *s wraps one side, the other fd is returned for
+ * the peer. */
+int tsp_open_pair(iou_loop *loop, const struct iou_stream_opts *o,
+		  iou_stream **s);
+/* Close callback counting into *(int *)ud. */
+void tsp_count_close_cb(iou_stream *s, void *ud);
+/* iou_close(s) and run until its callback ran (bounded). */
+void tsp_close_and_wait(iou_loop *loop, iou_stream *s);
+/* Run turns for about ms milliseconds. */
+void tsp_run_for(iou_loop *loop, int ms);
+
 #endif /* T_STREAM_PEER_H */
