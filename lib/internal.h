@@ -133,7 +133,6 @@ struct iou_loop {
 	struct iou__list deferred;
 	/* streams holding provided buffers, for spilling under starvation */
 	struct iou__list holders;
-	bool pool_starved;
 
 	/* freelist of write records (stream.c) */
 	void *free_writes;
