@@ -599,26 +599,33 @@ END_TEST
 
 /* ---- serving ------------------------------------------------------------ */
 
-/* 1000 clients connected at once, each echoed byte-exact. */
+/* 1000 clients connected at once, each echoed byte-exact.  Each takes two
+ * fds (client and server side): where the hard fd limit is too low for
+ * that (some CI containers give 1024), as many as it allows, said. */
 START_TEST(test_thousand_concurrent_clients)
 {
-	enum { N = 1000 };
+	enum { WANT = 1000, SPARE = 100 };
 	struct env e;
 	struct iou_server_opts o;
 	struct rlimit rl;
 	struct iou_server_stats st;
 	char (*msg)[48];
+	int N = WANT;
 
 	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-	if (rl.rlim_cur < 2 * N + 100) {
+	if (rl.rlim_cur < 2 * WANT + SPARE) {
 		rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
 		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 	}
-	ck_assert_msg(rl.rlim_cur >= 2 * N + 100,
-		      "RLIMIT_NOFILE hard limit %lu too low",
-		      (unsigned long)rl.rlim_max);
+	if (rl.rlim_cur < 2 * WANT + SPARE) {
+		N = ((int)rl.rlim_cur - SPARE) / 2;
+		ck_assert_msg(N >= 200, "RLIMIT_NOFILE hard limit %lu too low",
+			      (unsigned long)rl.rlim_max);
+		fprintf(stderr, "fd hard limit %lu: %d clients, not %d\n",
+			(unsigned long)rl.rlim_max, N, WANT);
+	}
 	env_init(&e, N);
-	msg = calloc(N, sizeof(*msg));
+	msg = calloc((size_t)N, sizeof(*msg));
 	ck_assert_ptr_nonnull(msg);
 	env_opts(&o);
 	o.backlog = 2048;
@@ -752,7 +759,7 @@ START_TEST(test_idle_timeout_closes_silent_only)
 	cli_connect(&e.cli[1], AF_INET, iou_server_port(e.srv)); /* active */
 	RUN_UNTIL(&e, e.conns == 2, 5000);
 	t0 = t_now_ms();
-	end = t0 + 3 * IDLE_MS;
+	end = t0 + 5 * IDLE_MS;
 	while (t_now_ms() < end && turns++ < 100000) {
 		if (t_now_ms() - last_send >= 50) {
 			ck_assert_int_eq(send(e.cli[1].fd, "x", 1, MSG_NOSIGNAL), 1);
@@ -762,9 +769,11 @@ START_TEST(test_idle_timeout_closes_silent_only)
 		pump_clients(&e);
 	}
 	ck_assert_msg(e.cli[0].eof, "silent client not closed after %d ms",
-		      3 * IDLE_MS);
+		      5 * IDLE_MS);
+	/* Late by up to one timeout (the deadline is checked lazily), plus
+	 * slack for a loaded machine. */
 	ck_assert_msg(e.cli[0].eof_at - t0 >= IDLE_MS - 50 &&
-		      e.cli[0].eof_at - t0 <= 2 * IDLE_MS,
+		      e.cli[0].eof_at - t0 <= 3 * IDLE_MS,
 		      "silent client closed after %llu ms, timeout %d ms",
 		      (unsigned long long)(e.cli[0].eof_at - t0), IDLE_MS);
 	ck_assert(!e.cli[1].eof);
@@ -911,7 +920,7 @@ END_TEST
  * finish; every fd and allocation goes (ASan checks the latter). */
 START_TEST(test_shutdown_cuts_at_deadline)
 {
-	enum { N = 4, GRACE_MS = 300 };
+	enum { N = 4, GRACE_MS = 1000 };
 	struct env e;
 	struct iou_server_opts o;
 	uint64_t t0, took;
