@@ -166,9 +166,17 @@ static void consume(iou_stream *s, size_t n)
 
 /* ---- the multishot recv ------------------------------------------------- */
 
+/* The multishot recv takes at most the bytes the stream may still buffer
+ * (sqe->optlen, kernels 6.16+): it ends by itself there, so even a flood that
+ * filled the socket's receive queue takes no more than max_buffered (plus at
+ * most one buffer without bundles) from the shared pool.  Older kernels
+ * reject the limit with -EINVAL; then it is dropped for the loop and only the
+ * cancel in recv_pause_if_full() stops the receive, bytes already queued in
+ * the socket still come in. */
 void iou__recv_arm(iou_stream *s)
 {
 	struct io_uring_sqe *sqe;
+	size_t room;
 
 	if (!(s->flags & IOU__S_RECV_WANTED) ||
 	    (s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED | IOU__S_EOF |
@@ -183,6 +191,10 @@ void iou__recv_arm(iou_stream *s)
 	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
 	if (s->loop->bufs.bundle)
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	room = s->max_buffered - iou__buffered(s);
+	/* sqe->optlen in newer headers; liburing 2.3 names that word file_index */
+	if (s->loop->bufs.recv_limit)
+		sqe->file_index = room < UINT32_MAX ? (uint32_t)room : UINT32_MAX;
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)s->loop->bufs.bgid;
 	io_uring_sqe_set_data(sqe, &s->recv_op);
@@ -249,6 +261,11 @@ void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 			/* The pool ran dry: wait for buffers to come back. */
 			s->flags |= IOU__S_STARVED;
 			iou__list_add_tail(&loop->starved, &s->starved_link);
+		} else if (res == -EINVAL && loop->bufs.recv_limit) {
+			/* A kernel without the byte limit: arm without. */
+			loop->bufs.recv_limit = false;
+			iou__stream_poke(s);
+			return;
 		} else {
 			iou__stream_poke(s); /* re-arm if still wanted */
 		}

@@ -69,6 +69,8 @@ struct iou__bufring {
 	unsigned out;           /* buffers held by the kernel or streams */
 	int bgid;
 	bool bundle;            /* receives may fill several buffers */
+	bool recv_limit;        /* multishot recv takes a byte limit (6.16+;
+				   cleared at the first -EINVAL) */
 	uint16_t *pos;          /* ring slot (tail counter) each buffer sits in */
 };
 

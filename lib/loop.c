@@ -87,23 +87,51 @@ static int ring_init(iou_loop *loop, unsigned depth, unsigned flags)
 		if (ret != -EINVAL)
 			break;
 	}
-	if (ret == -ENOSYS || ret == -EPERM)
+	if (uring_blocked(ret))
 		return -IOU_ENOURING;
 	return ret;
 }
 
+/* A seccomp filter (or an LSM) may refuse io_uring_enter or
+ * io_uring_register while io_uring_setup works: that is io_uring being
+ * blocked, not an old kernel, and must not pass for one. */
+static bool uring_blocked(int ret)
+{
+	return ret == -EPERM || ret == -ENOSYS;
+}
+
 /* Multishot recv and accept came with 6.0, as did IORING_OP_SEND_ZC: the
- * opcode probe is the cheapest reliable witness of that kernel. */
+ * opcode probe is the cheapest reliable witness of that kernel.  Not
+ * io_uring_get_probe_ring(): its NULL hides why the probe failed. */
 static int probe_features(iou_loop *loop)
 {
-	struct io_uring_probe *probe = io_uring_get_probe_ring(&loop->ring);
-	int ok;
+	struct io_uring_probe *probe;
+	int ret, ok;
 
+	probe = calloc(1, sizeof(*probe) + 256 * sizeof(probe->ops[0]));
 	if (!probe)
-		return -IOU_ENOFEATURE;
-	ok = io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
-	io_uring_free_probe(probe);
+		return -ENOMEM;
+	ret = io_uring_register_probe(&loop->ring, probe, 256);
+	ok = ret >= 0 && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
+	free(probe);
+	if (uring_blocked(ret))
+		return -IOU_ENOURING;
+	/* Before 5.6 there is no probe at all (-EINVAL). */
 	return ok ? 0 : -IOU_ENOFEATURE;
+}
+
+/* Setup alone proves little: a filter on io_uring_enter would only show in
+ * the first iou_loop_run*().  One enter that waits for nothing, once per
+ * loop, while the ring is still empty. */
+static int enter_check(iou_loop *loop)
+{
+	int ret = io_uring_get_events(&loop->ring);
+
+	if (uring_blocked(ret))
+		return -IOU_ENOURING;
+	if (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
+		return 0; /* transient, as in ring_wait() */
+	return ret < 0 ? ret : 0;
 }
 
 static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
@@ -161,6 +189,9 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 	ret = ring_init(loop, opts->queue_depth, opts->flags);
 	if (ret < 0)
 		goto err_free;
+	ret = enter_check(loop);
+	if (ret < 0)
+		goto err_ring;
 	ret = probe_features(loop);
 	if (ret < 0)
 		goto err_ring;
@@ -173,6 +204,7 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 	/* Receive bundles (6.10+): one CQE for several buffers' worth. */
 	loop->bufs.bundle = (loop->ring.features & IORING_FEAT_RECVSEND_BUNDLE) &&
 			    !(opts->flags & IOU_LOOP_NO_RECV_BUNDLE);
+	loop->bufs.recv_limit = true;
 	loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (loop->wake_fd < 0) {
 		ret = -errno;
