@@ -1315,6 +1315,7 @@ static void teardown(void)
 		free(loop->free_writes);
 		loop->free_writes = next;
 	}
+	iou__blk_cache_free(loop);
 	free(loop);
 	loop = NULL;
 	for (int i = 0; i < MAX_STREAMS; i++) {

@@ -86,15 +86,8 @@ static int spill_reserve(iou_stream *s, size_t extra)
 		if (need <= s->spill_cap)
 			return 0;
 	}
-	size_t cap = s->spill_cap ? s->spill_cap : 1024;
-	while (cap < s->spill_off + need)
-		cap *= 2;
-	unsigned char *p = realloc(s->spill, cap);
-	if (!p)
-		return -ENOMEM;
-	s->spill = p;
-	s->spill_cap = cap;
-	return 0;
+	return iou__blk_grow(s->loop, &s->spill, &s->spill_cap,
+			     s->spill_off + s->spill_len, s->spill_off + need);
 }
 
 /* Copy the head buffer's bytes to the end of the spill and give it back. */
@@ -147,8 +140,15 @@ static void consume(iou_stream *s, size_t n)
 
 	s->spill_off += k;
 	s->spill_len -= k;
-	if (!s->spill_len)
+	if (!s->spill_len) {
 		s->spill_off = 0;
+		/* empty: back to the loop, unless a callback still looks at it */
+		if (s->spill && !(s->flags & IOU__S_DELIVERING)) {
+			iou__blk_put(s->loop, s->spill, s->spill_cap);
+			s->spill = NULL;
+			s->spill_cap = 0;
+		}
+	}
 	n -= k;
 	while (n) {
 		struct iou__seg *g = seg(s, s->seg_head);
@@ -285,6 +285,10 @@ void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 
 static void read_clear(iou_stream *s)
 {
+	if (s->sep != s->sep_inline) {
+		iou__blk_put(s->loop, s->sep, s->sep_cap);
+		s->sep = s->sep_inline;
+	}
 	if (iou__list_linked(&s->fwd_link))
 		iou__list_del(&s->fwd_link);
 	s->read_kind = IOU__RD_NONE;
@@ -614,12 +618,8 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 		return -IOU_ECLOSED;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
-	if (s->sep != s->sep_inline) {
-		free(s->sep);
-		s->sep = s->sep_inline;
-	}
 	if (seplen > IOU__SEP_INLINE) {
-		s->sep = malloc(seplen);
+		s->sep = iou__blk_get(s->loop, seplen, &s->sep_cap);
 		if (!s->sep) {
 			s->sep = s->sep_inline;
 			return -ENOMEM;

@@ -74,6 +74,27 @@ struct iou__bufring {
 	uint16_t *pos;          /* ring slot (tail counter) each buffer sits in */
 };
 
+/* ---- the loop's cache of freed heap blocks (blkcache.c) ----------------- */
+
+#define IOU__BLK_SLOTS 8
+
+struct iou__blkcache {
+	void *p[IOU__BLK_SLOTS];
+	size_t cap[IOU__BLK_SLOTS];
+	unsigned n;
+};
+
+/* A block of at least `want` bytes, its size in *cap; NULL if out of memory. */
+void *iou__blk_get(iou_loop *loop, size_t want, size_t *cap);
+/* Give back a block from iou__blk_get (NULL is fine). */
+void iou__blk_put(iou_loop *loop, void *p, size_t cap);
+/* Make *p (a block of *cap bytes, or NULL) hold at least `need` bytes,
+ * keeping its first `keep`; sizes double from 256.  0 or -ENOMEM (then
+ * nothing changed). */
+int iou__blk_grow(iou_loop *loop, unsigned char **p, size_t *cap, size_t keep,
+		  size_t need);
+void iou__blk_cache_free(iou_loop *loop);
+
 /* ---- posted callbacks --------------------------------------------------- */
 
 struct iou__post {
@@ -138,6 +159,7 @@ struct iou_loop {
 
 	/* freelist of write records (stream.c) */
 	void *free_writes;
+	struct iou__blkcache blocks;
 	unsigned n_writes;          /* allocated, for leak checks */
 #ifdef IOU_FAULT_INJECTION
 	struct iou__fault *fault;   /* fault.c; NULL: no faults */
@@ -275,6 +297,7 @@ struct iou__gather {
 	struct msghdr msg;
 	struct iovec iov[IOU__GATHER_MAX];
 	unsigned n;                 /* writes in the sendmsg in flight */
+	size_t cap;                 /* of this block (iou__blk_get) */
 };
 
 /* stream flags */
@@ -330,7 +353,8 @@ struct iou_stream {
 	struct iou__list fwd_link;  /* in fwd_to->fwd_sources while forwarding */
 	struct iou__list fwd_sources; /* streams with a forward into this one */
 	size_t seplen;
-	unsigned char *sep;         /* sep_inline or allocated */
+	unsigned char *sep;         /* sep_inline or a block of sep_cap bytes */
+	size_t sep_cap;
 	unsigned char sep_inline[IOU__SEP_INLINE];
 
 	/* writes */
@@ -386,5 +410,14 @@ size_t iou__buffered(const iou_stream *s);
 
 /* server.c: a stream of the server's was freed */
 void iou__server_conn_closed(iou_server *srv, iou_stream *s);
+
+/* ---- connect ------------------------------------------------------------ */
+
+/* connect.c: iou_tcp_connect() to the AF_INET/AF_INET6 `addrs`, tried in
+ * turn as if a name had resolved to them (also how tests supply several
+ * addresses).  Returns and reports as iou_tcp_connect(). */
+int iou__connect_addrs(iou_loop *loop, const struct sockaddr_storage *addrs,
+		       size_t n, const struct iou_connect_opts *opts,
+		       iou_connect_cb cb, void *ud);
 
 #endif /* IOU_INTERNAL_H */

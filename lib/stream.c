@@ -232,7 +232,7 @@ struct iou__write *iou__write_get(iou_loop *loop)
 
 void iou__write_put(iou_loop *loop, struct iou__write *w)
 {
-	free(w->owned);
+	iou__blk_put(loop, w->owned, w->owned_cap);
 	w->next = loop->free_writes;
 	loop->free_writes = w;
 }
@@ -249,9 +249,12 @@ static unsigned gather_writes(iou_stream *s)
 	if (!s->wq_head->next || !s->wq_head->len)
 		return 0;
 	if (!g) {
-		g = s->gather = malloc(sizeof(*g));
+		size_t cap;
+
+		g = s->gather = iou__blk_get(s->loop, sizeof(*g), &cap);
 		if (!g)
 			return 0;
+		g->cap = cap;
 	}
 	for (w = s->wq_head; w && w->len && n < IOU__GATHER_MAX; w = w->next) {
 		g->iov[n].iov_base = (void *)(w->buf + w->done);
@@ -326,13 +329,6 @@ static void write_finish(iou_stream *s, ssize_t res)
 		if (w->cb_stream)
 			iou__forward_done(w->cb_stream, w, res);
 	} else {
-		if (w->kind == W_DRAIN && !s->feed) {
-			/* hand the buffer back for the next feed */
-			s->feed = w->owned;
-			s->feed_cap = w->owned_cap;
-			s->feed_len = 0;
-			w->owned = NULL;
-		}
 		if (w->cb)
 			w->cb(s, res, w->ud);
 	}
@@ -385,8 +381,13 @@ static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 		iou__stream_op_done(s);
 		return;
 	}
-	if (s->wq_head)
+	if (s->wq_head) {
 		start_send(s);
+	} else if (s->gather) {
+		/* nothing left to send: an idle stream keeps no gather list */
+		iou__blk_put(s->loop, s->gather, s->gather->cap);
+		s->gather = NULL;
+	}
 	shutdown_write_if_due(s);
 }
 
@@ -481,18 +482,9 @@ int iou_feed(iou_stream *s, const void *data, size_t len)
 	ret = write_check(s);
 	if (ret < 0)
 		return ret;
-	if (s->feed_len + len > s->feed_cap) {
-		size_t cap = s->feed_cap ? s->feed_cap : 256;
-		unsigned char *p;
-
-		while (cap < s->feed_len + len)
-			cap *= 2;
-		p = realloc(s->feed, cap);
-		if (!p)
-			return -ENOMEM;
-		s->feed = p;
-		s->feed_cap = cap;
-	}
+	if (iou__blk_grow(s->loop, &s->feed, &s->feed_cap, s->feed_len,
+			  s->feed_len + len) < 0)
+		return -ENOMEM;
 	if (len)
 		memcpy(s->feed + s->feed_len, data, len);
 	s->feed_len += len;
@@ -608,11 +600,12 @@ static void stream_free(iou_stream *s)
 		iou__server_conn_closed(s->server, s);
 	if (s->close_cb)
 		s->close_cb(s, s->close_ud);
-	free(s->spill);
-	free(s->feed);
-	free(s->gather);
+	iou__blk_put(loop, s->spill, s->spill_cap);
+	iou__blk_put(loop, s->feed, s->feed_cap);
+	if (s->gather)
+		iou__blk_put(loop, s->gather, s->gather->cap);
 	if (s->sep != s->sep_inline)
-		free(s->sep);
+		iou__blk_put(loop, s->sep, s->sep_cap);
 	free(s);
 	loop->active--;
 }

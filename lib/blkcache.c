@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/* A few freed heap blocks kept per loop for the next stream that needs one.
+ *
+ * Fed bytes, the spill of bytes that span receive buffers, the gather list
+ * of a multi-write sendmsg and a long read_until separator are needed only
+ * while a request is in progress.  A stream gives its block back as soon as
+ * it is empty, so an idle stream holds none of them, and the next request,
+ * of this stream or another, takes it from here: no malloc/free per request
+ * in the steady state. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Blocks above this size are freed, not kept: the cache stays small. */
+#define IOU__BLK_KEEP_MAX (256 * 1024)
+
+void *iou__blk_get(iou_loop *loop, size_t want, size_t *cap)
+{
+	struct iou__blkcache *c = &loop->blocks;
+	unsigned best = IOU__BLK_SLOTS;
+	void *p;
+
+	/* the smallest cached block that fits */
+	for (unsigned i = 0; i < c->n; i++)
+		if (c->cap[i] >= want &&
+		    (best == IOU__BLK_SLOTS || c->cap[i] < c->cap[best]))
+			best = i;
+	if (best != IOU__BLK_SLOTS) {
+		p = c->p[best];
+		*cap = c->cap[best];
+		c->n--;
+		c->p[best] = c->p[c->n];
+		c->cap[best] = c->cap[c->n];
+		return p;
+	}
+	p = malloc(want);
+	if (p)
+		*cap = want;
+	return p;
+}
+
+void iou__blk_put(iou_loop *loop, void *p, size_t cap)
+{
+	struct iou__blkcache *c = &loop->blocks;
+
+	if (!p)
+		return;
+	if (c->n == IOU__BLK_SLOTS || cap > IOU__BLK_KEEP_MAX) {
+		free(p);
+		return;
+	}
+	c->p[c->n] = p;
+	c->cap[c->n] = cap;
+	c->n++;
+}
+
+int iou__blk_grow(iou_loop *loop, unsigned char **p, size_t *cap, size_t keep,
+		  size_t need)
+{
+	size_t want = *cap ? *cap : 256, got;
+	unsigned char *q;
+
+	if (need <= *cap)
+		return 0;
+	while (want < need)
+		want *= 2;
+	q = iou__blk_get(loop, want, &got);
+	if (!q)
+		return -ENOMEM;
+	if (keep)
+		memcpy(q, *p, keep);
+	iou__blk_put(loop, *p, *cap);
+	*p = q;
+	*cap = got;
+	return 0;
+}
+
+void iou__blk_cache_free(iou_loop *loop)
+{
+	struct iou__blkcache *c = &loop->blocks;
+
+	while (c->n)
+		free(c->p[--c->n]);
+}

@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_alloc: no malloc/free per request in the steady state, and an idle
+ * stream holds no request-sized heap block.
+ *
+ * The program counts the heap calls of its own (loop) thread by defining
+ * malloc, calloc, realloc and free on top of glibc's __libc_* functions.
+ * Request/response patterns that each need a heap block (a long read_until
+ * separator, pipelined feed/drain, reads that span receive buffers, several
+ * writes gathered into one sendmsg) run 200 warm-up requests, then 2000
+ * counted ones.  Not built for sanitizer builds, which own malloc (exit 77).
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h" /* the stream's heap blocks (idle check) */
+#include "iou.h"
+#include "t_helpers.h"
+#include "t_stream_peer.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ALLOC_COUNTING 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ALLOC_COUNTING 0
+#endif
+#endif
+#ifndef ALLOC_COUNTING
+#define ALLOC_COUNTING 1
+#endif
+
+#if ALLOC_COUNTING
+void *__libc_malloc(size_t n);
+void *__libc_calloc(size_t n, size_t m);
+void *__libc_realloc(void *p, size_t n);
+void __libc_free(void *p);
+
+static _Thread_local int counting;
+static _Thread_local long heap_calls;
+
+void *malloc(size_t n)
+{
+	heap_calls += counting;
+	return __libc_malloc(n);
+}
+
+void *calloc(size_t n, size_t m)
+{
+	heap_calls += counting;
+	return __libc_calloc(n, m);
+}
+
+void *realloc(void *p, size_t n)
+{
+	heap_calls += counting;
+	return __libc_realloc(p, n);
+}
+
+void free(void *p)
+{
+	heap_calls += counting && p;
+	__libc_free(p);
+}
+#endif
+
+enum { WARMUP = 200, COUNTED = 2000 };
+
+/* ---- the server side: one pattern per test ------------------------------ */
+
+enum pattern {
+	P_LONG_SEPARATOR, /* read_until a 17-byte separator, write_all reply */
+	P_FEED_PIPELINED, /* 8 requests at once, a feed per request, a drain
+			     when no whole request is left */
+	P_SPANNING_READ,  /* read_exactly 40 KiB: spans 16 KiB buffers */
+	P_GATHERED_WRITES /* three writes per reply, gathered in one sendmsg */
+};
+
+static const char SEP[] = "--end-of-record--"; /* 17 bytes */
+#define REQ_LEN 64
+#define BIG_LEN (40 * 1024)
+#define REPLY_LEN 8
+
+struct srv {
+	enum pattern pat;
+	int served, err;
+};
+
+static const char reply[REPLY_LEN] = "reply-ok";
+
+static void on_request(iou_stream *s, ssize_t res, const void *d, void *ud);
+
+static int next_read(iou_stream *s, struct srv *v)
+{
+	switch (v->pat) {
+	case P_LONG_SEPARATOR:
+		return iou_read_until(s, SEP, strlen(SEP), 4096, on_request, v);
+	case P_SPANNING_READ:
+		return iou_read_exactly(s, BIG_LEN, on_request, v);
+	default:
+		return iou_read_exactly(s, REQ_LEN, on_request, v);
+	}
+}
+
+static void on_request(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	struct srv *v = ud;
+	int ret = 0;
+
+	(void)d;
+	if (res <= 0) {
+		v->err = res ? (int)res : -EPIPE;
+		return;
+	}
+	switch (v->pat) {
+	case P_FEED_PIPELINED:
+		/* the bytes of this request are consumed after we return */
+		ret = iou_feed(s, reply, REPLY_LEN);
+		if (!ret && iou_buffered(s) < 2 * REQ_LEN)
+			ret = iou_drain(s, NULL, NULL);
+		break;
+	case P_GATHERED_WRITES:
+		ret = iou_write(s, reply, 2, NULL, NULL);
+		if (!ret)
+			ret = iou_write(s, reply + 2, 4, NULL, NULL);
+		if (!ret)
+			ret = iou_write_all(s, reply + 6, 2, NULL, NULL);
+		break;
+	default:
+		ret = iou_write_all(s, reply, REPLY_LEN, NULL, NULL);
+		break;
+	}
+	v->served++;
+	if (!ret)
+		ret = next_read(s, v);
+	if (ret)
+		v->err = ret;
+}
+
+/* ---- the client side: a plain socket driven from this thread ------------ */
+
+/* No Check assertion in here: Check's assertions allocate when they pass.
+ * Returns NULL, or what went wrong. */
+static const char *send_all(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (k <= 0)
+			return "send failed";
+		p = (const char *)p + k;
+		n -= (size_t)k;
+	}
+	return NULL;
+}
+
+/* Send `batch` requests, run the loop until all their replies are back. */
+static const char *round_trip(iou_loop *loop, int peer, struct srv *v,
+			      const unsigned char *req, size_t req_len,
+			      int batch)
+{
+	size_t want = (size_t)batch * REPLY_LEN, got = 0;
+	unsigned char in[256];
+	uint64_t end = t_now_ms() + 10000;
+	const char *err;
+
+	for (int i = 0; i < batch; i++)
+		if ((err = send_all(peer, req, req_len)))
+			return err;
+	while (got < want) {
+		ssize_t k;
+
+		if (v->err)
+			return "the server side failed";
+		if (t_now_ms() >= end)
+			return "reply timed out";
+		if (iou_loop_run_once(loop, 1) < 0)
+			return "loop turn failed";
+		while ((k = recv(peer, in, sizeof(in), MSG_DONTWAIT)) > 0) {
+			for (ssize_t i = 0; i < k; i++)
+				if (in[i] != (unsigned char)
+					     reply[(got + (size_t)i) % REPLY_LEN])
+					return "wrong reply byte";
+			got += (size_t)k;
+		}
+	}
+	return NULL;
+}
+
+static void run_pattern(enum pattern pat)
+{
+	iou_loop *loop;
+	iou_stream *s;
+	struct srv v = { .pat = pat };
+	unsigned char *req;
+	size_t req_len;
+	int peer, batch = pat == P_FEED_PIPELINED ? 8 : 1;
+	const char *err = NULL;
+
+	if (!ALLOC_COUNTING) {
+		fprintf(stderr, "sanitizer build: heap calls not counted\n");
+		return;
+	}
+	loop = t_loop_create_or_skip(NULL);
+	peer = tsp_open_pair(loop, NULL, &s);
+	tsp_set_timeouts(peer);
+	req_len = pat == P_SPANNING_READ ? BIG_LEN : REQ_LEN;
+	req = malloc(req_len);
+	ck_assert_ptr_nonnull(req);
+	memset(req, 'q', req_len);
+	if (pat == P_LONG_SEPARATOR)
+		memcpy(req + req_len - strlen(SEP), SEP, strlen(SEP));
+	ck_assert_int_eq(next_read(s, &v), 0);
+
+	for (int i = 0; i < WARMUP && !err; i++)
+		err = round_trip(loop, peer, &v, req, req_len, batch);
+	ck_assert_msg(!err, "warm-up: %s (%s)", err, iou_strerror(v.err));
+#if ALLOC_COUNTING
+	counting = 1;
+	for (int i = 0; i < COUNTED && !err; i++)
+		err = round_trip(loop, peer, &v, req, req_len, batch);
+	counting = 0;
+	ck_assert_msg(!err, "%s (%s)", err, iou_strerror(v.err));
+	ck_assert_msg(heap_calls == 0, "%ld heap calls in %d requests",
+		      heap_calls, COUNTED * batch);
+#endif
+	ck_assert_int_eq(v.served, (WARMUP + COUNTED) * batch);
+	/* idle now: the request-sized blocks went back to the loop */
+	ck_assert_ptr_null(s->spill);
+	ck_assert_ptr_null(s->feed);
+	ck_assert_ptr_null(s->gather);
+	if (pat != P_LONG_SEPARATOR) /* else its next read_until is pending */
+		ck_assert_ptr_eq(s->sep, s->sep_inline);
+	free(req);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+
+START_TEST(no_heap_calls_long_separator)
+{
+	run_pattern(P_LONG_SEPARATOR);
+}
+END_TEST
+
+START_TEST(no_heap_calls_feed_pipelined)
+{
+	run_pattern(P_FEED_PIPELINED);
+}
+END_TEST
+
+START_TEST(no_heap_calls_spanning_read)
+{
+	run_pattern(P_SPANNING_READ);
+}
+END_TEST
+
+START_TEST(no_heap_calls_gathered_writes)
+{
+	run_pattern(P_GATHERED_WRITES);
+}
+END_TEST
+
+static Suite *alloc_suite(void)
+{
+	Suite *s = suite_create("alloc");
+	TCase *tc = tcase_create("steady state");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, no_heap_calls_long_separator);
+	tcase_add_test(tc, no_heap_calls_feed_pipelined);
+	tcase_add_test(tc, no_heap_calls_spanning_read);
+	tcase_add_test(tc, no_heap_calls_gathered_writes);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return t_run_suite(alloc_suite());
+}
