@@ -52,6 +52,15 @@ static bool opts_valid(const struct iou_loop_opts *o)
 	return (o->flags & ~(IOU_LOOP_NO_DEFER_TASKRUN | IOU_LOOP_NO_RECV_BUNDLE)) == 0;
 }
 
+/* The errors of a seccomp filter (EPERM in Docker's default profile, ENOSYS
+ * in others), of kernel.io_uring_disabled or of a kernel without io_uring.
+ * A filter may refuse io_uring_enter or io_uring_register while
+ * io_uring_setup works: io_uring is blocked then, the kernel is not old. */
+static bool uring_blocked(int ret)
+{
+	return ret == -EPERM || ret == -ENOSYS;
+}
+
 /* Try the best ring set-up first and fall back step by step, as kernels
  * before 6.1 refuse DEFER_TASKRUN and those before 5.19 COOP_TASKRUN. */
 static int ring_init(iou_loop *loop, unsigned depth, unsigned flags)
@@ -90,14 +99,6 @@ static int ring_init(iou_loop *loop, unsigned depth, unsigned flags)
 	if (uring_blocked(ret))
 		return -IOU_ENOURING;
 	return ret;
-}
-
-/* A seccomp filter (or an LSM) may refuse io_uring_enter or
- * io_uring_register while io_uring_setup works: that is io_uring being
- * blocked, not an old kernel, and must not pass for one. */
-static bool uring_blocked(int ret)
-{
-	return ret == -EPERM || ret == -ENOSYS;
 }
 
 /* Multishot recv and accept came with 6.0, as did IORING_OP_SEND_ZC: the
@@ -264,6 +265,7 @@ int iou_loop_destroy(iou_loop *loop)
 		free(loop->free_writes);
 		loop->free_writes = next;
 	}
+	iou__blk_cache_free(loop);
 	pthread_mutex_destroy(&loop->post_lock);
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_fini(loop);
