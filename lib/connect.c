@@ -19,12 +19,10 @@ struct conn_req {
 	struct iou__timer deadline;
 	struct iou__timer soon;         /* reports an error on the next turn */
 	struct iou_stream_opts stream_opts;
-	struct sockaddr_storage bind_addr;
-	socklen_t bind_len;
+	struct sockaddr_storage bind_addr; /* AF_UNSPEC: no bind */
 	char *host;
 	uint16_t port;
 	struct sockaddr_storage *addrs;
-	socklen_t *addr_lens;
 	size_t naddrs, next;
 	int fd;
 	int err;                        /* last error, or the one to report */
@@ -47,7 +45,7 @@ void iou_connect_opts_init(struct iou_connect_opts *o)
 }
 
 static int parse_numeric(const char *host, uint16_t port,
-			 struct sockaddr_storage *ss, socklen_t *len)
+			 struct sockaddr_storage *ss)
 {
 	struct sockaddr_in *in = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
@@ -56,24 +54,35 @@ static int parse_numeric(const char *host, uint16_t port,
 	if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
 		in->sin_family = AF_INET;
 		in->sin_port = htons(port);
-		*len = sizeof(*in);
 		return 0;
 	}
 	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
 		in6->sin6_family = AF_INET6;
 		in6->sin6_port = htons(port);
-		*len = sizeof(*in6);
 		return 0;
 	}
 	return -EINVAL;
+}
+
+/* Addresses are AF_INET or AF_INET6 (numeric or from getaddrinfo). */
+static socklen_t addr_len(const struct sockaddr_storage *ss)
+{
+	return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+					   sizeof(struct sockaddr_in);
 }
 
 static void req_free(struct conn_req *c)
 {
 	free(c->host);
 	free(c->addrs);
-	free(c->addr_lens);
 	free(c);
+}
+
+/* Undo a request that failed inside the call: no callback. */
+static void req_abort(struct conn_req *c)
+{
+	iou__timer_disarm(c->loop, &c->deadline);
+	req_free(c);
 }
 
 static void finish(struct conn_req *c, iou_stream *s, int err)
@@ -151,8 +160,9 @@ static void try_next(struct conn_req *c)
 			c->err = -errno;
 			continue;
 		}
-		if (c->bind_len &&
-		    bind(c->fd, (struct sockaddr *)&c->bind_addr, c->bind_len) < 0) {
+		if (c->bind_addr.ss_family != AF_UNSPEC &&
+		    bind(c->fd, (struct sockaddr *)&c->bind_addr,
+			 addr_len(&c->bind_addr)) < 0) {
 			c->err = -errno;
 			close(c->fd);
 			c->fd = -1;
@@ -165,7 +175,7 @@ static void try_next(struct conn_req *c)
 			c->fd = -1;
 			break;
 		}
-		io_uring_prep_connect(sqe, c->fd, sa, c->addr_lens[c->next]);
+		io_uring_prep_connect(sqe, c->fd, sa, addr_len(&c->addrs[c->next]));
 		io_uring_sqe_set_data(sqe, &c->op);
 		c->connecting = true;
 		iou__op_submitted(c->loop);
@@ -192,8 +202,7 @@ static void deadline_fire(struct iou__timer *t)
 static int set_addrs(struct conn_req *c, size_t n)
 {
 	c->addrs = calloc(n, sizeof(*c->addrs));
-	c->addr_lens = calloc(n, sizeof(*c->addr_lens));
-	if (!c->addrs || !c->addr_lens)
+	if (!c->addrs)
 		return -ENOMEM;
 	c->naddrs = n;
 	return 0;
@@ -251,10 +260,8 @@ static void *resolver_main(void *arg)
 			c->err = -ENOMEM;
 		} else {
 			n = 0;
-			for (ai = res; ai; ai = ai->ai_next, n++) {
+			for (ai = res; ai; ai = ai->ai_next, n++)
 				memcpy(&c->addrs[n], ai->ai_addr, ai->ai_addrlen);
-				c->addr_lens[n] = ai->ai_addrlen;
-			}
 		}
 		freeaddrinfo(res);
 	}
@@ -266,18 +273,13 @@ static void *resolver_main(void *arg)
 	return NULL;
 }
 
-int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
-		    const struct iou_connect_opts *opts, iou_connect_cb cb,
-		    void *ud)
+/* A request with its options applied and its deadline running. */
+static int req_new(iou_loop *loop, const struct iou_connect_opts *opts,
+		   iou_connect_cb cb, void *ud, struct conn_req **out)
 {
 	struct iou_connect_opts defaults;
 	struct conn_req *c;
-	pthread_attr_t attr;
-	pthread_t tid;
-	int ret;
 
-	if (!loop || !host || !*host || !cb)
-		return -EINVAL;
 	if (!opts) {
 		iou_connect_opts_init(&defaults);
 		opts = &defaults;
@@ -290,14 +292,13 @@ int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 	c->loop = loop;
 	c->op.complete = connect_complete;
 	c->fd = -1;
-	c->port = port;
 	c->cb = cb;
 	c->ud = ud;
 	c->stream_opts = opts->stream;
 	iou__timer_init(&c->deadline, deadline_fire);
 	iou__timer_init(&c->soon, soon_fire);
 	if (opts->bind_host &&
-	    parse_numeric(opts->bind_host, 0, &c->bind_addr, &c->bind_len) < 0) {
+	    parse_numeric(opts->bind_host, 0, &c->bind_addr) < 0) {
 		free(c);
 		return -EINVAL;
 	}
@@ -307,42 +308,71 @@ int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 		free(c);
 		return -ENOMEM;
 	}
-	if (set_addrs(c, 1) < 0) {
-		ret = -ENOMEM;
-		goto err;
+	*out = c;
+	return 0;
+}
+
+int iou__connect_addrs(iou_loop *loop, const struct sockaddr_storage *addrs,
+		       size_t n, const struct iou_connect_opts *opts,
+		       iou_connect_cb cb, void *ud)
+{
+	struct conn_req *c;
+	int ret;
+
+	if (!loop || !addrs || !n || !cb)
+		return -EINVAL;
+	ret = req_new(loop, opts, cb, ud, &c);
+	if (ret < 0)
+		return ret;
+	if (set_addrs(c, n) < 0) {
+		req_abort(c);
+		return -ENOMEM;
 	}
-	if (parse_numeric(host, port, &c->addrs[0], &c->addr_lens[0]) == 0) {
-		c->in_call = true;
-		try_next(c);
-		c->in_call = false;
-		if (c->sync_err) {
-			ret = c->err;
-			goto err;
-		}
-		return 0;
+	memcpy(c->addrs, addrs, n * sizeof(*addrs));
+	c->in_call = true;
+	try_next(c);
+	c->in_call = false;
+	if (c->sync_err) {
+		ret = c->err;
+		req_abort(c);
+		return ret;
 	}
+	return 0;
+}
+
+int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
+		    const struct iou_connect_opts *opts, iou_connect_cb cb,
+		    void *ud)
+{
+	struct sockaddr_storage ss;
+	struct conn_req *c;
+	pthread_attr_t attr;
+	pthread_t tid;
+	int ret;
+
+	if (!loop || !host || !*host || !cb)
+		return -EINVAL;
+	if (parse_numeric(host, port, &ss) == 0)
+		return iou__connect_addrs(loop, &ss, 1, opts, cb, ud);
 	/* A name: resolve it off the loop's thread. */
-	free(c->addrs);
-	free(c->addr_lens);
-	c->addrs = NULL;
-	c->addr_lens = NULL;
-	c->naddrs = 0;
+	ret = req_new(loop, opts, cb, ud, &c);
+	if (ret < 0)
+		return ret;
+	c->port = port;
 	c->host = strdup(host);
 	if (!c->host) {
-		ret = -ENOMEM;
-		goto err;
+		req_abort(c);
+		return -ENOMEM;
 	}
 	c->resolving = true;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	ret = -pthread_create(&tid, &attr, resolver_main, c);
 	pthread_attr_destroy(&attr);
-	if (ret < 0)
-		goto err;
+	if (ret < 0) {
+		req_abort(c);
+		return ret;
+	}
 	loop->active++;
 	return 0;
-err:
-	iou__timer_disarm(loop, &c->deadline);
-	req_free(c);
-	return ret;
 }

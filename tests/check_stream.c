@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "internal.h" /* iou__connect_addrs(): several addresses */
 #include "iou.h"
 #include "t_helpers.h"
 #include "t_stream_peer.h"
@@ -1621,25 +1622,25 @@ START_TEST(connect_localhost_by_name)
 }
 END_TEST
 
-/* A name that cannot resolve ends with IOU_ERESOLVE (or -ETIMEDOUT with a
- * timeout), and the look-up never stalls an echo running on the same
- * loop. */
+/* A name that cannot resolve ends with IOU_ERESOLVE, and the look-up never
+ * stalls an echo running on the same loop.  Its first label is 64 bytes,
+ * over DNS's 63: glibc rejects it without a query, and tests send nothing
+ * off the host. */
 START_TEST(connect_unresolvable_name_does_not_stall_loop)
 {
 	iou_loop *loop = new_loop();
-	struct iou_connect_opts co;
 	struct conn_res c = { 0 };
 	struct tsp_peer tx, rx;
 	struct fwd f = { 0 };
 	iou_stream *s;
 	int peer = tsp_open_pair(loop, NULL, &s);
-	uint64_t t0 = t_now_ms();
 	size_t len = 512 * KiB;
+	char name[80];
 
-	iou_connect_opts_init(&co);
-	co.timeout_ms = 3000;
-	ck_assert_int_eq(iou_tcp_connect(loop, "nonexistent.invalid", 80, &co,
-					 conn_cb, &c), 0);
+	memset(name, 'a', 64);
+	strcpy(name + 64, ".invalid");
+	ck_assert_int_eq(iou_tcp_connect(loop, name, 80, NULL, conn_cb, &c), 0);
+	ck_assert_int_eq(c.calls, 0);
 	f.from = f.to = s;
 	f.max = 64 * KiB;
 	tsp_recv_start(&rx, peer, SIZE_MAX, 1, 71, NULL, 0, TSP_KEEP);
@@ -1653,12 +1654,12 @@ START_TEST(connect_unresolvable_name_does_not_stall_loop)
 	ck_assert_uint_eq(rx.done, len);
 	ck_assert_uint_eq(rx.bad_at, SIZE_MAX);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 6000), 0);
-	ck_assert_msg(c.res == -IOU_ERESOLVE || c.res == -ETIMEDOUT,
-		      "connect ended with %d (%s)", c.res, iou_strerror(c.res));
-	ck_assert_uint_le(c.at - t0, 3000 + 1500);
+	ck_assert_msg(c.res == -IOU_ERESOLVE, "connect ended with %d (%s)",
+		      c.res, iou_strerror(c.res));
+	tsp_run_for(loop, 10);
+	ck_assert_int_eq(c.calls, 1);
 	tsp_close_and_wait(loop, s);
 	close(peer);
-	/* a slow resolver thread may still hold the loop a while */
 	ck_assert_int_eq(t_loop_drain(loop, 30000), 0);
 	t_loop_destroy(loop);
 }
@@ -1770,6 +1771,188 @@ START_TEST(connect_bind_host_not_local_is_eaddrnotavail)
 }
 END_TEST
 
+/* Several addresses, tried in turn (what a name resolving to several
+ * addresses gives iou_tcp_connect), supplied through iou__connect_addrs(). */
+
+static struct sockaddr_storage loopback4(uint16_t port)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+	in->sin_family = AF_INET;
+	in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	in->sin_port = htons(port);
+	return ss;
+}
+
+static struct sockaddr_storage loopback6(uint16_t port)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+	in6->sin6_family = AF_INET6;
+	in6->sin6_addr = in6addr_loopback;
+	in6->sin6_port = htons(port);
+	return ss;
+}
+
+/* iou__connect_addrs(), then wait for its one callback. */
+static void connect_addrs(iou_loop *loop, const struct sockaddr_storage *a,
+			  size_t n, const struct iou_connect_opts *co,
+			  struct conn_res *c)
+{
+	memset(c, 0, sizeof(*c));
+	ck_assert_int_eq(iou__connect_addrs(loop, a, n, co, conn_cb, c), 0);
+	ck_assert_int_eq(c->calls, 0);
+	ck_assert_int_eq(tsp_run_until(loop, &c->calls, 5000), 0);
+	tsp_run_for(loop, 10);
+	ck_assert_int_eq(c->calls, 1);
+}
+
+/* The stream is connected to 127.0.0.1:port, whose listener `lfd` accepts
+ * it; bytes go both ways. */
+static void check_connected_to(iou_loop *loop, struct conn_res *c,
+			       int lfd, uint16_t port)
+{
+	char host[64];
+	uint16_t pport;
+	int afd;
+
+	ck_assert_msg(c->res == 0, "connect: %s", iou_strerror(c->res));
+	ck_assert_int_eq(iou_peer_address(c->s, host, sizeof(host), &pport), 0);
+	ck_assert_str_eq(host, "127.0.0.1");
+	ck_assert_uint_eq(pport, port);
+	afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	ck_assert_int_ge(afd, 0);
+	exchange(loop, c->s, afd);
+	tsp_close_and_wait(loop, c->s);
+	close(afd);
+}
+
+/* Nobody connected to this listener. */
+static void check_no_connection(int lfd)
+{
+	struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+
+	ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+}
+
+START_TEST(connect_addrs_refused_then_live_connects_to_second)
+{
+	iou_loop *loop = new_loop();
+	struct conn_res c;
+	uint16_t rport, lport;
+	int rfd = refusing_port(&rport), lfd = t_listen_ephemeral(&lport);
+	struct sockaddr_storage a[2] = { loopback4(rport), loopback4(lport) };
+
+	connect_addrs(loop, a, 2, NULL, &c);
+	check_connected_to(loop, &c, lfd, lport);
+	close(lfd);
+	close(rfd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* localhost as ::1 then 127.0.0.1 with an IPv4-only listener: each address
+ * gets a socket of its own family. */
+START_TEST(connect_addrs_ipv6_refused_then_ipv4)
+{
+	iou_loop *loop = new_loop();
+	struct conn_res c;
+	struct sockaddr_in6 sa = { 0 };
+	socklen_t sl = sizeof(sa);
+	uint16_t lport;
+	int rfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int lfd = t_listen_ephemeral(&lport);
+	struct sockaddr_storage a[2];
+
+	sa.sin6_family = AF_INET6;
+	sa.sin6_addr = in6addr_loopback;
+	if (rfd < 0 || bind(rfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "connect_addrs_ipv6_refused_then_ipv4: no ::1, "
+			"skipped\n");
+		if (rfd >= 0)
+			close(rfd);
+		close(lfd);
+		t_loop_destroy(loop);
+		return;
+	}
+	ck_assert_int_eq(getsockname(rfd, (struct sockaddr *)&sa, &sl), 0);
+	a[0] = loopback6(ntohs(sa.sin6_port));
+	a[1] = loopback4(lport);
+	connect_addrs(loop, a, 2, NULL, &c);
+	check_connected_to(loop, &c, lfd, lport);
+	close(lfd);
+	close(rfd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+START_TEST(connect_addrs_all_refused_is_econnrefused)
+{
+	iou_loop *loop = new_loop();
+	struct conn_res c;
+	uint16_t p1, p2;
+	int fd1 = refusing_port(&p1), fd2 = refusing_port(&p2);
+	struct sockaddr_storage a[2] = { loopback4(p1), loopback4(p2) };
+
+	ck_assert_int_eq(iou__connect_addrs(loop, a, 0, NULL, never_conn_cb,
+					    NULL), -EINVAL);
+	connect_addrs(loop, a, 2, NULL, &c);
+	ck_assert_int_eq(c.res, -ECONNREFUSED);
+	close(fd1);
+	close(fd2);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* The first address that connects wins; the later ones are not tried. */
+START_TEST(connect_addrs_order_is_respected)
+{
+	iou_loop *loop = new_loop();
+	struct conn_res c;
+	uint16_t pa, pb;
+	int la = t_listen_ephemeral(&pa), lb = t_listen_ephemeral(&pb);
+	struct sockaddr_storage ab[2] = { loopback4(pa), loopback4(pb) };
+	struct sockaddr_storage ba[2] = { loopback4(pb), loopback4(pa) };
+
+	connect_addrs(loop, ab, 2, NULL, &c);
+	check_connected_to(loop, &c, la, pa);
+	check_no_connection(lb);
+	connect_addrs(loop, ba, 2, NULL, &c);
+	check_connected_to(loop, &c, lb, pb);
+	check_no_connection(la);
+	close(la);
+	close(lb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* When every address fails, the last one's error is reported.  Binding to
+ * 127.0.0.1 fails for an IPv6 address before any packet. */
+START_TEST(connect_addrs_last_error_is_reported)
+{
+	iou_loop *loop = new_loop();
+	struct iou_connect_opts co;
+	struct conn_res c;
+	uint16_t port;
+	int fd = refusing_port(&port);
+	struct sockaddr_storage a6_4[2] = { loopback6(port), loopback4(port) };
+	struct sockaddr_storage a4_6[2] = { loopback4(port), loopback6(port) };
+
+	iou_connect_opts_init(&co);
+	co.bind_host = "127.0.0.1";
+	connect_addrs(loop, a6_4, 2, &co, &c);
+	ck_assert_int_eq(c.res, -ECONNREFUSED);
+	connect_addrs(loop, a4_6, 2, &co, &c);
+	/* -EAFNOSUPPORT: no IPv6 at all */
+	ck_assert_msg(c.res == -EINVAL || c.res == -EAFNOSUPPORT,
+		      "connect ended with %d (%s)", c.res, iou_strerror(c.res));
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 /* ======================================================================== */
 
 static Suite *stream_suite(void)
@@ -1838,6 +2021,11 @@ static Suite *stream_suite(void)
 	tcase_add_test(tc, connect_timeout_to_black_hole);
 	tcase_add_test(tc, connect_with_bind_host);
 	tcase_add_test(tc, connect_bind_host_not_local_is_eaddrnotavail);
+	tcase_add_test(tc, connect_addrs_refused_then_live_connects_to_second);
+	tcase_add_test(tc, connect_addrs_ipv6_refused_then_ipv4);
+	tcase_add_test(tc, connect_addrs_all_refused_is_econnrefused);
+	tcase_add_test(tc, connect_addrs_order_is_respected);
+	tcase_add_test(tc, connect_addrs_last_error_is_reported);
 	suite_add_tcase(s, tc);
 	return s;
 }
