@@ -183,6 +183,8 @@ struct iou_connect_opts {
 	const char *bind_host;   /* local address to bind, NULL = any */
 };
 
+/* Fill `opts` with the defaults: stream defaults, no timeout, no bind
+ * address.  NULL is ignored.  Any thread. */
 IOU_EXTERN void iou_connect_opts_init(struct iou_connect_opts *opts);
 
 /* Connect callback: `s` is the connected stream (res == 0) or NULL (res < 0).
@@ -203,10 +205,10 @@ IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 
 /* Wrap a connected stream socket `fd` (the stream takes ownership of the fd,
  * clears O_NONBLOCK (io_uring waits for readiness itself) and applies
- * `opts`, which may be NULL).
- * Errors: -EINVAL (also: not a stream socket), -ENOMEM, -ENOTSOCK, and
- * -errno from applying `opts` (e.g. -EOPNOTSUPP: TCP_NODELAY on a non-TCP
- * socket). */
+ * `opts`, which may be NULL).  On error the fd stays the caller's, open.
+ * Errors: -EINVAL (also: not a stream socket), -ENOMEM, -ENOTSOCK, -EBADF,
+ * and -errno from applying `opts` (e.g. -EOPNOTSUPP: TCP_NODELAY on a
+ * non-TCP socket). */
 IOU_EXTERN int iou_stream_open(iou_loop *loop, int fd,
 			       const struct iou_stream_opts *opts,
 			       iou_stream **out);
@@ -256,10 +258,12 @@ IOU_EXTERN int iou_read_until(iou_stream *s, const void *sep, size_t seplen,
 IOU_EXTERN size_t iou_buffered(const iou_stream *s);
 
 /* Move up to `cap` buffered bytes into dst and consume them.  Returns the
- * count; -EBUSY while a read is pending; -EINVAL. */
+ * count; -EBUSY while a read is pending and inside a read callback that got
+ * data (whose bytes are consumed when it returns); -EINVAL. */
 IOU_EXTERN ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap);
 
-/* Send up to `len` (>= 1) bytes from `buf` with one send: the callback gets
+/* Send up to `len` (1..UINT32_MAX, else -EINVAL) bytes from `buf` with one
+ * send: the callback gets
  * the count actually sent, which may be short.  `buf` must stay valid until
  * the callback runs.  Writes (of every kind) go out and complete in the order
  * they were issued; a failed write fails every write queued behind it with
@@ -354,6 +358,8 @@ struct iou_server_opts {
 	iou_server_event_cb on_shutdown; /* optional: shutdown has begun */
 };
 
+/* Fill `opts` with the defaults (127.0.0.1, port 0, see the fields).
+ * NULL is ignored.  Any thread. */
 IOU_EXTERN void iou_server_opts_init(struct iou_server_opts *opts);
 
 /* A new connection: `s` belongs to the application, which closes it with
@@ -384,6 +390,8 @@ struct iou_server_stats {
 	uint64_t cut;         /* shutdown: closed by the server at the limit */
 };
 
+/* Copy the server's counters into *st (both must be non-NULL, else nothing
+ * happens).  Loop thread only. */
 IOU_EXTERN void iou_server_get_stats(const iou_server *srv,
 				     struct iou_server_stats *st);
 
@@ -397,7 +405,9 @@ typedef void (*iou_server_done_cb)(iou_server *srv, uint64_t finished,
  * until each is closed or `grace_ms` passes, then close what is left, drain
  * every operation, and call cb (may be NULL).  Calling it again while the
  * shutdown runs returns IOU_ECLOSED and changes nothing.  Loop thread only:
- * from a signal handler or another thread, go through iou_loop_post(). */
+ * from another thread, go through iou_loop_post(); for signals, take them
+ * with signalfd or sigwait() on a thread and post from there (no iou
+ * function is async-signal-safe). */
 IOU_EXTERN int iou_server_shutdown(iou_server *srv, unsigned grace_ms,
 				   iou_server_done_cb cb, void *ud);
 
