@@ -7,11 +7,9 @@
 #                         SCALE_CONNS=5000 SCALE_SECONDS=3 bench/scale.sh
 # Not part of make check (it takes about 20 s here).
 #
-# Known cost: the client's close phase takes ~8 s at 20 000 connections (and
-# the server's ~as long): each iou_close() cancels with
-# IORING_ASYNC_CANCEL_FD, which the kernel serves by scanning every armed
-# poll request of the ring (io_poll_cancel -> io_cancel_req_match), so
-# closing N streams costs O(N^2).  The script allows 60 s for it.
+# Closing all 20 000 connections takes about 0.25 s on each side (iou_close
+# cancels by user_data, a hash lookup in the kernel; cancelling by fd scanned
+# every armed poll request and took ~8 s).  The script allows 60 s for it.
 #
 # What it does
 #   * Raises the fd limit (ulimit -n 65536; works as root with
