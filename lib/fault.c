@@ -10,7 +10,7 @@
  *                    allocation during a turn
  *
  * The fault model.  Every fault is one the kernel (or libc) can really
- * produce, injected where it cannot break invariant 1 of DESIGN.md ("the
+ * produce, injected where it cannot break the engine's first invariant ("the
  * kernel owns an op until its last CQE"): no CQE is ever hidden, invented, or
  * stripped of IORING_CQE_F_MORE, so the library's view of which ops the
  * kernel still owns stays the kernel's own.
