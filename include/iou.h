@@ -387,7 +387,8 @@ struct iou_server_stats {
 	uint64_t refused;     /* closed at once because of max_conns */
 	uint64_t idle_closed; /* closed by the idle timeout */
 	uint64_t finished;    /* shutdown: closed by the application in grace */
-	uint64_t cut;         /* shutdown: closed by the server at the limit */
+	uint64_t cut;         /* shutdown: closed by the server, at the limit
+				 or by the idle timeout */
 };
 
 /* Copy the server's counters into *st (both must be non-NULL, else nothing

@@ -123,6 +123,11 @@ static void idle_fire(struct iou__timer *t)
 		return;
 	}
 	srv->st.idle_closed++;
+	if (srv->shutting_down) {
+		/* the server closed it: cut, not finished by the client */
+		srv->st.cut++;
+		s->flags |= IOU__S_CUT;
+	}
 	iou__stream_abort(s);
 }
 

@@ -959,6 +959,29 @@ START_TEST(test_shutdown_cuts_at_deadline)
 }
 END_TEST
 
+/* A connection the idle timeout closes during the grace period was closed
+ * by the server: counted as cut, not finished. */
+START_TEST(test_shutdown_idle_close_is_cut)
+{
+	struct env e;
+	struct iou_server_opts o;
+
+	env_init(&e, 1);
+	env_opts(&o);
+	o.idle_timeout_ms = 200;
+	env_start(&e, &o);
+	cli_connect(&e.cli[0], AF_INET, iou_server_port(e.srv)); /* silent */
+	RUN_UNTIL(&e, e.conns == 1, 5000);
+	ck_assert_int_eq(iou_server_shutdown(e.srv, 5000, on_done, &e), 0);
+	RUN_UNTIL(&e, e.done, 3000); /* the idle close ends it, not the grace */
+	ck_assert_uint_eq(e.finished, 0);
+	ck_assert_uint_eq(e.cut, 1);
+	RUN_UNTIL(&e, e.cli[0].eof, 5000);
+	cli_close(&e.cli[0]);
+	env_finish(&e, 0);
+}
+END_TEST
+
 START_TEST(test_shutdown_twice_is_eclosed)
 {
 	struct env e;
@@ -1144,6 +1167,7 @@ static Suite *server_suite(void)
 	tcase_add_test(tc, test_shutdown_clients_finish_in_time);
 	tcase_add_test(tc, test_shutdown_cuts_at_deadline);
 	tcase_add_test(tc, test_shutdown_twice_is_eclosed);
+	tcase_add_test(tc, test_shutdown_idle_close_is_cut);
 	tcase_add_test(tc, test_connect_refused_during_and_after_shutdown);
 	tcase_add_test(tc, test_on_shutdown_runs_once);
 	tcase_add_loop_test(tc, test_shutdown_drains_ops_in_flight, 0, IF_STATES);
