@@ -42,6 +42,7 @@ struct worker {
 	iou_loop *loop;
 	iou_server *srv;
 	int err;             /* start-up error, 0 when listening */
+	int loop_failed;     /* err came from creating the loop */
 	uint64_t finished, cut;
 	/* start-up hand-shake with the main thread */
 	pthread_mutex_t lock;
@@ -274,6 +275,7 @@ static void *worker_main(void *arg)
 
 	ret = iou_loop_create(&w->loop, NULL);
 	if (ret < 0) {
+		w->loop_failed = 1;
 		worker_started(w, ret);
 		return NULL;
 	}
@@ -323,9 +325,9 @@ static void raise_fd_limit(void)
 	}
 }
 
-static void report_start_error(int err)
+static void report_start_error(const struct worker *w, int err)
 {
-	if (err == -IOU_ENOURING || err == -IOU_ENOFEATURE || err == -ENOMEM)
+	if (w->loop_failed)
 		fprintf(stderr, "iou-echo: cannot create the event loop: %s\n",
 			iou_strerror(err));
 	else if (err == -EINVAL)
@@ -364,7 +366,7 @@ int main(int argc, char **argv)
 		workers[i].port = i ? workers[0].port : cfg.port;
 		ret = start_worker(&workers[i]);
 		if (ret < 0) {
-			report_start_error(ret);
+			report_start_error(&workers[i], ret);
 			exit(1);
 		}
 	}
