@@ -5,17 +5,22 @@
 # deliberately faulty echo servers (a small C program compiled here with cc):
 #   corrupt N      flips one byte of every N echoed
 #   stall P S      echoes, but sits still for the first S ms of every P ms
+#   stallat D S    echoes, but sits still from D ms after the first accept,
+#                  for S ms
 #   close N        closes a connection once it received N bytes
 #   blackhole      reads and never answers
 #
 # Checks: usage errors exit 2 with one line on stderr; nothing listening
 # exits 1 with one line; correct counts and well-formed JSON (every key)
 # against iou-echo, closed and open loop, pipelined, multi-threaded;
-# mismatches detected (exit 1); open-loop p99 grows when the server stalls;
-# connection errors and timeouts counted (exit 1).
+# mismatches detected (exit 1); open-loop p50 near the round trip (the
+# client's 1 ms tick adds nothing); open-loop p99 grows when the server
+# stalls, also when the stall runs past the end of the window (answered in
+# the drain: exit 0) or past the drain limit (timeouts: exit 1); connection
+# errors and timeouts counted (exit 1).
 #
 # Exit 0 on success, 1 on failure, 77 when io_uring is unavailable.  Every
-# server listens on 127.0.0.1 port 0 and is killed on exit.  About 15 s,
+# server listens on 127.0.0.1 port 0 and is killed on exit.  About 20 s,
 # never more than about 60 s.  Without a C compiler ($CC, default cc) the
 # faulty-server checks are skipped with a note.  IOU_BENCH=path tests another
 # build of iou-bench (e.g. one with sanitizers).
@@ -246,6 +251,13 @@ if good_run "open loop"; then
 	else
 		fail "open loop at $RATE/s: $(jnum requests) requests in $(jnum duration_s) s"
 	fi
+	# requests go out up to a tick early, timed from the real send: the
+	# 1 ms timer tick adds no latency (it used to add ~0.5 ms to p50)
+	if check 'a < 500' "$(jnum p50)"; then
+		pass "open loop at $RATE/s against iou-echo: p50 $(jnum p50) us < 500 us"
+	else
+		fail "open loop at $RATE/s against iou-echo: p50 $(jnum p50) us, want < 500 us"
+	fi
 fi
 ECHO_P99=$(jnum p99)
 stop_server "$SPID"
@@ -269,6 +281,7 @@ cat >"$TMP/faulty.c" <<'EOF'
 
 static const char *mode;
 static long a1, a2;
+static uint64_t t0; /* when the first connection was accepted, ms */
 
 static uint64_t now_ms(void)
 {
@@ -293,6 +306,11 @@ static void *serve(void *p)
 			uint64_t ph = now_ms() % (uint64_t)a1;
 			if (ph < (uint64_t)a2)
 				usleep((useconds_t)((uint64_t)a2 - ph) * 1000);
+		}
+		if (!strcmp(mode, "stallat")) {
+			uint64_t t = now_ms();
+			if (t >= t0 + (uint64_t)a1 && t < t0 + (uint64_t)(a1 + a2))
+				usleep((useconds_t)(t0 + (uint64_t)(a1 + a2) - t) * 1000);
 		}
 		if (!strcmp(mode, "corrupt"))
 			for (ssize_t i = 0; i < n; i++)
@@ -337,6 +355,8 @@ int main(int argc, char **argv)
 
 		if (fd < 0)
 			continue;
+		if (!t0)
+			t0 = now_ms();
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (pthread_create(&t, NULL, serve, (void *)(intptr_t)fd) == 0)
 			pthread_detach(t);
@@ -377,6 +397,43 @@ if [ -n "$FAULTY" ]; then
 			pass "stalling server, open loop at $RATE/s: p99 $P99 us (iou-echo: $ECHO_P99 us)"
 		else
 			fail "stalling server: status $RC, p99 $P99 us vs iou-echo $ECHO_P99 us: $JS $(head -c 300 "$ERR")"
+		fi
+		stop_server "$SPID"
+	else
+		fail "stalling server did not start"
+	fi
+
+	# Still from 0.7 s to 1.7 s, past the end of a 1 s window: the requests
+	# scheduled in the window's last 0.3 s are answered during the drain,
+	# and counted with their latency.
+	if start_server stallend "$FAULTY" stallat 700 1000; then
+		bench stallend -p "$PORT" -c 4 -r $RATE -d 1 --warmup 0 --json
+		P99=$(jnum p99)
+		if [ $RC -eq 0 ] && json_ok && check 'a >= 500000' "$P99" &&
+			[ "$(jnum timeouts)" = 0 ] && [ "$(jnum mismatches)" = 0 ] &&
+			check 'a > 0.9 * b * c && a < 1.1 * b * c' "$(jnum requests)" $RATE "$(jnum duration_s)"; then
+			pass "server still past the end of the window: exit 0, $(jnum requests) requests, p99 $P99 us"
+		else
+			fail "server still past the end of the window: status $RC, p99 $P99 us: $JS $(head -c 300 "$ERR")"
+		fi
+		stop_server "$SPID"
+	else
+		fail "stalling server did not start"
+	fi
+
+	# Still from 0.7 s for 10 s, past the drain limit: every request
+	# scheduled in the window's last 0.3 s, sent or not, times out (exit 1)
+	# and shows in the percentiles; requests + timeouts = the schedule.
+	if start_server stallout "$FAULTY" stallat 700 10000; then
+		bench stallout -p "$PORT" -c 4 -r $RATE -d 1 --warmup 0 --json
+		P99=$(jnum p99)
+		if [ $RC -eq 1 ] && json_ok && check 'a >= 1000000' "$P99" &&
+			check 'a >= 0.2 * b * c' "$(jnum timeouts)" $RATE "$(jnum duration_s)" &&
+			[ "$(jnum errors)" = "$(jnum timeouts)" ] &&
+			check 'a + b > 0.9 * c && a + b < 1.1 * c' "$(jnum requests)" "$(jnum timeouts)" $RATE; then
+			pass "server still past the drain limit: exit 1, $(jnum requests) requests, $(jnum timeouts) timeouts, p99 $P99 us"
+		else
+			fail "server still past the drain limit: status $RC, p99 $P99 us: $JS $(head -c 300 "$ERR")"
 		fi
 		stop_server "$SPID"
 	else

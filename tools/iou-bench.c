@@ -21,16 +21,20 @@
  *
  * Open loop (-r RATE): requests are scheduled at RATE per second in total,
  * round-robin over the connections of each loop (a loop of n connections
- * gets RATE * n / CONNS); the schedule is advanced by a 1 ms repeating timer
- * and on every completion.  Latency runs from the SCHEDULED send time, so a
- * stalled server shows up in the percentiles (no coordinated omission).
- * Scheduled times are a pure function of the request number, so the
- * per-connection FIFO of scheduled times is implicit and cannot overflow.
- * In-flight requests per connection are capped (-P if given, else 64);
- * requests that fall due while a connection is at the cap wait and go out
- * as soon as a response frees a slot, still timed from their scheduled
- * time.  Latency includes up to about 1 ms of the client's timer
- * granularity.
+ * gets RATE * n / CONNS).  A 1 ms repeating timer (and every completion)
+ * sends each request scheduled up to one tick ahead, so a request goes out
+ * at most about 1 ms before its scheduled time instead of up to 1 ms after
+ * it (the library's timers have millisecond resolution).  Latency runs from
+ * the earlier of the scheduled and the actual send time: a request sent
+ * early is timed from its real send, one sent late (its connection at the
+ * in-flight cap, the loop held up) from its schedule, so a stalled server
+ * shows up in the percentiles (no coordinated omission).  Scheduled times
+ * are a pure function of the request number, so the per-connection FIFO of
+ * scheduled times is implicit and cannot overflow.  In-flight requests per
+ * connection are capped (-P if given, else 64); requests that fall due
+ * while a connection is at the cap wait and go out as soon as a response
+ * frees a slot.  In both modes, the latency origin of each request in
+ * flight is kept in a ring of DEPTH per connection.
  *
  * Start-up.  RLIMIT_NOFILE is raised to its hard limit; a host name is
  * resolved once (its first address is used); every connection must be
@@ -40,20 +44,26 @@
  * is still printed); a second one exits at once.
  *
  * Timing.  All connections are established first.  Then a warm-up
- * (--warmup, default 0.5 s) whose completions are not counted, then the
- * measured DURATION: a request counts when its response completes inside
- * the window.  After it, no new request is issued; outstanding responses
- * are awaited for up to 2 s (those still missing count as timeouts), then
- * every connection is closed with iou_close() and each loop runs until it
- * has no work and is destroyed.
+ * (--warmup, default 0.5 s), then the measured DURATION (the window).  In
+ * closed loop a request counts when its response completes inside the
+ * window.  In open loop a request counts when it was SCHEDULED inside the
+ * window, whenever its response comes, so a stall that runs past the end
+ * is still seen; requests/s is then the number of those answered divided
+ * by DURATION.  After the window no new request is issued (open loop: none
+ * is scheduled, but those already scheduled are still sent); for up to 2 s
+ * the outstanding responses are awaited.  Each request still owed then (in
+ * open loop, also one never sent) counts as a timeout, and in open loop a
+ * measured one is recorded with its latency up to that moment.  Then every
+ * connection is closed with iou_close() and each loop runs until it has no
+ * work and is destroyed.
  *
  * Latency goes into a log-linear histogram per thread (nanoseconds, 2^k
  * ranges of 128 linear sub-buckets: < 0.8 % error, 58 KiB), merged at the
  * end and reported in microseconds.
  *
  * Errors: a connection that fails (read/write error, early end of file)
- * counts 1 and is closed; each response still missing after the drain
- * limit counts 1 (also reported as "timeouts").
+ * counts 1 and is closed; each request still owed after the drain limit
+ * counts 1 (also reported as "timeouts").
  *
  * Exit status: 0 when every connection worked and nothing mismatched, 1 on
  * connection errors, timeouts or mismatches (or when it cannot run), 2 on
@@ -101,8 +111,7 @@ struct config {
 	unsigned long conns;
 	double duration_s;
 	size_t length;
-	unsigned long depth;
-	bool depth_set;
+	unsigned long depth;    /* in flight per connection, at most */
 	unsigned long threads;
 	double rate;
 	double warmup_s;
@@ -220,7 +229,8 @@ struct conn {
 	uint64_t sched;        /* open loop: requests scheduled so far */
 	uint32_t send_off;     /* pattern window of the next request */
 	uint32_t recv_off;     /* pattern window of the next response */
-	uint64_t *sent_ns;     /* closed loop: issue time, ring of DEPTH */
+	uint64_t *origin_ns;   /* latency origin of each request in flight,
+				  ring of DEPTH */
 };
 
 struct worker {
@@ -229,7 +239,7 @@ struct worker {
 	iou_loop *loop;
 	struct conn *conns;
 	unsigned n;
-	uint64_t *sent_ns;
+	uint64_t *origin_ns;
 	enum phase phase;
 	unsigned open;         /* streams not yet freed */
 	unsigned connecting, next_connect;
@@ -238,7 +248,6 @@ struct worker {
 
 	/* timing (copied from the globals at go) */
 	uint64_t go_ns, start_ns, end_ns;
-	unsigned long cap;     /* in-flight cap per connection */
 
 	/* open loop */
 	double interval_ns;    /* between scheduled requests of this loop */
@@ -294,7 +303,8 @@ static void usage(FILE *f)
 		"                           the most in flight per connection (default there 64)\n"
 		"  -t, --threads N          event loops, connections split across them (default 1)\n"
 		"  -r, --rate N             open loop: N requests/s in total, latency counted from\n"
-		"                           each request's scheduled time (default 0 = closed loop)\n"
+		"                           each request's scheduled time, or from its send if\n"
+		"                           earlier (default 0 = closed loop)\n"
 		"      --warmup SECONDS     uncounted warm-up before measuring (default 0.5)\n"
 		"      --progress           a progress line per second on stderr (default when\n"
 		"                           stderr is a terminal)\n"
@@ -345,6 +355,7 @@ static double parse_double(const char *s, double min, double max, bool min_ok,
 static void parse_args(int argc, char **argv)
 {
 	enum { OPT_JSON = 256, OPT_PROGRESS, OPT_WARMUP };
+	bool depth_set = false;
 	static const struct option longs[] = {
 		{ "host", required_argument, NULL, 'H' },
 		{ "port", required_argument, NULL, 'p' },
@@ -391,7 +402,7 @@ static void parse_args(int argc, char **argv)
 		case 'P':
 			cfg.depth = parse_ulong(optarg, 1, MAX_DEPTH,
 				"bad pipeline depth '%s': want 1..65536");
-			cfg.depth_set = true;
+			depth_set = true;
 			break;
 		case 't':
 			cfg.threads = parse_ulong(optarg, 1, MAX_THREADS,
@@ -428,6 +439,8 @@ static void parse_args(int argc, char **argv)
 		bad_usage("unexpected argument '%s'", argv[optind]);
 	if (cfg.threads > cfg.conns)
 		cfg.threads = cfg.conns; /* a loop without connections is useless */
+	if (cfg.rate > 0 && !depth_set)
+		cfg.depth = OPEN_LOOP_DEPTH;
 }
 
 /* ---- messages ----------------------------------------------------------- */
@@ -532,6 +545,33 @@ static void on_written(iou_stream *s, ssize_t res, void *ud)
 		conn_fail(ud, "write failed", (long)res);
 }
 
+static inline uint64_t sched_ns(const struct worker *w, uint64_t j)
+{
+	return w->go_ns + (uint64_t)((double)j * w->interval_ns);
+}
+
+/* Open loop: the scheduled time of request k of c. */
+static inline uint64_t conn_sched_ns(const struct conn *c, uint64_t k)
+{
+	return sched_ns(c->w, k * c->w->n + c->idx);
+}
+
+/* The requests c must answer for: in open loop every one scheduled (some
+ * may still wait to be sent), in closed loop every one sent. */
+static inline uint64_t owed(const struct conn *c)
+{
+	return cfg.rate > 0 ? c->sched : c->sent;
+}
+
+/* Whether request k of c, answered (or given up) at t, is measured: in open
+ * loop when it was scheduled inside the window, in closed loop when t is. */
+static bool measured(const struct conn *c, uint64_t k, uint64_t t)
+{
+	if (cfg.rate > 0)
+		t = conn_sched_ns(c, k);
+	return t >= c->w->start_ns && t < c->w->end_ns;
+}
+
 static void ensure_read(struct conn *c)
 {
 	int ret;
@@ -545,8 +585,8 @@ static void ensure_read(struct conn *c)
 		c->reading = true;
 }
 
-/* Issue the next request; `t` is its issue time (closed loop). */
-static bool send_request(struct conn *c, uint64_t t)
+/* Issue the next request, timed from `origin`. */
+static bool send_request(struct conn *c, uint64_t origin)
 {
 	int ret;
 
@@ -555,46 +595,45 @@ static bool send_request(struct conn *c, uint64_t t)
 		conn_fail(c, "write failed", ret);
 		return false;
 	}
-	if (c->sent_ns)
-		c->sent_ns[c->sent % cfg.depth] = t;
+	c->origin_ns[c->sent % cfg.depth] = origin;
 	c->send_off = next_off(c->send_off);
 	c->sent++;
 	return true;
 }
 
-/* Open loop: send what is due on this connection, up to the cap. */
-static void open_send(struct conn *c)
+/* Open loop: send what is scheduled on this connection, up to the cap; `t`
+ * is now.  Each request is timed from its scheduled time or from `t`,
+ * whichever is earlier (it may go out up to a tick early). */
+static void open_send(struct conn *c, uint64_t t)
 {
-	while (c->sent < c->sched && c->sent - c->recvd < c->w->cap &&
+	while (c->sent < c->sched && c->sent - c->recvd < cfg.depth &&
 	       !c->closing) {
-		if (!send_request(c, 0))
+		uint64_t s = conn_sched_ns(c, c->sent);
+
+		if (!send_request(c, s < t ? s : t))
 			return;
 	}
 	ensure_read(c);
 }
 
-static inline uint64_t sched_ns(const struct worker *w, uint64_t j)
-{
-	return w->go_ns + (uint64_t)((double)j * w->interval_ns);
-}
-
-/* Open loop: hand every request due by `t` (and scheduled before the end)
- * to its connection.  Costs O(min(requests due, connections)). */
+/* Open loop: hand every request scheduled by one tick after `t` (now), and
+ * before the end, to its connection.  Costs O(min(requests due,
+ * connections)). */
 static void pump(struct worker *w, uint64_t t)
 {
-	uint64_t due;
+	uint64_t due, h = t + TICK_MS * 1000000u;
 
 	if (w->phase != PH_RUN)
 		return;
-	if (t >= w->end_ns)
-		t = w->end_ns - 1;
-	if (t < w->go_ns || w->next_sched_ns > t)
+	if (h >= w->end_ns)
+		h = w->end_ns - 1;
+	if (h < w->go_ns || w->next_sched_ns > h)
 		return;
-	/* due: the number of requests scheduled at or before t */
-	due = (uint64_t)((double)(t - w->go_ns) / w->interval_ns) + 1;
-	while (due > w->next_j && sched_ns(w, due - 1) > t)
+	/* due: the number of requests scheduled at or before h */
+	due = (uint64_t)((double)(h - w->go_ns) / w->interval_ns) + 1;
+	while (due > w->next_j && sched_ns(w, due - 1) > h)
 		due--;
-	while (sched_ns(w, due) <= t)
+	while (sched_ns(w, due) <= h)
 		due++;
 	if (due <= w->next_j)
 		return;
@@ -604,7 +643,7 @@ static void pump(struct worker *w, uint64_t t)
 
 			c->sched++;
 			if (!c->closing)
-				open_send(c);
+				open_send(c, t);
 		}
 	} else {
 		/* Far behind (a long stall): set every connection's count. */
@@ -613,7 +652,7 @@ static void pump(struct worker *w, uint64_t t)
 
 			c->sched = due > i ? (due - i + w->n - 1) / w->n : 0;
 			if (!c->closing)
-				open_send(c);
+				open_send(c, t);
 		}
 	}
 	w->next_j = due;
@@ -645,7 +684,7 @@ static void on_response(iou_stream *s, ssize_t res, const void *data, void *ud)
 	struct conn *c = ud;
 	struct worker *w = c->w;
 	const unsigned char *want;
-	uint64_t t, start;
+	uint64_t t;
 
 	(void)s;
 	c->reading = false;
@@ -660,31 +699,25 @@ static void on_response(iou_stream *s, ssize_t res, const void *data, void *ud)
 	want = pattern + c->recv_off;
 	if (memcmp(data, want, cfg.length) != 0)
 		count_mismatch(c, data, want);
-	if (c->sent_ns)
-		start = c->sent_ns[c->recvd % cfg.depth];
-	else
-		start = sched_ns(w, c->recvd * w->n + c->idx);
+	if (measured(c, c->recvd, t)) {
+		w->requests++;
+		hist_record(&w->hist, t - c->origin_ns[c->recvd % cfg.depth]);
+	}
 	c->recv_off = next_off(c->recv_off);
 	c->recvd++;
 	atomic_store_explicit(&w->done, atomic_load_explicit(&w->done,
 			      memory_order_relaxed) + 1, memory_order_relaxed);
-	if (t >= w->start_ns && t < w->end_ns) {
-		w->requests++;
-		hist_record(&w->hist, t > start ? t - start : 0);
-	}
 	if (w->phase == PH_RUN && t >= w->end_ns)
 		begin_drain(w);
 	if (c->closing)
 		return; /* begin_drain closed it */
-	if (w->phase == PH_RUN) {
-		if (cfg.rate > 0) {
-			pump(w, t);
-			open_send(c);
-		} else {
-			send_request(c, t);
-		}
+	if (cfg.rate > 0) {
+		pump(w, t);
+		open_send(c, t); /* in the drain too: what is scheduled still goes */
+	} else if (w->phase == PH_RUN) {
+		send_request(c, t);
 	}
-	if (w->phase == PH_DRAIN && c->sent == c->recvd) {
+	if (w->phase == PH_DRAIN && c->recvd == owed(c)) {
 		conn_close(c);
 		return;
 	}
@@ -696,16 +729,25 @@ static void on_response(iou_stream *s, ssize_t res, const void *data, void *ud)
 static void on_drain_limit(iou_timer *t, void *ud)
 {
 	struct worker *w = ud;
+	uint64_t now = now_ns();
 
 	(void)t;
 	w->drain_timer = NULL;
 	for (unsigned i = 0; i < w->n; i++) {
 		struct conn *c = &w->conns[i];
 
-		if (c->s && !c->closing) {
-			w->timeouts += c->sent - c->recvd;
-			conn_close(c);
+		if (!c->s || c->closing)
+			continue;
+		/* Every request still owed times out, and a measured one
+		 * is recorded with its latency so far. */
+		for (uint64_t k = c->recvd; k < owed(c); k++) {
+			if (measured(c, k, now))
+				hist_record(&w->hist, now - (k < c->sent ?
+					c->origin_ns[k % cfg.depth] :
+					conn_sched_ns(c, k)));
 		}
+		w->timeouts += owed(c) - c->recvd;
+		conn_close(c);
 	}
 }
 
@@ -725,7 +767,7 @@ static void begin_drain(struct worker *w)
 	for (unsigned i = 0; i < w->n; i++) {
 		struct conn *c = &w->conns[i];
 
-		if (c->s && !c->closing && c->sent == c->recvd)
+		if (c->s && !c->closing && c->recvd == owed(c))
 			conn_close(c);
 	}
 	if (w->open && !w->drain_timer &&
@@ -835,7 +877,6 @@ static void go(struct worker *w)
 	w->phase = PH_RUN;
 	t = now_ns();
 	if (cfg.rate > 0) {
-		w->cap = cfg.depth_set ? cfg.depth : OPEN_LOOP_DEPTH;
 		w->interval_ns = 1e9 * (double)cfg.conns / (cfg.rate * w->n);
 		w->next_j = 0;
 		w->next_sched_ns = w->go_ns;
@@ -844,7 +885,6 @@ static void go(struct worker *w)
 			w->tick = NULL;
 		pump(w, t);
 	} else {
-		w->cap = cfg.depth;
 		for (unsigned i = 0; i < w->n; i++) {
 			struct conn *c = &w->conns[i];
 
@@ -1032,9 +1072,8 @@ int main(int argc, char **argv)
 		w->n = (unsigned)(cfg.conns / nw + (i < cfg.conns % nw));
 		w->conns = calloc(w->n, sizeof(*w->conns));
 		w->hist.b = calloc(HIST_BUCKETS, sizeof(uint64_t));
-		if (cfg.rate == 0)
-			w->sent_ns = calloc((size_t)w->n * cfg.depth, sizeof(uint64_t));
-		if (!w->conns || !w->hist.b || (cfg.rate == 0 && !w->sent_ns)) {
+		w->origin_ns = calloc((size_t)w->n * cfg.depth, sizeof(uint64_t));
+		if (!w->conns || !w->hist.b || !w->origin_ns) {
 			fprintf(stderr, "iou-bench: out of memory\n");
 			return 1;
 		}
@@ -1047,8 +1086,7 @@ int main(int argc, char **argv)
 			c->id = (unsigned long)k * nw + i;
 			c->send_off = c->recv_off =
 				(uint32_t)((c->id * CSTEP) % PERIOD);
-			if (w->sent_ns)
-				c->sent_ns = w->sent_ns + (size_t)k * cfg.depth;
+			c->origin_ns = w->origin_ns + (size_t)k * cfg.depth;
 		}
 	}
 	for (unsigned i = 0; i < nw; i++) {
@@ -1151,7 +1189,7 @@ int main(int argc, char **argv)
 	       cfg.threads, cfg.threads == 1 ? "" : "s", cfg.length);
 	if (cfg.rate > 0)
 		printf("open loop at %.6g req/s (at most %lu in flight per connection)\n",
-		       cfg.rate, workers[0].cap);
+		       cfg.rate, cfg.depth);
 	else
 		printf("closed loop, pipeline %lu\n", cfg.depth);
 	printf("  duration     %.3f s measured, after %.3f s warm-up%s\n", duration,
@@ -1180,7 +1218,7 @@ int main(int argc, char **argv)
 		       "\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f,"
 		       "\"mean\":%.1f}}\n",
 		       addr_text, (unsigned)cfg.port, cfg.conns, cfg.length,
-		       cfg.rate > 0 ? workers[0].cap : cfg.depth, cfg.threads,
+		       cfg.depth, cfg.threads,
 		       cfg.rate, duration, cfg.warmup_s,
 		       (unsigned long long)requests, rps, bps,
 		       (unsigned long long)errors, (unsigned long long)conn_errors,
@@ -1195,7 +1233,7 @@ int main(int argc, char **argv)
 out:
 	for (unsigned i = 0; i < nw; i++) {
 		free(workers[i].conns);
-		free(workers[i].sent_ns);
+		free(workers[i].origin_ns);
 		free(workers[i].hist.b);
 	}
 	free(workers);
