@@ -285,6 +285,8 @@ static void *worker_main(void *arg)
 	so.reuseport = cfg.threads > 1;
 	so.backlog = 4096;
 	so.idle_timeout_ms = (unsigned)(cfg.idle_s * 1000.0 + 0.5);
+	if (cfg.idle_s > 0 && !so.idle_timeout_ms)
+		so.idle_timeout_ms = 1; /* a tiny timeout, not "never" */
 	ret = iou_server_start(w->loop, &so, on_connection, w, &w->srv);
 	if (ret == 0)
 		w->port = iou_server_port(w->srv);
