@@ -3,7 +3,8 @@
 #
 # Tests of the built tools/iou-echo: the listening line, byte-exact echo,
 # many clients, half-close, threads, graceful and forced shutdown, usage
-# errors, a busy port, and fd exhaustion.  Every server is started here with
+# errors, a busy port, fd exhaustion, --max-conns, --idle-timeout, the
+# per-connection log lines, -H ::1, and addresses it cannot listen on.  Every server is started here with
 # -p 0 and killed by the EXIT trap.  The clients are a small C program
 # compiled into a temporary directory (no python).
 #
@@ -62,6 +63,14 @@ cat >"$TMP/ec.c" <<'EOF'
  *   wave PORT CONNS HOLDMS SECS  CONNS clients connect at once and send one
  *                             line each; a client that got its echo hangs up
  *                             HOLDMS later; exit 0 when all were served.
+ *   limit PORT CONNS WAITMS   CONNS clients connect at once and stay silent
+ *                             for WAITMS ms, counting those the server closes
+ *                             (EOF or reset); then each one still open sends
+ *                             a line and must get it back within 2 s.
+ *   idle PORT MS              two clients for MS ms: one silent, one sending
+ *                             a line every 100 ms that must come back; prints
+ *                             when the silent one was closed (-1: never).
+ * The clients dial 127.0.0.1, or $EC_HOST (numeric IPv4 or IPv6) when set.
  * Exit 0 on success, 1 on a failed check, 3 on timeout. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -103,16 +112,27 @@ static long long now_ms(void)
 
 static int dial(int port)
 {
+	const char *host = getenv("EC_HOST");
 	struct sockaddr_in a = { .sin_family = AF_INET };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6 };
+	int v6 = host && strchr(host, ':');
+	int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int ok;
 
 	if (fd < 0) {
 		perror("socket");
 		exit(1);
 	}
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = htons((unsigned short)port);
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+	a.sin_port = a6.sin6_port = htons((unsigned short)port);
+	if (host && inet_pton(v6 ? AF_INET6 : AF_INET, host,
+			      v6 ? (void *)&a6.sin6_addr : (void *)&a.sin_addr) != 1) {
+		fprintf(stderr, "bad EC_HOST '%s'\n", host);
+		exit(1);
+	}
+	ok = v6 ? connect(fd, (struct sockaddr *)&a6, sizeof(a6)) :
+		  connect(fd, (struct sockaddr *)&a, sizeof(a));
+	if (ok < 0) {
 		fprintf(stderr, "connect: %s\n", strerror(errno));
 		exit(1);
 	}
@@ -376,6 +396,135 @@ static int mode_wave(int port, int n, int hold_ms, int secs)
 	return served == n ? 0 : 3;
 }
 
+/* Reads what is there: 1 when the server ended the connection (EOF or
+ * reset), 0 when nothing is pending, -1 when bytes came. */
+static int ended(int fd)
+{
+	ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+	if (r == 0 || (r < 0 && (errno == ECONNRESET || errno == EPIPE)))
+		return 1;
+	return r < 0 && errno == EAGAIN ? 0 : -1;
+}
+
+/* Sends "line N\n" on fd and reads it back within ms; 0 on success. */
+static int line_echo(int fd, int i, int ms)
+{
+	char line[32], got[32];
+	size_t len = (size_t)snprintf(line, sizeof(line), "line %d\n", i), n = 0;
+	long long end = now_ms() + ms;
+
+	if (send(fd, line, len, MSG_NOSIGNAL) != (ssize_t)len)
+		return -1;
+	while (n < len) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, (int)(end - now_ms())) <= 0)
+			return -1;
+		r = recv(fd, got + n, len - n, MSG_DONTWAIT);
+		if (r < 0 && errno == EAGAIN)
+			continue;
+		if (r <= 0)
+			return -1;
+		n += (size_t)r;
+	}
+	return memcmp(got, line, len) ? -1 : 0;
+}
+
+static int mode_limit(int port, int n, int wait_ms)
+{
+	int *fds = calloc((size_t)n, sizeof(*fds));
+	struct pollfd *p = calloc((size_t)n, sizeof(*p));
+	long long t0, last = -1;
+	int closed = 0, served = 0, bad = 0;
+
+	for (int i = 0; i < n; i++)
+		fds[i] = dial(port);
+	t0 = now_ms();
+	while (now_ms() < t0 + wait_ms) {
+		for (int i = 0; i < n; i++) {
+			p[i].fd = fds[i];
+			p[i].events = POLLIN;
+		}
+		if (poll(p, (nfds_t)n, 20) <= 0)
+			continue;
+		for (int i = 0; i < n; i++) {
+			int r;
+
+			if (p[i].fd < 0 || !p[i].revents)
+				continue;
+			r = ended(fds[i]);
+			if (r == 0)
+				continue;
+			if (r < 0) {
+				fprintf(stderr, "client %d: bytes before sending any\n", i);
+				bad++;
+			} else {
+				closed++;
+				last = now_ms() - t0;
+			}
+			close(fds[i]);
+			fds[i] = -1;
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		if (fds[i] < 0)
+			continue;
+		if (line_echo(fds[i], i, 2000) == 0) {
+			served++;
+		} else {
+			fprintf(stderr, "client %d: open but not served\n", i);
+			bad++;
+		}
+		close(fds[i]);
+	}
+	printf("limit: %d of %d closed by the server (last after %lld ms), %d served, %d bad\n",
+	       closed, n, last, served, bad);
+	return bad ? 1 : 0;
+}
+
+static int mode_idle(int port, int ms)
+{
+	int silent = dial(port), active = dial(port), echoes = 0, bad = 0;
+	long long t0 = now_ms(), closed_at = -1, last_echo = -1, next = t0;
+
+	while (now_ms() < t0 + ms && !bad) {
+		struct pollfd p = { .fd = silent, .events = POLLIN };
+		long long now = now_ms();
+
+		if (now >= next) {
+			if (line_echo(active, echoes, 1000) == 0) {
+				echoes++;
+				last_echo = now_ms() - t0;
+			} else {
+				fprintf(stderr, "active client: line %d not echoed after %lld ms\n",
+					echoes, now_ms() - t0);
+				bad++;
+			}
+			next += 100;
+			continue;
+		}
+		if (silent < 0) {
+			usleep((useconds_t)(next - now) * 1000);
+			continue;
+		}
+		if (poll(&p, 1, (int)(next - now)) <= 0)
+			continue;
+		if (ended(silent) != 1) {
+			fprintf(stderr, "silent client: bytes from the server\n");
+			bad++;
+			continue;
+		}
+		closed_at = now_ms() - t0;
+		close(silent);
+		silent = -1;
+	}
+	printf("idle: silent client closed after %lld ms; active client: %d lines echoed, the last after %lld ms\n",
+	       closed_at, echoes, last_echo);
+	return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -398,7 +547,15 @@ int main(int argc, char **argv)
 		return mode_wave(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]),
 				 atoi(argv[5]));
 	}
-	fprintf(stderr, "usage: ec echo|halfclose|busy|wave ...\n");
+	if (argc >= 5 && !strcmp(argv[1], "limit")) {
+		alarm((unsigned)atoi(argv[4]) / 1000 + 10);
+		return mode_limit(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+	}
+	if (argc >= 4 && !strcmp(argv[1], "idle")) {
+		alarm((unsigned)atoi(argv[3]) / 1000 + 10);
+		return mode_idle(atoi(argv[2]), atoi(argv[3]));
+	}
+	fprintf(stderr, "usage: ec echo|halfclose|busy|wave|limit|idle ...\n");
 	return 2;
 }
 EOF
@@ -776,6 +933,151 @@ test_fd_limit() {
 	fi
 }
 
+# --max-conns 2 with 4 clients connected at once: the server closes 2 of
+# them at once (before they send anything) and echoes on the other 2; the
+# slots come back when those hang up.
+test_max_conns() {
+	local out i ok=
+	start_server maxc -q --max-conns 2 || { fail "--max-conns: server did not start"; return; }
+	if ! "$EC" limit "$PORT" 4 500 >"$TMP/maxc.ec" 2>&1; then
+		fail "--max-conns 2: $(head -c 300 "$TMP/maxc.ec")"
+	else
+		out=$(cat "$TMP/maxc.ec")
+		if [[ "$out" =~ ^limit:\ 2\ of\ 4\ closed\ .*\ after\ ([0-9]+)\ ms\),\ 2\ served,\ 0\ bad$ ]]; then
+			pass "--max-conns 2, 4 clients at once: 2 closed by the server (the last after ${BASH_REMATCH[1]} ms), 2 echoed"
+		else
+			fail "--max-conns 2, 4 clients at once: '$out'"
+		fi
+	fi
+	# the 4 closed connections gave their slots back
+	for ((i = 0; i < 20; i++)); do
+		if "$EC" echo "$PORT" 1024 2 >"$TMP/maxc2.ec" 2>&1; then
+			ok=1
+			break
+		fi
+		sleep 0.05
+	done
+	if [ -n "$ok" ]; then
+		pass "--max-conns 2: 2 new clients served once the first ones closed"
+	else
+		fail "--max-conns 2: slots not freed: $(head -c 300 "$TMP/maxc2.ec")"
+	fi
+	stop_server "$SPID" || fail "--max-conns: exit status $STATUS on SIGTERM"
+}
+
+# --idle-timeout 1: a silent client is closed after about 1 s; one that
+# sends a line every 100 ms is served throughout (2.5 s).
+test_idle_timeout() {
+	local out t n last
+	start_server idle -q --idle-timeout 1 || { fail "--idle-timeout: server did not start"; return; }
+	if ! "$EC" idle "$PORT" 2500 >"$TMP/idle.ec" 2>&1; then
+		fail "--idle-timeout 1: $(head -c 300 "$TMP/idle.ec")"
+	else
+		out=$(cat "$TMP/idle.ec")
+		if [[ "$out" =~ closed\ after\ (-?[0-9]+)\ ms.*:\ ([0-9]+)\ lines\ echoed,\ the\ last\ after\ (-?[0-9]+)\ ms$ ]]; then
+			t=${BASH_REMATCH[1]} n=${BASH_REMATCH[2]} last=${BASH_REMATCH[3]}
+			if [ "$t" -ge 900 ] && [ "$t" -le 1800 ]; then
+				pass "--idle-timeout 1: silent client closed after $t ms"
+			else
+				fail "--idle-timeout 1: silent client closed after $t ms (-1: never), want about 1000"
+			fi
+			if [ "$n" -ge 15 ] && [ "$last" -ge 2000 ]; then
+				pass "--idle-timeout 1: active client served for 2.5 s ($n lines, the last after $last ms)"
+			else
+				fail "--idle-timeout 1: active client: $n lines, the last after $last ms"
+			fi
+		else
+			fail "--idle-timeout 1: client said '$out'"
+		fi
+	fi
+	stop_server "$SPID" || fail "--idle-timeout: exit status $STATUS on SIGTERM"
+}
+
+# check_conn_log NAME ADDR-RE COUNT WHAT: $TMP/NAME.err holds, for COUNT
+# distinct clients, one "client ADDR:PORT connected" and one "client
+# ADDR:PORT disconnected" line each, and nothing else.
+check_conn_log() {
+	local name=$1 re=$2 count=$3 what=$4 err=$TMP/$1.err n_conn n_disc n_all
+	n_all=$(wc -l <"$err")
+	n_conn=$(grep -Ec "^client $re:[0-9]+ connected\$" "$err")
+	n_disc=$(grep -Ec "^client $re:[0-9]+ disconnected\$" "$err")
+	sed -n 's/^client \(.*\) connected$/\1/p' "$err" | sort >"$TMP/$name.conn"
+	sed -n 's/^client \(.*\) disconnected$/\1/p' "$err" | sort >"$TMP/$name.disc"
+	if [ "$n_conn" = "$count" ] && [ "$n_disc" = "$count" ] &&
+		[ "$n_all" = $((2 * count)) ] &&
+		[ "$(sort -u "$TMP/$name.conn" | wc -l)" = "$count" ] &&
+		cmp -s "$TMP/$name.conn" "$TMP/$name.disc"; then
+		pass "$what: one connected and one disconnected line per client ($(head -n 1 "$err"))"
+	else
+		fail "$what: $n_conn connected, $n_disc disconnected, $n_all lines for $count clients: $(head -c 400 "$err")"
+	fi
+}
+
+# Without -q: "client ADDR:PORT connected" / "... disconnected" on stderr,
+# one each per connection, the second when the client hangs up (not at
+# shutdown).
+test_conn_log() {
+	local i
+	start_server log || { fail "log lines: server did not start"; return; }
+	if ! "$EC" echo "$PORT" 100 3 >"$TMP/log.ec" 2>&1; then
+		fail "log lines: clients: $(head -c 300 "$TMP/log.ec")"
+	fi
+	for ((i = 0; i < 50; i++)); do
+		[ "$(grep -c ' disconnected$' "$TMP/log.err")" -ge 3 ] && break
+		sleep 0.02
+	done
+	check_conn_log log '127\.0\.0\.1' 3 "log lines, 3 clients"
+	stop_server "$SPID" || fail "log lines: exit status $STATUS on SIGTERM"
+}
+
+# -H ::1 serves over IPv6 (when the loopback has ::1).
+test_ipv6() {
+	local line i
+	if ! grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null; then
+		say "skip: -H ::1: no IPv6 loopback address here (not in /proc/net/if_inet6)"
+		return
+	fi
+	start_server v6 -H ::1 || { fail "-H ::1: server did not start: $(head -c 300 "$TMP/v6.err")"; return; }
+	line=$(head -n 1 "$TMP/v6.out")
+	if [[ "$line" =~ ^listening\ on\ \[::1\]:[0-9]+$ ]]; then
+		pass "-H ::1: listening line '$line'"
+	else
+		fail "-H ::1: listening line '$line'"
+	fi
+	if EC_HOST=::1 "$EC" echo "$PORT" 65536 2 >"$TMP/v6.ec" 2>&1; then
+		pass "-H ::1: 2 clients x 64 KiB echoed over IPv6"
+	else
+		fail "-H ::1: $(head -c 300 "$TMP/v6.ec")"
+	fi
+	for ((i = 0; i < 50; i++)); do
+		[ "$(grep -c ' disconnected$' "$TMP/v6.err")" -ge 2 ] && break
+		sleep 0.02
+	done
+	check_conn_log v6 '\[::1\]' 2 "-H ::1 log lines"
+	stop_server "$SPID" || fail "-H ::1: exit status $STATUS on SIGTERM"
+}
+
+# An address that is not local here, or not numeric: exit 1 with one line
+# naming it, and no listening line.
+test_bad_host() {
+	local host hosts="192.0.2.1 localhost" st err
+	if [ "$(cat /proc/sys/net/ipv4/ip_nonlocal_bind 2>/dev/null)" = 1 ]; then
+		say "skip: -H 192.0.2.1: net.ipv4.ip_nonlocal_bind is 1, binding would succeed"
+		hosts=localhost
+	fi
+	for host in $hosts; do
+		timeout 5 "$ECHO_BIN" -H "$host" -p 0 -q >"$TMP/host.out" 2>"$TMP/host.err" </dev/null
+		st=$?
+		err=$(cat "$TMP/host.err")
+		if [ "$st" = 1 ] && [ "$(wc -l <"$TMP/host.err")" = 1 ] && [ ! -s "$TMP/host.out" ] &&
+			[[ "$err" == "iou-echo: cannot listen on $host "* ]]; then
+			pass "-H $host: exit 1, '$err'"
+		else
+			fail "-H $host: exit $st, stdout '$(head -c 100 "$TMP/host.out")', stderr '$err'"
+		fi
+	done
+}
+
 test_listening_line
 test_echo_sizes
 test_concurrent
@@ -788,6 +1090,11 @@ test_bad_usage
 test_busy_port
 test_help_version
 test_fd_limit
+test_max_conns
+test_idle_timeout
+test_conn_log
+test_ipv6
+test_bad_host
 
 say "iou-echo.sh: $FAILS failed, $((SECONDS - START)) s"
 [ "$FAILS" = 0 ]
