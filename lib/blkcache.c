@@ -13,8 +13,10 @@
 
 #include "internal.h"
 
-/* Blocks above this size are freed, not kept: the cache stays small. */
+/* Blocks above this size are freed, not kept, and so is a block that would
+ * take the cache past the total: it stays small. */
 #define IOU__BLK_KEEP_MAX (256 * 1024)
+#define IOU__BLK_KEEP_TOTAL (1024 * 1024)
 
 void *iou__blk_get(iou_loop *loop, size_t want, size_t *cap)
 {
@@ -30,6 +32,7 @@ void *iou__blk_get(iou_loop *loop, size_t want, size_t *cap)
 	if (best != IOU__BLK_SLOTS) {
 		p = c->p[best];
 		*cap = c->cap[best];
+		c->bytes -= c->cap[best];
 		c->n--;
 		c->p[best] = c->p[c->n];
 		c->cap[best] = c->cap[c->n];
@@ -47,12 +50,14 @@ void iou__blk_put(iou_loop *loop, void *p, size_t cap)
 
 	if (!p)
 		return;
-	if (c->n == IOU__BLK_SLOTS || cap > IOU__BLK_KEEP_MAX) {
+	if (c->n == IOU__BLK_SLOTS || cap > IOU__BLK_KEEP_MAX ||
+	    c->bytes + cap > IOU__BLK_KEEP_TOTAL) {
 		free(p);
 		return;
 	}
 	c->p[c->n] = p;
 	c->cap[c->n] = cap;
+	c->bytes += cap;
 	c->n++;
 }
 
@@ -83,4 +88,5 @@ void iou__blk_cache_free(iou_loop *loop)
 
 	while (c->n)
 		free(c->p[--c->n]);
+	c->bytes = 0;
 }

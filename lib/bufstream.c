@@ -193,8 +193,11 @@ void iou__recv_arm(iou_stream *s)
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 	room = s->max_buffered - iou__buffered(s);
 	/* sqe->optlen in newer headers; liburing 2.3 names that word file_index */
-	if (s->loop->bufs.recv_limit)
+	s->flags &= ~IOU__S_RECV_LIMITED;
+	if (s->loop->bufs.recv_limit) {
 		sqe->file_index = room < UINT32_MAX ? (uint32_t)room : UINT32_MAX;
+		s->flags |= IOU__S_RECV_LIMITED;
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = (uint16_t)s->loop->bufs.bgid;
 	io_uring_sqe_set_data(sqe, &s->recv_op);
@@ -261,8 +264,10 @@ void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 			/* The pool ran dry: wait for buffers to come back. */
 			s->flags |= IOU__S_STARVED;
 			iou__list_add_tail(&loop->starved, &s->starved_link);
-		} else if (res == -EINVAL && loop->bufs.recv_limit) {
-			/* A kernel without the byte limit: arm without. */
+		} else if (res == -EINVAL && (s->flags & IOU__S_RECV_LIMITED)) {
+			/* A kernel without the byte limit: arm without.  Per
+			 * arm: other streams armed in the same turn get the
+			 * same -EINVAL after the loop's flag is cleared. */
 			loop->bufs.recv_limit = false;
 			iou__stream_poke(s);
 			return;
@@ -399,20 +404,22 @@ static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 	if (!s->spill_len &&
 	    p + *len == iou__buf_addr(s->loop, s->seg_head) +
 				seg(s, s->seg_head)->len) {
-		ret = iou__stream_queue_forward(to, p, *len, s->seg_head, w);
+		ret = iou__stream_queue_forward(to, p, *len, s->seg_head, 0, w);
 		if (ret == 0)
 			seg_unlink_head(s);
 	} else {
-		unsigned char *copy = malloc(*len);
+		size_t cap;
+		unsigned char *copy = iou__blk_get(s->loop, *len, &cap);
 
 		if (!copy)
 			return -ENOMEM;
 		memcpy(copy, p, *len);
-		ret = iou__stream_queue_forward(to, copy, *len, IOU__SEG_NONE, w);
+		ret = iou__stream_queue_forward(to, copy, *len, IOU__SEG_NONE,
+						cap, w);
 		if (ret == 0)
 			consume(s, *len);
 		else
-			free(copy);
+			iou__blk_put(s->loop, copy, cap);
 	}
 	return ret;
 }

@@ -50,6 +50,9 @@
  * results), the wake-up read (loop machinery, cancelled only by
  * iou_loop_destroy), cancels (user_data 0); connect is not covered yet.
  *
+ * IOU_FAULT_OLD_RECV (set, with a seed) makes the kernel refuse the
+ * multishot recv's byte limit as kernels before 6.16 do (see below).
+ *
  * Which op a CQE belongs to is learnt from the SQEs: before every submit the
  * pending SQEs are walked, their opcode recorded by user_data (a small hash
  * table, removed at the op's final CQE).
@@ -78,6 +81,7 @@ struct iou__fault {
 	unsigned rate;     /* per 1000 */
 	struct fault_op *tab;
 	unsigned cap, len; /* cap a power of two */
+	bool old_recv;     /* IOU_FAULT_OLD_RECV: act as a kernel before 6.16 */
 };
 
 static uint64_t totals[IOU__F_NKINDS];
@@ -156,6 +160,7 @@ void iou__fault_init(iou_loop *loop)
 
 		f->rate = r > 1000 ? 1000 : (unsigned)r;
 	}
+	f->old_recv = getenv("IOU_FAULT_OLD_RECV") != NULL;
 	loop->fault = f;
 }
 
@@ -306,6 +311,12 @@ void iou__fault_sq(iou_loop *loop)
 			continue; /* cancels */
 		record(f, sqe->user_data, sqe->opcode);
 		maybe_short_send(f, sqe);
+		/* Kernels before 6.16 reject a recv's byte limit (optlen, the
+		 * word liburing 2.3 calls file_index) with -EINVAL at prep;
+		 * a non-zero addr2 makes a newer one do the same. */
+		if (f->old_recv && sqe->opcode == IORING_OP_RECV &&
+		    sqe->file_index)
+			sqe->addr2 = 1;
 	}
 }
 

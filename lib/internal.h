@@ -76,12 +76,15 @@ struct iou__bufring {
 
 /* ---- the loop's cache of freed heap blocks (blkcache.c) ----------------- */
 
-#define IOU__BLK_SLOTS 8
+/* Enough for a stream's pipelined requests in flight (a forwarded copy
+ * each) plus the blocks of a few more streams. */
+#define IOU__BLK_SLOTS 32
 
 struct iou__blkcache {
 	void *p[IOU__BLK_SLOTS];
 	size_t cap[IOU__BLK_SLOTS];
 	unsigned n;
+	size_t bytes;       /* sum of cap[0..n) */
 };
 
 /* A block of at least `want` bytes, its size in *cap; NULL if out of memory. */
@@ -318,6 +321,7 @@ enum {
 	IOU__S_DEFERRED      = 1u << 13, /* on loop->deferred */
 	IOU__S_APP_CLOSED    = 1u << 14, /* the application called iou_close */
 	IOU__S_CUT           = 1u << 15, /* closed by the server's grace limit */
+	IOU__S_RECV_LIMITED  = 1u << 16, /* the recv in flight has a byte limit */
 };
 
 struct iou_stream {
@@ -390,7 +394,8 @@ int iou__stream_queue_write(iou_stream *s, struct iou__write *w);
 /* Queue a forward piece without sending yet (iou__stream_flush() sends);
  * the provided buffer `bid` (or IOU__SEG_NONE) goes back once it was sent. */
 int iou__stream_queue_forward(iou_stream *to, const unsigned char *p,
-			      size_t len, uint32_t bid, struct iou__write **out);
+			      size_t len, uint32_t bid, size_t copy_cap,
+			      struct iou__write **out);
 void iou__stream_flush(iou_stream *s);     /* start sending the queue */
 struct iou__write *iou__write_get(iou_loop *loop);
 void iou__write_put(iou_loop *loop, struct iou__write *w);

@@ -518,7 +518,8 @@ int iou_drain(iou_stream *s, iou_write_cb cb, void *ud)
 }
 
 int iou__stream_queue_forward(iou_stream *to, const unsigned char *p,
-			      size_t len, uint32_t bid, struct iou__write **out)
+			      size_t len, uint32_t bid, size_t copy_cap,
+			      struct iou__write **out)
 {
 	struct iou__write *w = iou__write_get(to->loop);
 
@@ -528,8 +529,10 @@ int iou__stream_queue_forward(iou_stream *to, const unsigned char *p,
 	w->buf = p;
 	w->len = len;
 	w->bid = bid;
-	if (bid == IOU__SEG_NONE)
+	if (bid == IOU__SEG_NONE) { /* a copy from iou__blk_get */
 		w->owned = (unsigned char *)p;
+		w->owned_cap = copy_cap;
+	}
 	*out = w;
 	wq_append(to, w);
 	return 0;

@@ -7,7 +7,7 @@
  * malloc, calloc, realloc and free on top of glibc's __libc_* functions.
  * Request/response patterns that each need a heap block (a long read_until
  * separator, pipelined feed/drain, reads that span receive buffers, several
- * writes gathered into one sendmsg) run 200 warm-up requests, then 2000
+ * writes gathered into one sendmsg, forwards of parts of a buffer) run 200 warm-up requests, then 2000
  * counted ones.  Not built for sanitizer builds, which own malloc (exit 77).
  */
 #include <check.h>
@@ -78,7 +78,9 @@ enum pattern {
 	P_FEED_PIPELINED, /* 8 requests at once, a feed per request, a drain
 			     when no whole request is left */
 	P_SPANNING_READ,  /* read_exactly 40 KiB: spans 16 KiB buffers */
-	P_GATHERED_WRITES /* three writes per reply, gathered in one sendmsg */
+	P_GATHERED_WRITES,/* three writes per reply, gathered in one sendmsg */
+	P_FORWARD_PARTS   /* 8 requests at once, each forwarded alone: a part
+			     of a receive buffer, sent from a copy */
 };
 
 static const char SEP[] = "--end-of-record--"; /* 17 bytes */
@@ -95,9 +97,13 @@ static const char reply[REPLY_LEN] = "reply-ok";
 
 static void on_request(iou_stream *s, ssize_t res, const void *d, void *ud);
 
+static void on_forwarded(iou_stream *s, ssize_t res, void *ud);
+
 static int next_read(iou_stream *s, struct srv *v)
 {
 	switch (v->pat) {
+	case P_FORWARD_PARTS:
+		return iou_forward(s, s, REQ_LEN, on_forwarded, v);
 	case P_LONG_SEPARATOR:
 		return iou_read_until(s, SEP, strlen(SEP), 4096, on_request, v);
 	case P_SPANNING_READ:
@@ -142,6 +148,21 @@ static void on_request(iou_stream *s, ssize_t res, const void *d, void *ud)
 		v->err = ret;
 }
 
+static void on_forwarded(iou_stream *s, ssize_t res, void *ud)
+{
+	struct srv *v = ud;
+	int ret;
+
+	if (res <= 0) {
+		v->err = res ? (int)res : -EPIPE;
+		return;
+	}
+	v->served++;
+	ret = next_read(s, v);
+	if (ret)
+		v->err = ret;
+}
+
 /* ---- the client side: a plain socket driven from this thread ------------ */
 
 /* No Check assertion in here: Check's assertions allocate when they pass.
@@ -164,7 +185,9 @@ static const char *round_trip(iou_loop *loop, int peer, struct srv *v,
 			      const unsigned char *req, size_t req_len,
 			      int batch)
 {
-	size_t want = (size_t)batch * REPLY_LEN, got = 0;
+	/* a forward echoes the whole request */
+	size_t each = v->pat == P_FORWARD_PARTS ? req_len : REPLY_LEN;
+	size_t want = (size_t)batch * each, got = 0;
 	unsigned char in[256];
 	uint64_t end = t_now_ms() + 10000;
 	const char *err;
@@ -199,7 +222,7 @@ static void run_pattern(enum pattern pat)
 	struct srv v = { .pat = pat };
 	unsigned char *req;
 	size_t req_len;
-	int peer, batch = pat == P_FEED_PIPELINED ? 8 : 1;
+	int peer, batch = pat == P_FEED_PIPELINED || pat == P_FORWARD_PARTS ? 8 : 1;
 	const char *err = NULL;
 
 	if (!ALLOC_COUNTING) {
@@ -213,6 +236,9 @@ static void run_pattern(enum pattern pat)
 	req = malloc(req_len);
 	ck_assert_ptr_nonnull(req);
 	memset(req, 'q', req_len);
+	if (pat == P_FORWARD_PARTS) /* echoed as is: looks like replies */
+		for (size_t i = 0; i < req_len; i++)
+			req[i] = (unsigned char)reply[i % REPLY_LEN];
 	if (pat == P_LONG_SEPARATOR)
 		memcpy(req + req_len - strlen(SEP), SEP, strlen(SEP));
 	ck_assert_int_eq(next_read(s, &v), 0);
@@ -266,6 +292,12 @@ START_TEST(no_heap_calls_gathered_writes)
 }
 END_TEST
 
+START_TEST(no_heap_calls_forward_parts)
+{
+	run_pattern(P_FORWARD_PARTS);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
 	Suite *s = suite_create("alloc");
@@ -276,6 +308,7 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, no_heap_calls_feed_pipelined);
 	tcase_add_test(tc, no_heap_calls_spanning_read);
 	tcase_add_test(tc, no_heap_calls_gathered_writes);
+	tcase_add_test(tc, no_heap_calls_forward_parts);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -457,6 +457,108 @@ static unsigned env_uint(const char *name, unsigned dflt)
 	return v && *v ? (unsigned)strtoul(v, NULL, 0) : dflt;
 }
 
+static int old_recv_reads;
+
+static void old_recv_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	(void)s;
+	(void)d;
+	if (res == 100)
+		old_recv_reads++;
+	else
+		fprintf(stderr, "stream %d: read gave %zd\n", (int)(intptr_t)ud,
+			res);
+}
+
+static void count_close_cb(iou_stream *s, void *ud)
+{
+	(void)s;
+	++*(int *)ud;
+}
+
+/* A connected loopback TCP pair without Check's assertions (this program
+ * is no Check suite): 0, or -1. */
+static int tcp_pair(int lfd, const struct sockaddr_in *sa, int fds[2])
+{
+	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fds[0] < 0)
+		return -1;
+	if (connect(fds[0], (const struct sockaddr *)sa, sizeof(*sa)) < 0 ||
+	    (fds[1] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0) {
+		close(fds[0]);
+		return -1;
+	}
+	return 0;
+}
+
+/* On a kernel without the recv byte limit (simulated), streams that start
+ * receiving in the same turn all get -EINVAL once; each must re-arm without
+ * the limit and read normally (a regression: only the first one did). */
+static int old_kernel_recv_check(void)
+{
+	enum { N = 4 };
+	iou_loop *loop;
+	iou_stream *s[N];
+	int pair[N][2], closed = 0, ret;
+	uint64_t end;
+
+	char rate[32];
+
+	/* no random faults here: only the refused limit */
+	snprintf(rate, sizeof(rate), "%s", getenv("IOU_FAULT_RATE"));
+	setenv("IOU_FAULT_OLD_RECV", "1", 1);
+	setenv("IOU_FAULT_RATE", "0", 1);
+	ret = iou_loop_create(&loop, NULL);
+	unsetenv("IOU_FAULT_OLD_RECV");
+	setenv("IOU_FAULT_RATE", rate, 1);
+	if (ret < 0) {
+		fprintf(stderr, "iou_loop_create: %s\n", iou_strerror(ret));
+		return 1;
+	}
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t salen = sizeof(sa);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(lfd, N) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &salen) < 0) {
+		fprintf(stderr, "old-kernel check: no listener\n");
+		return 1;
+	}
+	for (int i = 0; i < N; i++) {
+		char msg[100];
+
+		memset(msg, 'a' + i, sizeof(msg));
+		if (tcp_pair(lfd, &sa, pair[i]) < 0 ||
+		    write(pair[i][0], msg, sizeof(msg)) != (ssize_t)sizeof(msg) ||
+		    iou_stream_open(loop, pair[i][1], NULL, &s[i]) < 0 ||
+		    iou_read_exactly(s[i], 100, old_recv_cb,
+				     (void *)(intptr_t)i) < 0) {
+			fprintf(stderr, "old-kernel check: set-up failed\n");
+			return 1;
+		}
+	}
+	end = t_now_ms() + 5000;
+	while (old_recv_reads < N && t_now_ms() < end)
+		iou_loop_run_once(loop, 10);
+	ret = old_recv_reads == N && !loop->bufs.recv_limit ? 0 : 1;
+	printf("old kernel (recv byte limit refused): %d of %d streams read, "
+	       "limit %s: %s\n", old_recv_reads, N,
+	       loop->bufs.recv_limit ? "still on" : "dropped",
+	       ret ? "FAIL" : "ok");
+	for (int i = 0; i < N; i++) {
+		iou_close(s[i], count_close_cb, &closed);
+		close(pair[i][0]);
+	}
+	close(lfd);
+	while (closed < N && t_now_ms() < end + 5000)
+		iou_loop_run_once(loop, 10);
+	if (iou_loop_destroy(loop) < 0)
+		ret = 1;
+	return ret;
+}
+
 int main(void)
 {
 	struct iou_loop_opts lo;
@@ -482,6 +584,8 @@ int main(void)
 	}
 	if (!getenv("IOU_FAULT_RATE"))
 		setenv("IOU_FAULT_RATE", "2", 1);
+	if (old_kernel_recv_check())
+		return 1;
 	printf("soak: %u s, %u connections, IOU_FAULT_SEED=%s IOU_FAULT_RATE=%s\n",
 	       soak_secs, nconns, getenv("IOU_FAULT_SEED"),
 	       getenv("IOU_FAULT_RATE"));
