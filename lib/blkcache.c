@@ -24,9 +24,11 @@ void *iou__blk_get(iou_loop *loop, size_t want, size_t *cap)
 	unsigned best = IOU__BLK_SLOTS;
 	void *p;
 
-	/* the smallest cached block that fits */
+	/* The smallest cached block that fits, and not much larger: a small
+	 * request (a separator, a gather list) must not tie up a big block
+	 * while its stream idles. */
 	for (unsigned i = 0; i < c->n; i++)
-		if (c->cap[i] >= want &&
+		if (c->cap[i] >= want && c->cap[i] <= 4 * want + 4096 &&
 		    (best == IOU__BLK_SLOTS || c->cap[i] < c->cap[best]))
 			best = i;
 	if (best != IOU__BLK_SLOTS) {
