@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target for the receive side of a stream (lib/bufstream.c and the
- * end-of-turn work of lib/stream.c), without a real io_uring.
+ * libFuzzer target for the receive side of a stream (lib/bufstream.c over
+ * lib/rxq.c, and the end-of-turn work of lib/stream.c), without a real
+ * io_uring.  (fuzz_rxq.c fuzzes lib/rxq.c alone.)
  *
- * The REAL lib/bufstream.c, lib/stream.c, lib/bufring.c, lib/timer.c and
- * lib/errors.c are linked (built with the fuzzer's flags into fuzz/obj/).
+ * The REAL lib/bufstream.c, lib/rxq.c, lib/stream.c, lib/bufring.c,
+ * lib/blkcache.c, lib/timer.c and lib/errors.c are linked (built with the
+ * fuzzer's flags into fuzz/obj/).
  * lib/loop.c is not: this file supplies its few internal functions
  * (iou__get_sqe, iou__op_submitted/done, iou__cancel_op/fd, iou__clock_ms)
  * and a fake kernel behind them:
@@ -36,28 +38,16 @@
  * stream nothing is leaked and every buffer is back in the ring.
  * Any difference: abort().
  *
- * iou__buf_recycle is wrapped (-Wl,--wrap=iou__buf_recycle) to track buffer
- * ownership at the moment a buffer is given back.
+ * iou__buf_recycle is wrapped (-Wl,--wrap=iou__buf_recycle), and the
+ * pool's give_back pointed at the wrapper, to track buffer ownership at the
+ * moment a buffer is given back.
  */
 #include <errno.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#define FUZZ_NAME "fuzz_bufstream"
+#include "fuzz.h"
 #include "internal.h"
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#include <sanitizer/asan_interface.h>
-#define HAVE_ASAN 1
-#endif
-#endif
-#ifndef HAVE_ASAN
-#define ASAN_POISON_MEMORY_REGION(a, n) ((void)(a), (void)(n))
-#define ASAN_UNPOISON_MEMORY_REGION(a, n) ((void)(a), (void)(n))
-#endif
 
 #ifndef IORING_RECVSEND_BUNDLE
 #define IORING_RECVSEND_BUNDLE (1U << 4)
@@ -70,49 +60,11 @@
 
 static int verbose;
 
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fprintf(stderr, "fuzz_bufstream: ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n");
-	va_end(ap);
-	abort();
-}
-
-#define CHECK(cond, ...)                                                     \
-	do {                                                                 \
-		if (!(cond))                                                 \
-			fail(__VA_ARGS__);                                   \
-	} while (0)
-
 #define TRACE(...)                                                           \
 	do {                                                                 \
 		if (verbose)                                                 \
 			fprintf(stderr, __VA_ARGS__);                        \
 	} while (0)
-
-/* ---- input -------------------------------------------------------------- */
-
-static const uint8_t *in_p;
-static size_t in_n;
-
-static unsigned u8(void)
-{
-	if (!in_n)
-		return 0;
-	in_n--;
-	return *in_p++;
-}
-
-static unsigned u16(void)
-{
-	unsigned v = u8();
-
-	return v | u8() << 8;
-}
 
 /* ---- state -------------------------------------------------------------- */
 
@@ -296,7 +248,14 @@ void __wrap_iou__buf_recycle(iou_loop *l, unsigned bid)
 	bstate[bid] = B_RING;
 	__real_iou__buf_recycle(l, bid);
 	if (poison)
-		ASAN_POISON_MEMORY_REGION(iou__buf_addr(l, bid), l->bufs.buf_size);
+		ASAN_POISON_MEMORY_REGION(iou__buf_addr(l, bid), l->pool.buf_size);
+}
+
+/* The receive queue (rxq.c) gives buffers back through the pool's pointer,
+ * which the real set-up points at a function of its own. */
+static void give_back(struct iou__pool *pool, uint32_t bid)
+{
+	__wrap_iou__buf_recycle(IOU__CONTAINER_OF(pool, iou_loop, pool), bid);
 }
 
 static struct model *model_of_op(uint64_t ud, int *which)
@@ -461,7 +420,7 @@ static unsigned take_buffer(void)
 	CHECK(bid < loop->bufs.buf_count, "ring holds bad buffer id %u", bid);
 	CHECK(b->addr == (uint64_t)(uintptr_t)iou__buf_addr(loop, bid),
 	      "ring entry of buffer %u has a wrong address", bid);
-	CHECK(b->len == loop->bufs.buf_size, "ring entry of buffer %u: len %u",
+	CHECK(b->len == loop->pool.buf_size, "ring entry of buffer %u: len %u",
 	      bid, b->len);
 	CHECK(bstate[bid] == B_RING, "buffer %u in the ring twice", bid);
 	bstate[bid] = B_KERNEL;
@@ -470,9 +429,9 @@ static unsigned take_buffer(void)
 	khead++;
 	if (poison)
 		ASAN_UNPOISON_MEMORY_REGION(iou__buf_addr(loop, bid),
-					    loop->bufs.buf_size);
+					    loop->pool.buf_size);
 	/* garbage past the bytes received */
-	memset(iou__buf_addr(loop, bid), 0xA5, loop->bufs.buf_size);
+	memset(iou__buf_addr(loop, bid), 0xA5, loop->pool.buf_size);
 	return bid;
 }
 
@@ -484,7 +443,7 @@ static bool kernel_recv(struct model *md, size_t chunk, unsigned nbufs,
 {
 	size_t avail;
 	uint32_t flags;
-	unsigned first, bsz = loop->bufs.buf_size;
+	unsigned first, bsz = loop->pool.buf_size;
 
 	if (!md->s || !md->armed)
 		return false;
@@ -901,20 +860,20 @@ static void check_invariants(void)
 
 		if (!s)
 			continue;
-		for (uint32_t bid = s->seg_head; bid != IOU__SEG_NONE;
-		     bid = loop->segs[bid].next) {
-			const struct iou__seg *g = &loop->segs[bid];
+		for (uint32_t bid = s->rxq.head; bid != IOU__SEG_NONE;
+		     bid = loop->pool.segs[bid].next) {
+			const struct iou__seg *g = &loop->pool.segs[bid];
 
 			CHECK(bid < count, "stream %d: bad buffer id %u", i, bid);
 			CHECK(!seen[bid], "buffer %u queued twice", bid);
 			CHECK(bstate[bid] == B_LIB,
 			      "stream %d queues buffer %u, state %d", i, bid,
 			      bstate[bid]);
-			CHECK(g->off < g->len && g->len <= loop->bufs.buf_size,
+			CHECK(g->off < g->len && g->len <= loop->pool.buf_size,
 			      "stream %d: buffer %u off %u len %u", i, bid,
 			      g->off, g->len);
 			if (g->next == IOU__SEG_NONE)
-				CHECK(s->seg_tail == bid, "stream %d: bad tail", i);
+				CHECK(s->rxq.tail == bid, "stream %d: bad tail", i);
 			seen[bid] = 1;
 			held++;
 			bytes += g->len - g->off;
@@ -929,11 +888,11 @@ static void check_invariants(void)
 			seen[w->bid] = 1;
 			held++;
 		}
-		CHECK(bytes == s->seg_bytes, "stream %d: seg_bytes %zu, counted %zu",
-		      i, s->seg_bytes, bytes);
-		CHECK(iou__list_linked(&s->holder_link) ==
-			      (s->seg_head != IOU__SEG_NONE),
-		      "stream %d: holders list out of step", i);
+		CHECK(bytes == s->rxq.seg_bytes, "stream %d: seg_bytes %zu, counted %zu",
+		      i, s->rxq.seg_bytes, bytes);
+		CHECK(iou__list_linked(&s->holder_link) ||
+			      s->rxq.head == IOU__SEG_NONE,
+		      "stream %d: holds buffers but is not in holders", i);
 		if (!md->closing) {
 			/* bytes handed to a forward's target are not buffered */
 			size_t fwd = s->read_kind == IOU__RD_FORWARDING
@@ -1066,13 +1025,14 @@ static void setup(void)
 	/* The real set-up; only the registration with the ring is faked. */
 	ret = iou__bufring_setup(loop, size, count);
 	CHECK(ret == 0, "iou__bufring_setup: %d", ret);
+	loop->pool.give_back = give_back;
 	b->bundle = (b2 / MAX_STREAMS) & 1;
 	bstate = calloc(count, 1);
 	CHECK(bstate, "out of memory");
 	khead = 0;
 	poison = size % 8 == 0;
 	if (poison)
-		ASAN_POISON_MEMORY_REGION(b->base, (size_t)size * count);
+		ASAN_POISON_MEMORY_REGION(loop->pool.base, (size_t)size * count);
 	TRACE("setup: buf_size %u count %u bundle %d streams %d\n", size, count,
 	      b->bundle, nstreams);
 
@@ -1157,7 +1117,7 @@ static void run_ops(void)
 		case 3: {
 			unsigned p = u8(), q = u8(), nbufs = 1 + (p >> 6);
 
-			kernel_recv(md, 1 + q % (loop->bufs.buf_size * nbufs),
+			kernel_recv(md, 1 + q % (loop->pool.buf_size * nbufs),
 				    nbufs, p & 1);
 			break;
 		}
@@ -1236,7 +1196,7 @@ static void drain(void)
 		bool any = false;
 
 		for (int i = 0; i < nstreams; i++)
-			any |= kernel_recv(&m[i], loop->bufs.buf_size, 2, false);
+			any |= kernel_recv(&m[i], loop->pool.buf_size, 2, false);
 		any |= nsqe > 0 || !iou__list_empty(&loop->deferred);
 		turn();
 		if (!any)
@@ -1304,8 +1264,8 @@ static void close_all(void)
 static void teardown(void)
 {
 	if (poison)
-		ASAN_UNPOISON_MEMORY_REGION(loop->bufs.base,
-					    (size_t)loop->bufs.buf_size *
+		ASAN_UNPOISON_MEMORY_REGION(loop->pool.base,
+					    (size_t)loop->pool.buf_size *
 						    loop->bufs.buf_count);
 	iou__bufring_teardown(loop);
 	iou__timers_free(loop);
@@ -1315,7 +1275,7 @@ static void teardown(void)
 		free(loop->free_writes);
 		loop->free_writes = next;
 	}
-	iou__blk_cache_free(loop);
+	iou__blk_cache_free(&loop->blocks);
 	free(loop);
 	loop = NULL;
 	for (int i = 0; i < MAX_STREAMS; i++) {

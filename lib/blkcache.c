@@ -11,16 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "internal.h" /* in the fault build, malloc can fail */
 
 /* Blocks above this size are freed, not kept, and so is a block that would
  * take the cache past the total: it stays small. */
 #define IOU__BLK_KEEP_MAX (256 * 1024)
 #define IOU__BLK_KEEP_TOTAL (1024 * 1024)
 
-void *iou__blk_get(iou_loop *loop, size_t want, size_t *cap)
+void *iou__blk_get(struct iou__blkcache *c, size_t want, size_t *cap)
 {
-	struct iou__blkcache *c = &loop->blocks;
 	unsigned best = IOU__BLK_SLOTS;
 	void *p;
 
@@ -46,10 +45,8 @@ void *iou__blk_get(iou_loop *loop, size_t want, size_t *cap)
 	return p;
 }
 
-void iou__blk_put(iou_loop *loop, void *p, size_t cap)
+void iou__blk_put(struct iou__blkcache *c, void *p, size_t cap)
 {
-	struct iou__blkcache *c = &loop->blocks;
-
 	if (!p)
 		return;
 	if (c->n == IOU__BLK_SLOTS || cap > IOU__BLK_KEEP_MAX ||
@@ -63,8 +60,8 @@ void iou__blk_put(iou_loop *loop, void *p, size_t cap)
 	c->n++;
 }
 
-int iou__blk_grow(iou_loop *loop, unsigned char **p, size_t *cap, size_t keep,
-		  size_t need)
+int iou__blk_grow(struct iou__blkcache *c, unsigned char **p, size_t *cap,
+		  size_t keep, size_t need)
 {
 	size_t want = *cap ? *cap : 256, got;
 	unsigned char *q;
@@ -73,21 +70,19 @@ int iou__blk_grow(iou_loop *loop, unsigned char **p, size_t *cap, size_t keep,
 		return 0;
 	while (want < need)
 		want *= 2;
-	q = iou__blk_get(loop, want, &got);
+	q = iou__blk_get(c, want, &got);
 	if (!q)
 		return -ENOMEM;
 	if (keep)
 		memcpy(q, *p, keep);
-	iou__blk_put(loop, *p, *cap);
+	iou__blk_put(c, *p, *cap);
 	*p = q;
 	*cap = got;
 	return 0;
 }
 
-void iou__blk_cache_free(iou_loop *loop)
+void iou__blk_cache_free(struct iou__blkcache *c)
 {
-	struct iou__blkcache *c = &loop->blocks;
-
 	while (c->n)
 		free(c->p[--c->n]);
 	c->bytes = 0;

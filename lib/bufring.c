@@ -18,14 +18,22 @@ static size_t page_round(size_t n)
 	return (n + page - 1) & ~(page - 1);
 }
 
+static void give_back(struct iou__pool *pool, uint32_t bid)
+{
+	iou__buf_recycle(IOU__CONTAINER_OF(pool, iou_loop, pool), bid);
+}
+
 int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 {
 	struct iou__bufring *b = &loop->bufs;
+	struct iou__pool *pool = &loop->pool;
 	struct io_uring_buf_reg reg = { 0 };
 	size_t data_bytes = page_round((size_t)size * count);
 	int ret;
 
-	b->buf_size = size;
+	pool->buf_size = size;
+	pool->blocks = &loop->blocks;
+	pool->give_back = give_back;
 	b->buf_count = count;
 	b->mask = (unsigned)io_uring_buf_ring_mask(count);
 	b->bgid = BGID;
@@ -36,16 +44,16 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 		b->br = NULL;
 		return -ENOMEM;
 	}
-	b->base = mmap(NULL, data_bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (b->base == MAP_FAILED) {
-		b->base = NULL;
+	pool->base = mmap(NULL, data_bytes, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (pool->base == MAP_FAILED) {
+		pool->base = NULL;
 		ret = -ENOMEM;
 		goto err;
 	}
-	loop->segs = calloc(count, sizeof(*loop->segs));
+	pool->segs = calloc(count, sizeof(*pool->segs));
 	b->pos = calloc(count, sizeof(*b->pos));
-	if (!loop->segs || !b->pos) {
+	if (!pool->segs || !b->pos) {
 		ret = -ENOMEM;
 		goto err;
 	}
@@ -75,18 +83,20 @@ err:
 void iou__bufring_teardown(iou_loop *loop)
 {
 	struct iou__bufring *b = &loop->bufs;
+	struct iou__pool *pool = &loop->pool;
 
 	/* Called after io_uring_queue_exit() or on a failed set-up: the kernel
 	 * holds no reference to the memory any more. */
-	if (b->base)
-		munmap(b->base, page_round((size_t)b->buf_size * b->buf_count));
+	if (pool->base)
+		munmap(pool->base,
+		       page_round((size_t)pool->buf_size * b->buf_count));
 	if (b->br)
 		munmap(b->br, b->br_bytes);
-	free(loop->segs);
+	free(pool->segs);
 	free(b->pos);
-	loop->segs = NULL;
+	pool->segs = NULL;
 	b->pos = NULL;
-	b->base = NULL;
+	pool->base = NULL;
 	b->br = NULL;
 }
 
@@ -99,8 +109,9 @@ void iou__buf_recycle(iou_loop *loop, unsigned bid)
 	 * reused before this buffer comes back: every slot from it to the tail
 	 * holds a different buffer. */
 	b->pos[bid] = (uint16_t)(b->br->tail + b->pending);
-	io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid), b->buf_size,
-			      (unsigned short)bid, (int)b->mask, (int)b->pending);
+	io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid),
+			      loop->pool.buf_size, (unsigned short)bid,
+			      (int)b->mask, (int)b->pending);
 	b->pending++;
 	b->out--;
 }

@@ -1,167 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /* The receive side of a stream: one multishot recv into the loop's provided
- * buffers, a queue of received buffers, and the buffered reads on top
- * (read, read_exactly, peek, read_until, forward).
- *
- * Received bytes are [spill][seg_head .. seg_tail]: the spill is a private
- * copy used only when a read needs bytes that span buffers, or when the pool
- * runs dry and buffers must go back; otherwise callbacks get pointers
- * straight into the provided buffers. */
+ * buffers, their bytes kept in the stream's receive queue (rxq.c), and the
+ * buffered reads on top (read, read_exactly, peek, read_until, forward). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-size_t iou__buffered(const iou_stream *s)
+static size_t buffered(const iou_stream *s)
 {
-	return s->spill_len + s->seg_bytes;
-}
-
-/* ---- the segment queue -------------------------------------------------- */
-
-static struct iou__seg *seg(const iou_stream *s, uint32_t bid)
-{
-	return &s->loop->segs[bid];
-}
-
-static void seg_push(iou_stream *s, uint32_t bid, uint32_t len)
-{
-	struct iou__seg *g = seg(s, bid);
-
-	g->next = IOU__SEG_NONE;
-	g->off = 0;
-	g->len = len;
-	if (s->seg_tail == IOU__SEG_NONE) {
-		s->seg_head = bid;
-		iou__list_add_tail(&s->loop->holders, &s->holder_link);
-	} else {
-		seg(s, s->seg_tail)->next = bid;
-	}
-	s->seg_tail = bid;
-	s->seg_bytes += len;
-}
-
-/* Unlink the head buffer; the caller recycles it or hands it on. */
-static uint32_t seg_unlink_head(iou_stream *s)
-{
-	uint32_t bid = s->seg_head;
-	struct iou__seg *g = seg(s, bid);
-
-	s->seg_bytes -= g->len - g->off;
-	s->seg_head = g->next;
-	if (s->seg_head == IOU__SEG_NONE) {
-		s->seg_tail = IOU__SEG_NONE;
-		iou__list_del(&s->holder_link);
-	}
-	return bid;
-}
-
-static void first_chunk(const iou_stream *s, const unsigned char **p,
-			size_t *len)
-{
-	if (s->spill_len) {
-		*p = s->spill + s->spill_off;
-		*len = s->spill_len;
-	} else if (s->seg_head != IOU__SEG_NONE) {
-		const struct iou__seg *g = seg(s, s->seg_head);
-
-		*p = iou__buf_addr(s->loop, s->seg_head) + g->off;
-		*len = g->len - g->off;
-	} else {
-		*p = NULL;
-		*len = 0;
-	}
-}
-
-static int spill_reserve(iou_stream *s, size_t extra)
-{
-	size_t need = s->spill_len + extra;
-
-	if (s->spill_off + need <= s->spill_cap)
-		return 0;
-	if (s->spill_off && !(s->flags & IOU__S_DELIVERING)) {
-		memmove(s->spill, s->spill + s->spill_off, s->spill_len);
-		s->spill_off = 0;
-		if (need <= s->spill_cap)
-			return 0;
-	}
-	return iou__blk_grow(s->loop, &s->spill, &s->spill_cap,
-			     s->spill_off + s->spill_len, s->spill_off + need);
-}
-
-/* Copy the head buffer's bytes to the end of the spill and give it back. */
-static int spill_head(iou_stream *s)
-{
-	uint32_t bid = s->seg_head;
-	const struct iou__seg *g = seg(s, bid);
-	size_t len = g->len - g->off;
-
-	if (spill_reserve(s, len) < 0)
-		return -ENOMEM;
-	memcpy(s->spill + s->spill_off + s->spill_len,
-	       iou__buf_addr(s->loop, bid) + g->off, len);
-	s->spill_len += len;
-	iou__buf_recycle(s->loop, seg_unlink_head(s));
-	return 0;
-}
-
-void iou__recv_spill(iou_stream *s)
-{
-	while (s->seg_head != IOU__SEG_NONE && spill_head(s) == 0)
-		;
-}
-
-void iou__recv_release_all(iou_stream *s)
-{
-	while (s->seg_head != IOU__SEG_NONE)
-		iou__buf_recycle(s->loop, seg_unlink_head(s));
-}
-
-/* The first n buffered bytes as one contiguous run, copying only when they
- * span buffers.  NULL on allocation failure. */
-static const unsigned char *contiguous(iou_stream *s, size_t n)
-{
-	const unsigned char *p;
-	size_t len;
-
-	first_chunk(s, &p, &len);
-	while (len < n) {
-		if (spill_head(s) < 0)
-			return NULL;
-		first_chunk(s, &p, &len);
-	}
-	return p;
+	return iou__rxq_len(&s->rxq);
 }
 
 static void consume(iou_stream *s, size_t n)
 {
-	size_t k = n < s->spill_len ? n : s->spill_len;
-
-	s->spill_off += k;
-	s->spill_len -= k;
-	if (!s->spill_len) {
-		s->spill_off = 0;
-		/* empty: back to the loop, unless a callback still looks at it */
-		if (s->spill && !(s->flags & IOU__S_DELIVERING)) {
-			iou__blk_put(s->loop, s->spill, s->spill_cap);
-			s->spill = NULL;
-			s->spill_cap = 0;
-		}
-	}
-	n -= k;
-	while (n) {
-		struct iou__seg *g = seg(s, s->seg_head);
-		size_t avail = g->len - g->off;
-
-		if (avail > n) {
-			g->off += (uint32_t)n;
-			s->seg_bytes -= n;
-			break;
-		}
-		n -= avail;
-		iou__buf_recycle(s->loop, seg_unlink_head(s));
-	}
+	iou__rxq_consume(&s->loop->pool, &s->rxq, n);
 }
 
 /* ---- the multishot recv ------------------------------------------------- */
@@ -181,7 +35,7 @@ void iou__recv_arm(iou_stream *s)
 	if (!(s->flags & IOU__S_RECV_WANTED) ||
 	    (s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED | IOU__S_EOF |
 			 IOU__S_RD_SHUT | IOU__S_CLOSING)) ||
-	    s->rd_err || iou__buffered(s) >= s->max_buffered)
+	    s->rd_err || buffered(s) >= s->max_buffered)
 		return;
 	sqe = iou__get_sqe(s->loop);
 	if (!sqe) {
@@ -191,7 +45,7 @@ void iou__recv_arm(iou_stream *s)
 	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
 	if (s->loop->bufs.bundle)
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
-	room = s->max_buffered - iou__buffered(s);
+	room = s->max_buffered - buffered(s);
 	/* sqe->optlen in newer headers; liburing 2.3 names that word file_index */
 	s->flags &= ~IOU__S_RECV_LIMITED;
 	if (s->loop->bufs.recv_limit) {
@@ -210,7 +64,7 @@ void iou__recv_arm(iou_stream *s)
  * receive queue fills and TCP pushes back on the peer. */
 static void recv_pause_if_full(iou_stream *s)
 {
-	if (iou__buffered(s) < s->max_buffered ||
+	if (buffered(s) < s->max_buffered ||
 	    (s->flags & (IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL)) !=
 		    IOU__S_RECV_ARMED)
 		return;
@@ -223,7 +77,7 @@ static void recv_pause_if_full(iou_stream *s)
 static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 {
 	iou_loop *loop = s->loop;
-	uint32_t size = loop->bufs.buf_size;
+	uint32_t size = loop->pool.buf_size;
 	uint32_t left = res > 0 ? (uint32_t)res : 0;
 	bool keep = left && !(s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT));
 	unsigned n = left ? (left + size - 1) / size : 1;
@@ -236,12 +90,15 @@ static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 		loop->bufs.out++;
 		left -= len;
 		if (keep)
-			seg_push(s, bid, len);
+			iou__rxq_push(&loop->pool, &s->rxq, bid, len);
 		else
 			iou__buf_recycle(loop, bid);
 	}
-	if (keep)
+	if (keep) {
 		s->last_recv = loop->now;
+		if (!iou__list_linked(&s->holder_link))
+			iou__list_add_tail(&loop->holders, &s->holder_link);
+	}
 }
 
 void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
@@ -291,7 +148,7 @@ void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 static void read_clear(iou_stream *s)
 {
 	if (s->sep != s->sep_inline) {
-		iou__blk_put(s->loop, s->sep, s->sep_cap);
+		iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
 		s->sep = s->sep_inline;
 	}
 	if (iou__list_linked(&s->fwd_link))
@@ -327,7 +184,7 @@ static void recv_resume(iou_stream *s)
 {
 	if ((s->flags & IOU__S_RECV_WANTED) &&
 	    !(s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED)) &&
-	    iou__buffered(s) < s->max_buffered)
+	    buffered(s) < s->max_buffered)
 		iou__stream_poke(s);
 }
 
@@ -359,34 +216,6 @@ static int end_error(const iou_stream *s)
 	return 0;
 }
 
-/* Search for the separator in the first read_n bytes.  Returns the length
- * up to and including it, or 0.  Gathers buffers into the spill only when
- * the first one does not hold the answer; scan_pos remembers how far no
- * match can start, so every byte is searched about once. */
-static size_t find_sep(iou_stream *s)
-{
-	size_t limit = s->read_n;
-
-	for (;;) {
-		const unsigned char *p, *hit;
-		size_t len, span;
-
-		first_chunk(s, &p, &len);
-		span = len < limit ? len : limit;
-		if (span >= s->scan_pos + s->seplen) {
-			hit = memmem(p + s->scan_pos, span - s->scan_pos, s->sep,
-				     s->seplen);
-			if (hit)
-				return (size_t)(hit - p) + s->seplen;
-			s->scan_pos = span - s->seplen + 1;
-		}
-		if (len >= limit || len == iou__buffered(s))
-			return 0;
-		if (spill_head(s) < 0)
-			return 0;
-	}
-}
-
 /* Queue the first bytes (at most max) on `to`: a whole received buffer is
  * handed over as it is, spilled bytes or part of a buffer are copied. */
 static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
@@ -398,18 +227,16 @@ static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 	/* Queue the write before taking the bytes out of the stream: if that
 	 * fails (no memory for the record), the bytes stay where they were
 	 * instead of being lost from the middle of the stream. */
-	first_chunk(s, &p, len);
+	iou__rxq_first(&s->loop->pool, &s->rxq, &p, len);
 	if (*len > max)
 		*len = max;
-	if (!s->spill_len &&
-	    p + *len == iou__buf_addr(s->loop, s->seg_head) +
-				seg(s, s->seg_head)->len) {
-		ret = iou__stream_queue_forward(to, p, *len, s->seg_head, 0, w);
+	if (iou__rxq_head_is(&s->loop->pool, &s->rxq, *len)) {
+		ret = iou__stream_queue_forward(to, p, *len, s->rxq.head, 0, w);
 		if (ret == 0)
-			seg_unlink_head(s);
+			iou__rxq_detach_head(&s->loop->pool, &s->rxq);
 	} else {
 		size_t cap;
-		unsigned char *copy = iou__blk_get(s->loop, *len, &cap);
+		unsigned char *copy = iou__blk_get(&s->loop->blocks, *len, &cap);
 
 		if (!copy)
 			return -ENOMEM;
@@ -419,7 +246,7 @@ static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 		if (ret == 0)
 			consume(s, *len);
 		else
-			iou__blk_put(s->loop, copy, cap);
+			iou__blk_put(&s->loop->blocks, copy, cap);
 	}
 	return ret;
 }
@@ -442,7 +269,7 @@ static void forward_progress(iou_stream *s)
 		return;
 	}
 	for (int i = 0; i < IOU__GATHER_MAX && total < s->read_n &&
-			iou__buffered(s);
+			buffered(s);
 	     i++) {
 		ret = forward_piece(s, to, s->read_n - total, &w, &len);
 		if (ret < 0)
@@ -499,14 +326,14 @@ void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res)
  * callback ran with data (which may have issued the next read). */
 static bool read_progress_once(iou_stream *s)
 {
-	size_t have = iou__buffered(s), n = 0;
+	size_t have = buffered(s), n = 0;
 	const unsigned char *p;
 	int err = 0;
 
 	switch (s->read_kind) {
 	case IOU__RD_SOME:
 		if (have) {
-			first_chunk(s, &p, &n);
+			iou__rxq_first(&s->loop->pool, &s->rxq, &p, &n);
 			deliver(s, p, n < s->read_n ? n : s->read_n, false);
 			return true;
 		}
@@ -524,7 +351,8 @@ static bool read_progress_once(iou_stream *s)
 			err = end_error(s);
 		break;
 	case IOU__RD_UNTIL:
-		n = find_sep(s);
+		n = iou__rxq_find(&s->loop->pool, &s->rxq, s->sep, s->seplen,
+				  s->read_n, &s->scan_pos);
 		if (!n)
 			err = have >= s->read_n ? -IOU_EOVERFLOW : end_error(s);
 		break;
@@ -543,7 +371,7 @@ static bool read_progress_once(iou_stream *s)
 		return false;
 	}
 	if (n) {
-		p = contiguous(s, n);
+		p = iou__rxq_contiguous(&s->loop->pool, &s->rxq, n);
 		if (!p) {
 			iou__read_fail(s, -ENOMEM);
 			return false;
@@ -626,7 +454,7 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
 	if (seplen > IOU__SEP_INLINE) {
-		s->sep = iou__blk_get(s->loop, seplen, &s->sep_cap);
+		s->sep = iou__blk_get(&s->loop->blocks, seplen, &s->sep_cap);
 		if (!s->sep) {
 			s->sep = s->sep_inline;
 			return -ENOMEM;
@@ -659,7 +487,7 @@ int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
 
 size_t iou_buffered(const iou_stream *s)
 {
-	return s ? iou__buffered(s) : 0;
+	return s ? buffered(s) : 0;
 }
 
 ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap)
@@ -674,7 +502,7 @@ ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap)
 		const unsigned char *p;
 		size_t len;
 
-		first_chunk(s, &p, &len);
+		iou__rxq_first(&s->loop->pool, &s->rxq, &p, &len);
 		if (!len)
 			break;
 		if (len > cap - done)

@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 
 #include "iou.h"
+#include "rxq.h"
 
 /* liburing 2.3's headers predate some kernel constants. */
 #ifndef IORING_SETUP_SINGLE_ISSUER
@@ -61,9 +62,7 @@ static inline bool iou__timer_active(const struct iou__timer *t)
 struct iou__bufring {
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;        /* mmap size of br */
-	unsigned char *base;    /* buf_count * buf_size bytes */
-	unsigned buf_size;
-	unsigned buf_count;
+	unsigned buf_count;     /* of loop->pool.buf_size bytes each */
 	unsigned mask;
 	unsigned pending;       /* buffers added but not yet published */
 	unsigned out;           /* buffers held by the kernel or streams */
@@ -74,29 +73,6 @@ struct iou__bufring {
 	uint16_t *pos;          /* ring slot (tail counter) each buffer sits in */
 };
 
-/* ---- the loop's cache of freed heap blocks (blkcache.c) ----------------- */
-
-/* Enough for a stream's pipelined requests in flight (a forwarded copy
- * each) plus the blocks of a few more streams. */
-#define IOU__BLK_SLOTS 32
-
-struct iou__blkcache {
-	void *p[IOU__BLK_SLOTS];
-	size_t cap[IOU__BLK_SLOTS];
-	unsigned n;
-	size_t bytes;       /* sum of cap[0..n) */
-};
-
-/* A block of at least `want` bytes, its size in *cap; NULL if out of memory. */
-void *iou__blk_get(iou_loop *loop, size_t want, size_t *cap);
-/* Give back a block from iou__blk_get (NULL is fine). */
-void iou__blk_put(iou_loop *loop, void *p, size_t cap);
-/* Make *p (a block of *cap bytes, or NULL) hold at least `need` bytes,
- * keeping its first `keep`; sizes double from 256.  0 or -ENOMEM (then
- * nothing changed). */
-int iou__blk_grow(iou_loop *loop, unsigned char **p, size_t *cap, size_t keep,
-		  size_t need);
-void iou__blk_cache_free(iou_loop *loop);
 
 /* ---- posted callbacks --------------------------------------------------- */
 
@@ -112,17 +88,6 @@ struct iou__list {
 	struct iou__list *prev, *next;
 };
 
-/* A received provided buffer queued in a stream, indexed by buffer id: a
- * buffer is in at most one stream at a time, so the table needs no
- * allocation per receive. */
-struct iou__seg {
-	uint32_t next;  /* next buffer id in the stream's queue, or SEG_NONE */
-	uint32_t off;   /* first unconsumed byte */
-	uint32_t len;   /* end of the received bytes */
-};
-
-#define IOU__SEG_NONE UINT32_MAX
-
 struct iou_loop {
 	struct io_uring ring;
 	unsigned setup_flags;
@@ -135,7 +100,7 @@ struct iou_loop {
 	uint64_t active;
 
 	struct iou__bufring bufs;
-	struct iou__seg *segs;      /* one per buffer id */
+	struct iou__pool pool;      /* the buffers' memory (rxq.h) */
 
 	/* timers: binary min-heap of pointers */
 	struct iou__timer **heap;
@@ -157,7 +122,8 @@ struct iou_loop {
 	struct iou__list starved;
 	/* streams with work to do at the end of the turn (re-arm, ...) */
 	struct iou__list deferred;
-	/* streams holding provided buffers, for spilling under starvation */
+	/* streams that received into provided buffers, for spilling under
+	 * starvation; one that gave them all back leaves at the next walk */
 	struct iou__list holders;
 
 	/* freelist of write records (stream.c) */
@@ -208,7 +174,7 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count);
 void iou__bufring_teardown(iou_loop *loop);
 static inline unsigned char *iou__buf_addr(const iou_loop *loop, unsigned bid)
 {
-	return loop->bufs.base + (size_t)bid * loop->bufs.buf_size;
+	return iou__pool_addr(&loop->pool, bid);
 }
 void iou__buf_recycle(iou_loop *loop, unsigned bid);
 /* The buffer in ring slot `pos` (a tail counter value). */
@@ -336,11 +302,7 @@ struct iou_stream {
 	struct iou__op send_op;
 	struct iou__op aux_op;      /* shutdown, close */
 
-	/* receive queue: [spill bytes][provided buffers seg_head..seg_tail] */
-	uint32_t seg_head, seg_tail;
-	size_t seg_bytes;
-	unsigned char *spill;
-	size_t spill_off, spill_len, spill_cap;
+	struct iou__rxq rxq;         /* received bytes (rxq.h) */
 	size_t max_buffered;
 	uint64_t last_recv;         /* loop clock of the last received bytes */
 
@@ -405,13 +367,10 @@ void iou__recv_arm(iou_stream *s);
 void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
 void iou__read_fail(iou_stream *s, int err);
-void iou__recv_release_all(iou_stream *s); /* give every buffer back */
-void iou__recv_spill(iou_stream *s);       /* copy buffers out, give back */
 void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
 /* `to` is closing: forwards into it that wait for bytes fail with err (the
  * ones whose bytes sit in its write queue fail with the queue). */
 void iou__forward_sources_fail(iou_stream *to, int err);
-size_t iou__buffered(const iou_stream *s);
 
 /* server.c: a stream of the server's was freed */
 void iou__server_conn_closed(iou_server *srv, iou_stream *s);

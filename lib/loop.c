@@ -265,7 +265,7 @@ int iou_loop_destroy(iou_loop *loop)
 		free(loop->free_writes);
 		loop->free_writes = next;
 	}
-	iou__blk_cache_free(loop);
+	iou__blk_cache_free(&loop->blocks);
 	pthread_mutex_destroy(&loop->post_lock);
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_fini(loop);

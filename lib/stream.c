@@ -80,7 +80,7 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	s->recv_op.complete = iou__recv_complete;
 	s->send_op.complete = send_complete;
 	s->aux_op.complete = aux_complete;
-	s->seg_head = s->seg_tail = IOU__SEG_NONE;
+	iou__rxq_init(&s->rxq);
 	s->max_buffered = o->max_buffered;
 	s->last_recv = loop->now;
 	s->sep = s->sep_inline;
@@ -172,7 +172,9 @@ static void feed_the_starved(iou_loop *loop)
 
 			n = n->next;
 			if (!(h->flags & IOU__S_DELIVERING))
-				iou__recv_spill(h);
+				iou__rxq_spill_all(&loop->pool, &h->rxq);
+			if (h->rxq.head == IOU__SEG_NONE)
+				iou__list_del(&h->holder_link);
 		}
 		if (b->out >= b->buf_count)
 			return; /* all in flight in sends: they come back */
@@ -232,7 +234,7 @@ struct iou__write *iou__write_get(iou_loop *loop)
 
 void iou__write_put(iou_loop *loop, struct iou__write *w)
 {
-	iou__blk_put(loop, w->owned, w->owned_cap);
+	iou__blk_put(&loop->blocks, w->owned, w->owned_cap);
 	w->next = loop->free_writes;
 	loop->free_writes = w;
 }
@@ -251,7 +253,7 @@ static unsigned gather_writes(iou_stream *s)
 	if (!g) {
 		size_t cap;
 
-		g = s->gather = iou__blk_get(s->loop, sizeof(*g), &cap);
+		g = s->gather = iou__blk_get(&s->loop->blocks, sizeof(*g), &cap);
 		if (!g)
 			return 0;
 		g->cap = cap;
@@ -385,7 +387,7 @@ static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 		start_send(s);
 	} else if (s->gather) {
 		/* nothing left to send: an idle stream keeps no gather list */
-		iou__blk_put(s->loop, s->gather, s->gather->cap);
+		iou__blk_put(&s->loop->blocks, s->gather, s->gather->cap);
 		s->gather = NULL;
 	}
 	shutdown_write_if_due(s);
@@ -482,7 +484,7 @@ int iou_feed(iou_stream *s, const void *data, size_t len)
 	ret = write_check(s);
 	if (ret < 0)
 		return ret;
-	if (iou__blk_grow(s->loop, &s->feed, &s->feed_cap, s->feed_len,
+	if (iou__blk_grow(&s->loop->blocks, &s->feed, &s->feed_cap, s->feed_len,
 			  s->feed_len + len) < 0)
 		return -ENOMEM;
 	if (len)
@@ -593,7 +595,9 @@ static void stream_free(iou_stream *s)
 {
 	iou_loop *loop = s->loop;
 
-	iou__recv_release_all(s);
+	iou__rxq_clear(&loop->pool, &s->rxq);
+	if (iou__list_linked(&s->holder_link))
+		iou__list_del(&s->holder_link);
 	if (iou__list_linked(&s->starved_link))
 		iou__list_del(&s->starved_link);
 	if (s->flags & IOU__S_DEFERRED)
@@ -603,12 +607,11 @@ static void stream_free(iou_stream *s)
 		iou__server_conn_closed(s->server, s);
 	if (s->close_cb)
 		s->close_cb(s, s->close_ud);
-	iou__blk_put(loop, s->spill, s->spill_cap);
-	iou__blk_put(loop, s->feed, s->feed_cap);
+	iou__blk_put(&loop->blocks, s->feed, s->feed_cap);
 	if (s->gather)
-		iou__blk_put(loop, s->gather, s->gather->cap);
+		iou__blk_put(&loop->blocks, s->gather, s->gather->cap);
 	if (s->sep != s->sep_inline)
-		iou__blk_put(loop, s->sep, s->sep_cap);
+		iou__blk_put(&loop->blocks, s->sep, s->sep_cap);
 	free(s);
 	loop->active--;
 }
@@ -657,7 +660,7 @@ static void close_progress(iou_stream *s)
 		iou__list_del(&s->starved_link);
 		s->flags &= ~IOU__S_STARVED;
 	}
-	iou__recv_release_all(s);
+	iou__rxq_clear(&s->loop->pool, &s->rxq);
 	if (s->inflight) {
 		if (!(s->flags & IOU__S_CANCEL_SENT)) {
 			if (cancel_inflight(s) == 0)

@@ -257,7 +257,7 @@ static void run_pattern(enum pattern pat)
 #endif
 	ck_assert_int_eq(v.served, (WARMUP + COUNTED) * batch);
 	/* idle now: the request-sized blocks went back to the loop */
-	ck_assert_ptr_null(s->spill);
+	ck_assert_ptr_null(s->rxq.spill);
 	ck_assert_ptr_null(s->feed);
 	ck_assert_ptr_null(s->gather);
 	if (pat != P_LONG_SEPARATOR) /* else its next read_until is pending */

@@ -216,8 +216,8 @@ START_TEST(read_exactly_within_one_buffer_is_zero_copy)
 	e.total = 100;
 	e.seed = 5;
 	e.zero_copy_max = 100;
-	e.pool_lo = loop->bufs.base;
-	e.pool_hi = loop->bufs.base + (size_t)loop->bufs.buf_size * loop->bufs.buf_count;
+	e.pool_lo = loop->pool.base;
+	e.pool_hi = loop->pool.base + (size_t)loop->pool.buf_size * loop->bufs.buf_count;
 	exact_next(s, &e);
 	tsp_fill(b, sizeof(b), 5, 0);
 	ck_assert_int_eq(send(peer, b, sizeof(b), 0), (ssize_t)sizeof(b));
@@ -1108,7 +1108,7 @@ START_TEST(backpressure_holds_with_a_big_pool)
 	iou_stream_opts_init(&o);
 	o.max_buffered = 64 * KiB;
 	o.rcvbuf = 4 * MiB;
-	limit = o.max_buffered + loop->bufs.buf_size;
+	limit = o.max_buffered + loop->pool.buf_size;
 	memset(r, 0, sizeof(r));
 	for (int i = 0; i < N; i++) {
 		peer[i] = tsp_open_pair(loop, &o, &s[i]);

@@ -66,7 +66,7 @@ START_TEST(test_create_default)
 	iou_loop *loop = t_loop_create_or_skip(NULL);
 
 	ck_assert_int_eq(iou_loop_alive(loop), 0);
-	ck_assert_uint_eq(loop->bufs.buf_size, 16384);
+	ck_assert_uint_eq(loop->pool.buf_size, 16384);
 	ck_assert_uint_eq(loop->bufs.buf_count, 1024);
 	ck_assert_uint_ge(loop->ring.sq.ring_entries, 512);
 	ck_assert_uint_gt(iou_loop_now(loop), 0);
@@ -100,7 +100,7 @@ START_TEST(test_create_custom)
 			      o.queue_depth, o.buf_size, o.buf_count,
 			      iou_strerror(ret));
 		ck_assert_uint_ge(loop->ring.sq.ring_entries, o.queue_depth);
-		ck_assert_uint_eq(loop->bufs.buf_size, o.buf_size);
+		ck_assert_uint_eq(loop->pool.buf_size, o.buf_size);
 		ck_assert_uint_eq(loop->bufs.buf_count, o.buf_count);
 		ck_assert_int_eq(iou_loop_alive(loop), 0);
 		ck_assert_int_eq(iou_loop_destroy(loop), 0);
