@@ -157,6 +157,7 @@ static size_t model_find(void)
  * bytes came: its scan position carries over. */
 static void op_find(int again)
 {
+	ssize_t found;
 	size_t got, want;
 
 	if (!again || !find.active) {
@@ -167,8 +168,10 @@ static void op_find(int again)
 		find.scan_pos = 0;
 		find.active = 1;
 	}
-	got = iou__rxq_find(&pool, &q, find.sep, find.seplen, find.limit,
-			    &find.scan_pos);
+	found = iou__rxq_find(&pool, &q, find.sep, find.seplen, find.limit,
+			      &find.scan_pos);
+	CHECK(found >= 0, "find failed: %zd", found);
+	got = (size_t)found;
 	want = model_find();
 	CHECK(got == want, "find (sep %zu bytes, limit %zu): %zu, model %zu",
 	      find.seplen, find.limit, got, want);

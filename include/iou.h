@@ -230,7 +230,9 @@ typedef void (*iou_close_cb)(iou_stream *s, void *ud);
  * Read operations return IOU_ECLOSED after iou_shutdown(SHUT_RD) or
  * iou_close().  Received bytes are buffered in the stream (up to
  * max_buffered) whether or not a read is pending, once the first read was
- * issued. */
+ * issued.  A read that needs bytes spanning receive buffers copies them
+ * together; if that copy cannot be allocated its callback gets -ENOMEM and
+ * every byte stays buffered (the read may be issued again). */
 
 /* Read up to `max` (>= 1) bytes: whatever is buffered, or the next bytes to
  * arrive.  The callback gets 0 at end of file. */

@@ -350,12 +350,18 @@ static bool read_progress_once(iou_stream *s)
 		else
 			err = end_error(s);
 		break;
-	case IOU__RD_UNTIL:
-		n = iou__rxq_find(&s->loop->pool, &s->rxq, s->sep, s->seplen,
-				  s->read_n, &s->scan_pos);
-		if (!n)
+	case IOU__RD_UNTIL: {
+		ssize_t found = iou__rxq_find(&s->loop->pool, &s->rxq, s->sep,
+					      s->seplen, s->read_n,
+					      &s->scan_pos);
+
+		if (found < 0)
+			err = (int)found;
+		else if (found == 0)
 			err = have >= s->read_n ? -IOU_EOVERFLOW : end_error(s);
+		n = found > 0 ? (size_t)found : 0;
 		break;
+	}
 	case IOU__RD_FORWARD:
 		if (have) {
 			forward_progress(s);

@@ -157,9 +157,9 @@ void iou__rxq_consume(struct iou__pool *pool, struct iou__rxq *q, size_t n)
 
 /* Gathers buffers into the spill only when the first one does not hold the
  * answer. */
-size_t iou__rxq_find(struct iou__pool *pool, struct iou__rxq *q,
-		     const unsigned char *sep, size_t seplen, size_t limit,
-		     size_t *scan_pos)
+ssize_t iou__rxq_find(struct iou__pool *pool, struct iou__rxq *q,
+		      const unsigned char *sep, size_t seplen, size_t limit,
+		      size_t *scan_pos)
 {
 	for (;;) {
 		const unsigned char *p, *hit;
@@ -170,13 +170,13 @@ size_t iou__rxq_find(struct iou__pool *pool, struct iou__rxq *q,
 		if (span >= *scan_pos + seplen) {
 			hit = memmem(p + *scan_pos, span - *scan_pos, sep, seplen);
 			if (hit)
-				return (size_t)(hit - p) + seplen;
+				return (ssize_t)((size_t)(hit - p) + seplen);
 			*scan_pos = span - seplen + 1;
 		}
 		if (len >= limit || len == iou__rxq_len(q))
 			return 0;
 		if (spill_head(pool, q) < 0)
-			return 0;
+			return -ENOMEM;
 	}
 }
 

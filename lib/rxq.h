@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* ---- the cache of freed heap blocks (blkcache.c) ------------------------ */
 
@@ -95,12 +96,12 @@ const unsigned char *iou__rxq_contiguous(struct iou__pool *pool,
 /* Drop the first n (<= iou__rxq_len) bytes; emptied buffers go back. */
 void iou__rxq_consume(struct iou__pool *pool, struct iou__rxq *q, size_t n);
 /* Search the first `limit` bytes for sep.  Returns the length up to and
- * including the first match, or 0.  *scan_pos (0 at the first call) keeps
- * how far no match can start, so that calls as bytes arrive search each
- * byte about once. */
-size_t iou__rxq_find(struct iou__pool *pool, struct iou__rxq *q,
-		     const unsigned char *sep, size_t seplen, size_t limit,
-		     size_t *scan_pos);
+ * including the first match, 0 if there is none (yet), or -ENOMEM (nothing
+ * lost).  *scan_pos (0 at the first call) keeps how far no match can start,
+ * so that calls as bytes arrive search each byte about once. */
+ssize_t iou__rxq_find(struct iou__pool *pool, struct iou__rxq *q,
+		      const unsigned char *sep, size_t seplen, size_t limit,
+		      size_t *scan_pos);
 /* Whether the first len bytes are exactly the rest of the head buffer. */
 bool iou__rxq_head_is(const struct iou__pool *pool, const struct iou__rxq *q,
 		      size_t len);

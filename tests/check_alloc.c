@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * check_alloc: no malloc/free per request in the steady state, and an idle
- * stream holds no request-sized heap block.
+ * check_alloc: no malloc/free per request in the steady state, an idle
+ * stream holds no request-sized heap block, and a read whose copy cannot be
+ * allocated fails with -ENOMEM and loses no byte.
  *
  * The program counts the heap calls of its own (loop) thread by defining
  * malloc, calloc, realloc and free on top of glibc's __libc_* functions.
@@ -43,9 +44,12 @@ void __libc_free(void *p);
 
 static _Thread_local int counting;
 static _Thread_local long heap_calls;
+static _Thread_local int failing; /* malloc returns NULL */
 
 void *malloc(size_t n)
 {
+	if (failing)
+		return NULL;
 	heap_calls += counting;
 	return __libc_malloc(n);
 }
@@ -298,6 +302,81 @@ START_TEST(no_heap_calls_forward_parts)
 }
 END_TEST
 
+/* ---- out of memory ------------------------------------------------------ */
+
+static void got_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	ssize_t *got = ud;
+
+	(void)s;
+	(void)d;
+	*got = res;
+}
+
+/* Read `msg` (already buffered) with read_until, first while malloc fails,
+ * then normally: -ENOMEM, nothing consumed, then the record. */
+static void until_without_memory(size_t max, ssize_t want)
+{
+	iou_loop *loop;
+	iou_stream *s;
+	struct iou_loop_opts o;
+	char msg[300];
+	ssize_t got = 0;
+	int peer, ret = 0;
+
+	if (!ALLOC_COUNTING) {
+		fprintf(stderr, "sanitizer build: malloc not interposed\n");
+		return;
+	}
+	iou_loop_opts_init(&o);
+	o.buf_size = 64; /* the record spans buffers: its read copies */
+	loop = t_loop_create_or_skip(&o);
+	peer = tsp_open_pair(loop, NULL, &s);
+	memset(msg, 'x', sizeof(msg));
+	msg[150] = '\n';
+	ck_assert_int_eq(send(peer, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
+	/* receive everything: a peek of one byte starts receiving */
+	ck_assert_int_eq(iou_peek(s, 1, got_cb, &got), 0);
+	for (int i = 0; i < 500 && iou_buffered(s) < sizeof(msg); i++)
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+	ck_assert_uint_eq(iou_buffered(s), sizeof(msg));
+
+	got = 0;
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, max, got_cb, &got), 0);
+	failing = 1; /* no Check assertion until it is 0 again: they allocate */
+	for (int i = 0; i < 100 && !got && ret >= 0; i++)
+		ret = iou_loop_run_once(loop, 10);
+	failing = 0;
+	ck_assert_int_ge(ret, 0);
+	ck_assert_msg(got == -ENOMEM, "read_until without memory: %zd (%s)",
+		      got, iou_strerror((int)got));
+	ck_assert_uint_eq(iou_buffered(s), sizeof(msg));
+
+	got = 0;
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, max, got_cb, &got), 0);
+	for (int i = 0; i < 100 && !got; i++)
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+	ck_assert_int_eq(got, want);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+
+/* The separator is there: -ENOMEM, then the 151-byte record. */
+START_TEST(read_until_without_memory_is_enomem)
+{
+	until_without_memory(200, 151);
+}
+END_TEST
+
+/* No separator within max: -ENOMEM (not IOU_EOVERFLOW, which would claim
+ * the bytes were searched), then IOU_EOVERFLOW. */
+START_TEST(read_until_without_memory_is_not_overflow)
+{
+	until_without_memory(100, -IOU_EOVERFLOW);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
 	Suite *s = suite_create("alloc");
@@ -309,6 +388,11 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, no_heap_calls_spanning_read);
 	tcase_add_test(tc, no_heap_calls_gathered_writes);
 	tcase_add_test(tc, no_heap_calls_forward_parts);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("out of memory");
+	tcase_add_test(tc, read_until_without_memory_is_enomem);
+	tcase_add_test(tc, read_until_without_memory_is_not_overflow);
 	suite_add_tcase(s, tc);
 	return s;
 }

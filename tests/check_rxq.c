@@ -76,9 +76,9 @@ START_TEST(test_empty)
 	iou__rxq_first(&pool, &q, &p, &len);
 	ck_assert_ptr_null(p);
 	ck_assert_uint_eq(len, 0);
-	ck_assert_uint_eq(iou__rxq_find(&pool, &q, (const unsigned char *)"\n",
-					1, 100, &scan),
-			  0);
+	ck_assert_int_eq(iou__rxq_find(&pool, &q, (const unsigned char *)"\n",
+				       1, 100, &scan),
+			 0);
 	ck_assert(!iou__rxq_head_is(&pool, &q, 0));
 	ck_assert_int_eq(iou__rxq_spill_all(&pool, &q), 0);
 	iou__rxq_clear(&pool, &q);
@@ -146,9 +146,9 @@ START_TEST(test_find_across_buffers)
 
 	push(0, "GET / \r");
 	push(1, "\nHost");
-	ck_assert_uint_eq(iou__rxq_find(&pool, &q, sep, 2, 6, &scan), 0);
+	ck_assert_int_eq(iou__rxq_find(&pool, &q, sep, 2, 6, &scan), 0);
 	scan = 0;
-	ck_assert_uint_eq(iou__rxq_find(&pool, &q, sep, 2, 100, &scan), 8);
+	ck_assert_int_eq(iou__rxq_find(&pool, &q, sep, 2, 100, &scan), 8);
 	ck_assert(memcmp(iou__rxq_contiguous(&pool, &q, 8), "GET / \r\n", 8) ==
 		  0);
 }
@@ -161,13 +161,13 @@ START_TEST(test_find_resumes)
 	size_t scan = 0;
 
 	push(0, "abcdefEN");
-	ck_assert_uint_eq(iou__rxq_find(&pool, &q, sep, 3, 64, &scan), 0);
+	ck_assert_int_eq(iou__rxq_find(&pool, &q, sep, 3, 64, &scan), 0);
 	ck_assert_uint_eq(scan, 6); /* "EN" may begin the match */
 	push(1, "xyzabcde");
-	ck_assert_uint_eq(iou__rxq_find(&pool, &q, sep, 3, 64, &scan), 0);
+	ck_assert_int_eq(iou__rxq_find(&pool, &q, sep, 3, 64, &scan), 0);
 	ck_assert_uint_eq(scan, 14);
 	push(2, "END!");
-	ck_assert_uint_eq(iou__rxq_find(&pool, &q, sep, 3, 64, &scan), 19);
+	ck_assert_int_eq(iou__rxq_find(&pool, &q, sep, 3, 64, &scan), 19);
 }
 END_TEST
 
