@@ -36,6 +36,8 @@
 #define ALLOC_COUNTING 1
 #endif
 
+static _Thread_local int failing; /* malloc returns NULL (not under ASan) */
+
 #if ALLOC_COUNTING
 void *__libc_malloc(size_t n);
 void *__libc_calloc(size_t n, size_t m);
@@ -44,7 +46,6 @@ void __libc_free(void *p);
 
 static _Thread_local int counting;
 static _Thread_local long heap_calls;
-static _Thread_local int failing; /* malloc returns NULL */
 
 void *malloc(size_t n)
 {
