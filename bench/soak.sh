@@ -76,8 +76,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-if [ "${SOAK_PIN:-1}" = 1 ] && [ "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" -ge 2 ] &&
-	command -v taskset >/dev/null 2>&1; then
+# nproc counts the CPUs this job may use (affinity, cpusets), and taskset
+# must accept CPUs 0 and 1 too.
+if [ "${SOAK_PIN:-1}" = 1 ] && [ "$(nproc 2>/dev/null || echo 1)" -ge 2 ] &&
+	command -v taskset >/dev/null 2>&1 && taskset -c 0 true 2>/dev/null &&
+	taskset -c 1 true 2>/dev/null; then
 	PIN_S="taskset -c 0" PIN_C="taskset -c 1" PINNING="server CPU 0, client CPU 1"
 else
 	PIN_S='' PIN_C='' PINNING="not pinned"

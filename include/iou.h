@@ -101,8 +101,9 @@ IOU_EXTERN void iou_loop_opts_init(struct iou_loop_opts *opts);
  * calling thread; `opts` may be NULL for the defaults.  On success *out is
  * set and 0 returned.
  * Errors: -EINVAL (bad option or NULL out), IOU_ENOURING (io_uring disabled
- * or filtered), IOU_ENOFEATURE (kernel older than 6.0), -ENOMEM (also: the
- * RLIMIT_MEMLOCK limit on kernels before 5.12). */
+ * or filtered), IOU_ENOFEATURE (kernel older than 6.0), -ENOMEM (also:
+ * RLIMIT_MEMLOCK too low for the memory io_uring pins, without
+ * CAP_IPC_LOCK). */
 IOU_EXTERN int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts);
 
 /* Destroy a loop that has no work left (see iou_loop_alive()).  Returns

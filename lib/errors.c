@@ -41,8 +41,8 @@ const char *iou_strerror(int err)
 		return "the kernel's io_uring lacks multishot receive or buffer "
 		       "rings: Linux 6.0 or newer is needed";
 	case ENOMEM:
-		return "out of memory (for io_uring rings on kernels before 5.12: "
-		       "raise RLIMIT_MEMLOCK, ulimit -l)";
+		return "out of memory (without CAP_IPC_LOCK, io_uring's pinned "
+		       "memory counts against RLIMIT_MEMLOCK: raise ulimit -l)";
 	default:
 		return strerror(-err);
 	}

@@ -1747,18 +1747,39 @@ START_TEST(connect_with_bind_host)
 }
 END_TEST
 
+/* Whether a plain bind() to addr succeeds here (a host may own any
+ * address, and net.ipv4.ip_nonlocal_bind allows them all). */
+static int bind_works(const char *addr)
+{
+	struct sockaddr_in in = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(inet_pton(AF_INET, addr, &in.sin_addr), 1);
+	ok = bind(fd, (struct sockaddr *)&in, sizeof(in)) == 0;
+	close(fd);
+	return ok;
+}
+
 /* A bind_host that is not ours: -EADDRNOTAVAIL through the callback, on a
  * later turn. */
 START_TEST(connect_bind_host_not_local_is_eaddrnotavail)
 {
-	iou_loop *loop = new_loop();
+	static const char addr[] = "198.51.100.1"; /* TEST-NET-2 */
+	iou_loop *loop;
 	struct iou_connect_opts co;
 	struct conn_res c = { 0 };
 	uint16_t port;
-	int lfd = t_listen_ephemeral(&port);
+	int lfd;
 
+	if (bind_works(addr)) {
+		fprintf(stderr, "skip: %s can be bound here\n", addr);
+		return;
+	}
+	loop = new_loop();
+	lfd = t_listen_ephemeral(&port);
 	iou_connect_opts_init(&co);
-	co.bind_host = "192.0.2.1"; /* TEST-NET-1, never local */
+	co.bind_host = addr;
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, &co, conn_cb,
 					 &c), 0);
 	ck_assert_int_eq(c.calls, 0);
