@@ -76,6 +76,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+trap 'exit 141' PIPE
 
 running() {
 	read -r line 2>/dev/null <"/proc/$1/stat" || return 1

@@ -75,6 +75,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+trap 'exit 141' PIPE
 
 # nproc counts the CPUs this job may use (affinity, cpusets), and taskset
 # must accept CPUs 0 and 1 too.
