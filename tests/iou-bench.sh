@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 #
 # tests/iou-bench.sh: tools/iou-bench against tools/iou-echo and against
-# deliberately faulty echo servers (a small C program compiled here with cc):
+# deliberately faulty echo servers (tests/progs/faulty-server.c):
 #   corrupt N      flips one byte of every N echoed
 #   stall P S      echoes, but sits still for the first S ms of every P ms
 #   stallat D S    echoes, but sits still from D ms after the first accept,
@@ -21,16 +21,14 @@
 #
 # Exit 0 on success, 1 on failure, 77 when io_uring is unavailable.  Every
 # server listens on 127.0.0.1 port 0 and is killed on exit.  About 20 s,
-# never more than about 60 s.  Without a C compiler ($CC, default cc) the
-# faulty-server checks are skipped with a note.  IOU_BENCH=path tests another
-# build of iou-bench (e.g. one with sanitizers).
+# never more than about 60 s.  IOU_BENCH=path tests another build of
+# iou-bench (e.g. one with sanitizers).
 
 set -u
 
 ROOT=${IOU_BUILD:-$(cd "$(dirname "$0")/.." && pwd)}
 BENCH=${IOU_BENCH:-$ROOT/tools/iou-bench}
 ECHO=$ROOT/tools/iou-echo
-CC=${CC:-cc}
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/iou-bench-test.XXXXXX") || exit 1
 PIDS=
@@ -264,112 +262,10 @@ stop_server "$SPID"
 
 # ---- faulty servers ---------------------------------------------------------
 
-cat >"$TMP/faulty.c" <<'EOF'
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-static const char *mode;
-static long a1, a2;
-static uint64_t t0; /* when the first connection was accepted, ms */
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void *serve(void *p)
-{
-	int fd = (int)(intptr_t)p;
-	char *buf = malloc(65536);
-	uint64_t total = 0;
-	ssize_t n;
-
-	while (buf && (n = read(fd, buf, 65536)) > 0) {
-		if (!strcmp(mode, "blackhole"))
-			continue;
-		if (!strcmp(mode, "close") && total + (uint64_t)n >= (uint64_t)a1)
-			break;
-		if (!strcmp(mode, "stall")) {
-			uint64_t ph = now_ms() % (uint64_t)a1;
-			if (ph < (uint64_t)a2)
-				usleep((useconds_t)((uint64_t)a2 - ph) * 1000);
-		}
-		if (!strcmp(mode, "stallat")) {
-			uint64_t t = now_ms();
-			if (t >= t0 + (uint64_t)a1 && t < t0 + (uint64_t)(a1 + a2))
-				usleep((useconds_t)(t0 + (uint64_t)(a1 + a2) - t) * 1000);
-		}
-		if (!strcmp(mode, "corrupt"))
-			for (ssize_t i = 0; i < n; i++)
-				if ((total + (uint64_t)i) % (uint64_t)a1 == (uint64_t)a1 - 1)
-					buf[i] ^= 0x5a;
-		total += (uint64_t)n;
-		for (ssize_t off = 0, w; off < n; off += w)
-			if ((w = write(fd, buf + off, (size_t)(n - off))) <= 0)
-				goto out;
-	}
-out:
-	free(buf);
-	close(fd);
-	return NULL;
-}
-
-int main(int argc, char **argv)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sa);
-	int one = 1, lfd;
-
-	if (argc < 2)
-		return 2;
-	mode = argv[1];
-	a1 = argc > 2 ? atol(argv[2]) : 0;
-	a2 = argc > 3 ? atol(argv[3]) : 0;
-	signal(SIGPIPE, SIG_IGN);
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(lfd, 128) < 0 || getsockname(lfd, (struct sockaddr *)&sa, &len) < 0) {
-		perror("faulty");
-		return 1;
-	}
-	printf("listening on 127.0.0.1:%u\n", (unsigned)ntohs(sa.sin_port));
-	fflush(stdout);
-	for (;;) {
-		int fd = accept(lfd, NULL, NULL);
-		pthread_t t;
-
-		if (fd < 0)
-			continue;
-		if (!t0)
-			t0 = now_ms();
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (pthread_create(&t, NULL, serve, (void *)(intptr_t)fd) == 0)
-			pthread_detach(t);
-		else
-			close(fd);
-	}
-}
-EOF
-
-FAULTY=$TMP/faulty
-if ! command -v "$CC" >/dev/null 2>&1 ||
-	! "$CC" -O2 -pthread -o "$FAULTY" "$TMP/faulty.c" 2>"$TMP/cc.err"; then
-	echo "note: cannot build the faulty servers with '$CC' ($(head -c 200 "$TMP/cc.err" 2>/dev/null)): those checks are skipped"
+FAULTY=$ROOT/tests/progs/faulty-server
+if [ ! -x "$FAULTY" ]; then
+	fail "$FAULTY not built"
 	FAULTY=
 fi
 
