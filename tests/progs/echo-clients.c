@@ -138,7 +138,7 @@ static int mode_echo(int port, unsigned long long size, int n)
 {
 	struct c *cs = calloc((size_t)n, sizeof(*cs));
 	struct pollfd *p = calloc((size_t)n, sizeof(*p));
-	int left = n, bad = 0;
+	int left = n, bad = 0, ret = 3;
 
 	for (int i = 0; i < n; i++) {
 		cs[i].fd = dial(port);
@@ -152,7 +152,7 @@ static int mode_echo(int port, unsigned long long size, int n)
 		}
 		if (poll(p, (nfds_t)n, 10000) <= 0) {
 			fprintf(stderr, "echo: no progress for 10 s\n");
-			return 3;
+			goto out;
 		}
 		for (int i = 0; i < n; i++) {
 			struct c *c = &cs[i];
@@ -181,7 +181,11 @@ static int mode_echo(int port, unsigned long long size, int n)
 		}
 	}
 	printf("echo: %d clients x %llu bytes, %d bad\n", n, size, bad);
-	return bad ? 1 : 0;
+	ret = bad ? 1 : 0;
+out:
+	free(cs);
+	free(p);
+	return ret;
 }
 
 static int mode_halfclose(int port, unsigned long long size)
@@ -268,6 +272,8 @@ static int mode_busy(int port, int n, int secs, const char *ready)
 		total += cs[i].recvd;
 	printf("busy: %d of %d ended (%d EOF, %d reset, %d bad), %llu bytes echoed\n",
 	       n - left, n, eofs, resets, bad, total);
+	free(cs);
+	free(p);
 	if (bad)
 		return 1;
 	return left ? 3 : 0;
@@ -289,7 +295,8 @@ static int mode_wave(int port, int n, int hold_ms, int secs)
 		if (send(c->fd, c->line, c->line_len, MSG_NOSIGNAL) !=
 		    (ssize_t)c->line_len) {
 			perror("send");
-			return 1;
+			bad = 1;
+			goto out;
 		}
 		nonblock(c->fd);
 	}
@@ -339,6 +346,9 @@ static int mode_wave(int port, int n, int hold_ms, int secs)
 	}
 	printf("wave: %d of %d served in %lld ms, %d bad\n", served, n,
 	       now_ms() - t0, bad);
+out:
+	free(cs);
+	free(p);
 	if (bad)
 		return 1;
 	return served == n ? 0 : 3;
@@ -429,6 +439,8 @@ static int mode_limit(int port, int n, int wait_ms)
 	}
 	printf("limit: %d of %d closed by the server (last after %lld ms), %d served, %d bad\n",
 	       closed, n, last, served, bad);
+	free(fds);
+	free(p);
 	return bad ? 1 : 0;
 }
 
