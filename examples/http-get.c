@@ -12,11 +12,14 @@
  *   s = await open_tcp_stream(host, 80)        iou_tcp_connect(loop, host, ...)   on_connected
  *   await s.write_all(b"GET / HTTP/1.1...")    iou_write_all(s, g->req, ...)      on_sent
  *   status = await s.read_until(b"\r\n")       iou_read_until(s, "\r\n", ...)     on_status
+ *                                              iou_peek(s, 2, ...)                on_header_start
  *   headers = await s.read_until(b"\r\n\r\n")  iou_read_until(s, "\r\n\r\n", ...) on_headers
  *   body = await s.read_exactly(size=n)        iou_read_exactly(s, n, ...)        on_body
  *
- * (The body is read in pieces of at most CHUNK bytes: one read_exactly can
- * ask for no more than the stream buffers, max_buffered.)
+ * (The peek tells an empty header section, which the Python version misses:
+ * its blank line alone holds no "\r\n\r\n".  The body is read in pieces of
+ * at most CHUNK bytes: one read_exactly can ask for no more than the stream
+ * buffers, max_buffered.)
  *
  * Prints the status line (without its CRLF) and a newline on stdout, then
  * the body bytes exactly as received.  The body must be framed by
@@ -174,6 +177,26 @@ static void on_headers(iou_stream *s, ssize_t res, const void *data, void *ud)
 	read_body(g);
 }
 
+static void on_header_start(iou_stream *s, ssize_t res, const void *data,
+			    void *ud)
+{
+	struct get *g = ud;
+	int ret;
+
+	if (res < 0) {
+		fail(g, "reading the headers", (int)res);
+		return;
+	}
+	if (memcmp(data, "\r\n", 2) == 0) {
+		fprintf(stderr, "http-get: no Content-Length header\n");
+		finish(g, 1);
+		return;
+	}
+	ret = iou_read_until(s, "\r\n\r\n", 4, HEAD_MAX, on_headers, g);
+	if (ret < 0)
+		fail(g, "reading the headers", ret);
+}
+
 static void on_status(iou_stream *s, ssize_t res, const void *data, void *ud)
 {
 	struct get *g = ud;
@@ -208,7 +231,9 @@ static void on_status(iou_stream *s, ssize_t res, const void *data, void *ud)
 		finish(g, 1);
 		return;
 	}
-	ret = iou_read_until(s, "\r\n\r\n", 4, HEAD_MAX, on_headers, g);
+	/* The header section may be empty: then the next bytes are the blank
+	 * line, and "\r\n\r\n" would never come. */
+	ret = iou_peek(s, 2, on_header_start, g);
 	if (ret < 0)
 		fail(g, "reading the headers", ret);
 }

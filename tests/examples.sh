@@ -201,6 +201,7 @@ fi
 
 get_fail 404 /404 "" 404 "HTTP/1.1 404 Not Found"
 get_fail nolen /nolen "no Content-Length" "" "HTTP/1.1 200 OK"
+get_fail nohead /nohead "no Content-Length" "" "HTTP/1.0 200 OK"
 get_fail badlen /badlen "malformed Content-Length" "" "HTTP/1.1 200 OK"
 get_fail short /short "short body" short "HTTP/1.1 200 OK"
 get_fail bighead /bighead "header section longer than 65536 bytes" "" "HTTP/1.1 200 OK"

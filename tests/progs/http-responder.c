@@ -7,7 +7,7 @@
  *   responder freeport    print a port that nothing listens on.
  * Paths: / and /ok (200, binary body), /lower (HTTP/1.0 201, lower-case
  * header), /big (200, 1 MiB + 7), /empty (204, Content-Length: 0), /nolen
- * (no Content-Length), /short (Content-Length 100, 40 bytes sent), /404,
+ * (no Content-Length), /nohead (HTTP/1.0, no header lines at all), /short (Content-Length 100, 40 bytes sent), /404,
  * /bighead (80 KiB of headers, no end), /badlen, /split (trickled out in
  * small pieces). */
 #include <arpa/inet.h>
@@ -111,6 +111,9 @@ static void serve(int fd, const char *dir)
 		puts_fd(fd, "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
 	} else if (!strcmp(name, "nolen")) {
 		puts_fd(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+		put(fd, body, n);
+	} else if (!strcmp(name, "nohead")) {
+		puts_fd(fd, "HTTP/1.0 200 OK\r\n\r\n");
 		put(fd, body, n);
 	} else if (!strcmp(name, "short")) {
 		puts_fd(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
