@@ -8,12 +8,16 @@
  * random data), look at the first chunk, ask for the first n bytes as one
  * run, consume, search for a separator (also again after more bytes came,
  * as read_until does), hand the head buffer over whole (as a forward does),
- * spill everything, clear.  A reference model (the flat array of queued
- * bytes) predicts every answer.  Checked after every step: the bytes, the length, each pool
+ * spill everything, clear; and memory runs out for the next allocations
+ * (the block cache is replaced here by one that fails on demand and moves
+ * every block it grows).  A reference model (the flat array of queued
+ * bytes) predicts every answer; after a failed allocation the queue must
+ * still hold exactly the model's bytes.  Checked after every step: the bytes, the length, each pool
  * buffer is either free or in the queue exactly once, buffers given back
  * are not touched again (ASan poisoning), and at the end nothing leaks.
  * Any difference: abort().
  */
+#include <errno.h>
 #include <string.h>
 
 #define FUZZ_NAME "fuzz_rxq"
@@ -42,6 +46,70 @@ static struct {
 	int active;
 } find;
 
+/* ---- the block cache, replaced: exact sizes, failures on demand ---------- */
+
+static int fail_allocs;  /* the next this many allocations fail */
+static int alloc_failed; /* one did, in the current operation */
+
+static int alloc_fails(void)
+{
+	if (!fail_allocs)
+		return 0;
+	fail_allocs--;
+	alloc_failed = 1;
+	return 1;
+}
+
+void *iou__blk_get(struct iou__blkcache *c, size_t want, size_t *cap)
+{
+	void *p;
+
+	(void)c;
+	if (alloc_fails())
+		return NULL;
+	p = malloc(want);
+	CHECK(p, "out of memory");
+	*cap = want;
+	return p;
+}
+
+void iou__blk_put(struct iou__blkcache *c, void *p, size_t cap)
+{
+	(void)c;
+	(void)cap;
+	free(p);
+}
+
+/* realloc: the block moves whenever it grows, so a stale pointer into the
+ * old one is an ASan report. */
+int iou__blk_grow(struct iou__blkcache *c, unsigned char **p, size_t *cap,
+		  size_t keep, size_t need)
+{
+	unsigned char *n;
+
+	(void)c;
+	(void)keep;
+	if (need <= *cap)
+		return 0;
+	if (alloc_fails())
+		return -ENOMEM;
+	n = malloc(need);
+	CHECK(n, "out of memory");
+	if (*p)
+		memcpy(n, *p, keep);
+	free(*p);
+	*p = n;
+	*cap = need;
+	return 0;
+}
+
+void iou__blk_cache_free(struct iou__blkcache *c)
+{
+	(void)c;
+}
+
+/* ---- the pool ----------------------------------------------------------- */
+
 static void give_back(struct iou__pool *p, uint32_t bid)
 {
 	CHECK(p == &pool, "give_back: wrong pool");
@@ -68,9 +136,15 @@ static void check_queue(void)
 
 	for (unsigned i = 0; i < count; i++)
 		held += state[i] == B_QUEUED;
+	/* every byte, in order: the spill, then each buffer */
+	CHECK(q.spill_len <= mlen &&
+		      (!q.spill_len ||
+		       memcmp(q.spill + q.spill_off, model, q.spill_len) == 0),
+	      "spilled bytes differ");
 	for (uint32_t bid = q.head; bid != IOU__SEG_NONE;
 	     bid = pool.segs[bid].next) {
 		const struct iou__seg *g = &pool.segs[bid];
+		size_t at = q.spill_len + bytes;
 
 		CHECK(bid < count, "bad buffer id %u in the queue", bid);
 		CHECK(state[bid] == B_QUEUED, "free buffer %u in the queue", bid);
@@ -79,6 +153,10 @@ static void check_queue(void)
 		      "buffer %u: off %u len %u", bid, g->off, g->len);
 		if (g->next == IOU__SEG_NONE)
 			CHECK(q.tail == bid, "bad tail");
+		CHECK(at + g->len - g->off <= mlen &&
+			      memcmp(iou__pool_addr(&pool, bid) + g->off,
+				     model + at, g->len - g->off) == 0,
+		      "bytes of buffer %u differ", bid);
 		bytes += g->len - g->off;
 	}
 	CHECK(queued == held, "%u buffers queued, %u held", queued, held);
@@ -131,8 +209,9 @@ static void op_contiguous(void)
 		return;
 	n = 1 + u16() % mlen;
 	p = iou__rxq_contiguous(&pool, &q, n);
-	CHECK(p, "contiguous(%zu) failed", n);
-	CHECK(memcmp(p, model, n) == 0, "contiguous(%zu): bytes differ", n);
+	CHECK(p || alloc_failed, "contiguous(%zu) failed", n);
+	CHECK(!p || memcmp(p, model, n) == 0, "contiguous(%zu): bytes differ",
+	      n);
 }
 
 static void op_consume(void)
@@ -170,7 +249,10 @@ static void op_find(int again)
 	}
 	found = iou__rxq_find(&pool, &q, find.sep, find.seplen, find.limit,
 			      &find.scan_pos);
-	CHECK(found >= 0, "find failed: %zd", found);
+	CHECK(found >= 0 || (found == -ENOMEM && alloc_failed),
+	      "find failed: %zd", found);
+	if (found < 0)
+		return; /* the queue is checked against the model next */
 	got = (size_t)found;
 	want = model_find();
 	CHECK(got == want, "find (sep %zu bytes, limit %zu): %zu, model %zu",
@@ -178,6 +260,8 @@ static void op_find(int again)
 	if (got) {
 		const unsigned char *p = iou__rxq_contiguous(&pool, &q, got);
 
+		if (!p && alloc_failed)
+			return;
 		CHECK(p && memcmp(p, model, got) == 0, "found bytes differ");
 		iou__rxq_consume(&pool, &q, got);
 		model_drop(got);
@@ -216,8 +300,11 @@ static void op_hand_over(void)
 
 static void op_spill_all(void)
 {
-	CHECK(iou__rxq_spill_all(&pool, &q) == 0, "spill_all failed");
-	CHECK(q.head == IOU__SEG_NONE && q.seg_bytes == 0,
+	int ret = iou__rxq_spill_all(&pool, &q);
+
+	CHECK(ret == 0 || (ret == -ENOMEM && alloc_failed),
+	      "spill_all failed: %d", ret);
+	CHECK(ret < 0 || (q.head == IOU__SEG_NONE && q.seg_bytes == 0),
 	      "buffers left after spill_all");
 }
 
@@ -234,6 +321,7 @@ static void setup(void)
 
 	memset(&blocks, 0, sizeof(blocks));
 	memset(&find, 0, sizeof(find));
+	fail_allocs = 0;
 	memset(state, 0, sizeof(state));
 	count = 1 + b1 % MAX_BUFS;
 	pool.buf_size = 1 + b0 % 32;
@@ -268,7 +356,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in_n = size;
 	setup();
 	for (int i = 0; i < MAX_OPS && in_n; i++) {
-		switch (u8() % 9) {
+		alloc_failed = 0;
+		switch (u8() % 10) {
 		case 0:
 		case 1:
 			op_push();
@@ -293,6 +382,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 8:
 			op_clear();
+			break;
+		case 9: /* memory runs out for a while */
+			fail_allocs = 1 + u8() % 3;
 			break;
 		}
 		check_queue();

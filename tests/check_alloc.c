@@ -36,7 +36,9 @@
 #define ALLOC_COUNTING 1
 #endif
 
-static _Thread_local int failing; /* malloc returns NULL (not under ASan) */
+/* malloc returns NULL once fail_after more calls succeeded (not under
+ * ASan) */
+static _Thread_local int failing, fail_after;
 
 #if ALLOC_COUNTING
 void *__libc_malloc(size_t n);
@@ -49,7 +51,7 @@ static _Thread_local long heap_calls;
 
 void *malloc(size_t n)
 {
-	if (failing)
+	if (failing && fail_after-- <= 0)
 		return NULL;
 	heap_calls += counting;
 	return __libc_malloc(n);
@@ -305,25 +307,43 @@ END_TEST
 
 /* ---- out of memory ------------------------------------------------------ */
 
+struct got {
+	ssize_t res;
+	unsigned char data[512];
+};
+
 static void got_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
 {
-	ssize_t *got = ud;
+	struct got *g = ud;
 
 	(void)s;
-	(void)d;
-	*got = res;
+	g->res = res;
+	if (res > 0)
+		memcpy(g->data, d, (size_t)res < sizeof(g->data) ? (size_t)res
+								  : sizeof(g->data));
 }
 
-/* Read `msg` (already buffered) with read_until, first while malloc fails,
- * then normally: -ENOMEM, nothing consumed, then the record. */
-static void until_without_memory(size_t max, ssize_t want)
+static ssize_t run_until_got(iou_loop *loop, struct got *g)
+{
+	for (int i = 0; i < 100 && !g->res; i++)
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+	return g->res;
+}
+
+/* 300 bytes (a pattern, a newline at sep_at or none) in 64-byte receive
+ * buffers, all received; then read_until(max) while malloc fails after
+ * `allow` successful calls: -ENOMEM and every byte still buffered, in
+ * order.  Then the same read with memory: `want`; then the rest. */
+static void until_without_memory(size_t max, int sep_at, int allow,
+				 ssize_t want)
 {
 	iou_loop *loop;
 	iou_stream *s;
 	struct iou_loop_opts o;
-	char msg[300];
-	ssize_t got = 0;
+	unsigned char msg[300], rest[300];
+	struct got g = { 0 };
 	int peer, ret = 0;
+	ssize_t n;
 
 	if (!ALLOC_COUNTING) {
 		fprintf(stderr, "sanitizer build: malloc not interposed\n");
@@ -333,40 +353,60 @@ static void until_without_memory(size_t max, ssize_t want)
 	o.buf_size = 64; /* the record spans buffers: its read copies */
 	loop = t_loop_create_or_skip(&o);
 	peer = tsp_open_pair(loop, NULL, &s);
-	memset(msg, 'x', sizeof(msg));
-	msg[150] = '\n';
+	tsp_fill(msg, sizeof(msg), 5, 0);
+	for (size_t i = 0; i < sizeof(msg); i++)
+		if (msg[i] == '\n')
+			msg[i] = 'x';
+	if (sep_at >= 0)
+		msg[sep_at] = '\n';
 	ck_assert_int_eq(send(peer, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
 	/* receive everything: a peek of one byte starts receiving */
-	ck_assert_int_eq(iou_peek(s, 1, got_cb, &got), 0);
+	ck_assert_int_eq(iou_peek(s, 1, got_cb, &g), 0);
 	for (int i = 0; i < 500 && iou_buffered(s) < sizeof(msg); i++)
 		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
 	ck_assert_uint_eq(iou_buffered(s), sizeof(msg));
 
-	got = 0;
-	ck_assert_int_eq(iou_read_until(s, "\n", 1, max, got_cb, &got), 0);
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, max, got_cb, &g), 0);
+	fail_after = allow;
 	failing = 1; /* no Check assertion until it is 0 again: they allocate */
-	for (int i = 0; i < 100 && !got && ret >= 0; i++)
+	for (int i = 0; i < 100 && !g.res && ret >= 0; i++)
 		ret = iou_loop_run_once(loop, 10);
 	failing = 0;
 	ck_assert_int_ge(ret, 0);
-	ck_assert_msg(got == -ENOMEM, "read_until without memory: %zd (%s)",
-		      got, iou_strerror((int)got));
+	ck_assert_msg(g.res == -ENOMEM, "read_until without memory: %zd (%s)",
+		      g.res, iou_strerror((int)g.res));
 	ck_assert_uint_eq(iou_buffered(s), sizeof(msg));
 
-	got = 0;
-	ck_assert_int_eq(iou_read_until(s, "\n", 1, max, got_cb, &got), 0);
-	for (int i = 0; i < 100 && !got; i++)
-		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
-	ck_assert_int_eq(got, want);
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, max, got_cb, &g), 0);
+	n = run_until_got(loop, &g);
+	ck_assert_int_eq(n, want);
+	if (n < 0)
+		n = 0;
+	else
+		ck_assert_int_eq(memcmp(g.data, msg, (size_t)n), 0);
+	/* the rest, in order */
+	ck_assert_int_eq(iou_take_buffer(s, rest, sizeof(rest)),
+			 (ssize_t)sizeof(msg) - n);
+	ck_assert_int_eq(memcmp(rest, msg + n, sizeof(msg) - (size_t)n), 0);
 	tsp_close_and_wait(loop, s);
 	close(peer);
 	t_loop_destroy(loop);
 }
 
-/* The separator is there: -ENOMEM, then the 151-byte record. */
+/* The separator is there: -ENOMEM at the first copy, then the record. */
 START_TEST(read_until_without_memory_is_enomem)
 {
-	until_without_memory(200, 151);
+	until_without_memory(200, 150, 0, 151);
+}
+END_TEST
+
+/* The copy got its first block and holds 4 buffers' bytes when growing it
+ * fails: still -ENOMEM, and nothing lost or reordered. */
+START_TEST(read_until_enomem_while_growing_the_copy)
+{
+	until_without_memory(300, 280, 1, 281);
 }
 END_TEST
 
@@ -374,7 +414,7 @@ END_TEST
  * the bytes were searched), then IOU_EOVERFLOW. */
 START_TEST(read_until_without_memory_is_not_overflow)
 {
-	until_without_memory(100, -IOU_EOVERFLOW);
+	until_without_memory(100, -1, 0, -IOU_EOVERFLOW);
 }
 END_TEST
 
@@ -393,6 +433,7 @@ static Suite *alloc_suite(void)
 
 	tc = tcase_create("out of memory");
 	tcase_add_test(tc, read_until_without_memory_is_enomem);
+	tcase_add_test(tc, read_until_enomem_while_growing_the_copy);
 	tcase_add_test(tc, read_until_without_memory_is_not_overflow);
 	suite_add_tcase(s, tc);
 	return s;
