@@ -158,7 +158,8 @@ static void stream_process(iou_stream *s)
 /* Starved streams (their multishot recv ended with -ENOBUFS) re-arm once
  * buffers are free again.  If every buffer sits in some stream's queue,
  * those streams copy their bytes out so that no stream waits forever for a
- * buffer that another, idle, stream holds. */
+ * buffer that another, idle, stream holds.  (At the end of a turn: no read
+ * callback holds a pointer into a queue.) */
 static void feed_the_starved(iou_loop *loop)
 {
 	struct iou__bufring *b = &loop->bufs;
@@ -171,8 +172,7 @@ static void feed_the_starved(iou_loop *loop)
 			iou_stream *h = IOU__CONTAINER_OF(n, iou_stream, holder_link);
 
 			n = n->next;
-			if (!(h->flags & IOU__S_DELIVERING))
-				iou__rxq_spill_all(&loop->pool, &h->rxq);
+			iou__rxq_spill_all(&loop->pool, &h->rxq);
 			if (h->rxq.head == IOU__SEG_NONE)
 				iou__list_del(&h->holder_link);
 		}
