@@ -931,6 +931,122 @@ static void pool_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
 	}
 }
 
+/* Calls made from inside a read callback on the same stream must leave the
+ * bytes the callback is looking at alone (nothing touches a stream's
+ * receive queue until the callback returned; see rxq.c): the callback
+ * checks them, calls what an application might, and checks them again.
+ * The pool is small and an idle stream holds buffers, so reads span
+ * buffers (spill) and the pool starves (the holders are spilled). */
+struct reentry {
+	iou_loop *loop;
+	uint64_t seed;
+	size_t consumed, want;
+	int iter, bad, err, done;
+};
+
+static void discard_write_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	(void)s; (void)res; (void)ud;
+}
+
+static void noop_timer_cb(iou_timer *t, void *ud)
+{
+	(void)t; (void)ud;
+}
+
+static void reentry_cb(iou_stream *s, ssize_t res, const void *d, void *ud);
+
+static void reentry_next(iou_stream *s, struct reentry *r)
+{
+	size_t left = r->want - r->consumed, n = 50 + (size_t)r->iter * 37 % 300;
+	int ret;
+
+	if (n > left)
+		n = left;
+	switch (r->iter % 3) {
+	case 0:
+		ret = iou_read_exactly(s, n, reentry_cb, r);
+		break;
+	case 1:
+		ret = iou_peek(s, n, reentry_cb, r);
+		break;
+	default:
+		ret = iou_read(s, n, reentry_cb, r);
+		break;
+	}
+	if (ret < 0) {
+		r->err = ret;
+		r->done = 1;
+	}
+}
+
+static void reentry_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	struct reentry *r = ud;
+	unsigned char tmp[8];
+	iou_timer *t;
+
+	if (res <= 0) {
+		r->err = res < 0 ? (int)res : -1;
+		r->done = 1;
+		return;
+	}
+	if (tsp_mismatch(d, (size_t)res, r->seed, r->consumed) != (size_t)res)
+		r->bad++;
+	ck_assert_int_eq(iou_take_buffer(s, tmp, sizeof(tmp)), -EBUSY);
+	ck_assert_int_eq(iou_loop_run_once(r->loop, 0), -EBUSY);
+	ck_assert_int_eq(iou_write(s, "w", 1, discard_write_cb, NULL), 0);
+	ck_assert_int_eq(iou_feed(s, "f", 1), 0);
+	ck_assert_int_eq(iou_drain(s, discard_write_cb, NULL), 0);
+	ck_assert_int_eq(iou_timer_start(r->loop, 0, 0, noop_timer_cb, NULL, &t),
+			 0);
+	if (tsp_mismatch(d, (size_t)res, r->seed, r->consumed) != (size_t)res)
+		r->bad++;
+	if (r->iter++ % 3 != 1) /* a peek consumes nothing */
+		r->consumed += (size_t)res;
+	if (r->consumed == r->want)
+		r->done = 1;
+	else
+		reentry_next(s, r);
+}
+
+START_TEST(calls_inside_read_callbacks_keep_the_bytes)
+{
+	iou_loop *loop = small_loop(64, 16);
+	struct reentry r = { .loop = loop, .seed = 31, .want = 40000 };
+	struct tsp_peer tx, sink;
+	struct got g = { 0 };
+	iou_stream *s, *idle;
+	int peer = tsp_open_pair(loop, NULL, &s);
+	int idle_peer = tsp_open_pair(loop, NULL, &idle);
+	unsigned char fill[3000];
+
+	/* the idle stream takes buffers and keeps them */
+	memset(fill, 'z', sizeof(fill));
+	ck_assert_int_eq(send(idle_peer, fill, sizeof(fill), 0),
+			 (ssize_t)sizeof(fill));
+	ck_assert_int_eq(iou_peek(idle, 1, got_cb, &g), 0);
+	tsp_recv_start(&sink, peer, SIZE_MAX, 0, 0, NULL, 0, TSP_KEEP);
+	tsp_send_start(&tx, peer, r.seed, r.want, 777, 0, TSP_KEEP);
+	reentry_next(s, &r);
+	ck_assert_int_eq(tsp_run_until(loop, &r.done, 20000), 0);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_int_eq(r.bad, 0);
+	ck_assert_uint_eq(r.consumed, r.want);
+	ck_assert_int_ge(r.iter, 100);
+	/* the starved pool made the idle stream copy its bytes out */
+	ck_assert_ptr_nonnull(idle->rxq.spill);
+	ck_assert_uint_eq(iou_buffered(idle), sizeof(fill));
+	ck_assert_int_eq(tsp_join(&tx, JOIN_MS), 0);
+	tsp_close_and_wait(loop, s);
+	tsp_close_and_wait(loop, idle);
+	tsp_join(&sink, JOIN_MS);
+	close(peer);
+	close(idle_peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 /* Two 64-byte buffers shared by ten streams whose peers each send 64 KiB:
  * every byte still reaches every stream. */
 static void tiny_pool(int use_exactly)
@@ -1221,6 +1337,7 @@ static Suite *bufstream_suite(void)
 	tcase_set_timeout(tc, 45);
 	tcase_add_test(tc, tiny_pool_read_delivers_every_byte);
 	tcase_add_test(tc, tiny_pool_read_exactly_delivers_every_byte);
+	tcase_add_test(tc, calls_inside_read_callbacks_keep_the_bytes);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("backpressure");
