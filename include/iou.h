@@ -346,6 +346,14 @@ IOU_EXTERN int iou_sockaddr_text(const struct sockaddr *sa, char *host,
 
 typedef void (*iou_server_event_cb)(iou_server *srv, void *ud);
 
+/* The server cut connection `s` (err: -ETIMEDOUT for the idle timeout,
+ * -ECONNABORTED at the end of a shutdown's grace period).  By then every
+ * pending callback of `s` got err; `s` stays valid and the application's
+ * until it calls iou_close(s) (which it should do now, or from the failed
+ * callback).  Not called for a stream the application already closed. */
+typedef void (*iou_connection_cut_cb)(iou_server *srv, iou_stream *s,
+				      int err, void *ud);
+
 struct iou_server_opts {
 	const char *host;         /* numeric IPv4/IPv6 listen address,
 				     default "127.0.0.1" */
@@ -359,6 +367,7 @@ struct iou_server_opts {
 				     that long, 0 = never */
 	struct iou_stream_opts stream;   /* for every accepted stream */
 	iou_server_event_cb on_shutdown; /* optional: shutdown has begun */
+	iou_connection_cut_cb on_cut;    /* optional: a connection was cut */
 };
 
 /* Fill `opts` with the defaults (127.0.0.1, port 0, see the fields).

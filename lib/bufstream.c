@@ -95,7 +95,7 @@ static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 			iou__buf_recycle(loop, bid);
 	}
 	if (keep) {
-		s->last_recv = loop->now;
+		s->last_active = loop->now;
 		if (!iou__list_linked(&s->holder_link))
 			iou__list_add_tail(&loop->holders, &s->holder_link);
 	}

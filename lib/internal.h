@@ -286,7 +286,7 @@ enum {
 	IOU__S_DELIVERING    = 1u << 12, /* inside a read callback */
 	IOU__S_DEFERRED      = 1u << 13, /* on loop->deferred */
 	IOU__S_APP_CLOSED    = 1u << 14, /* the application called iou_close */
-	IOU__S_CUT           = 1u << 15, /* closed by the server's grace limit */
+	IOU__S_CUT           = 1u << 15, /* cut by its server (idle, grace) */
 	IOU__S_RECV_LIMITED  = 1u << 16, /* the recv in flight has a byte limit */
 };
 
@@ -304,7 +304,8 @@ struct iou_stream {
 
 	struct iou__rxq rxq;         /* received bytes (rxq.h) */
 	size_t max_buffered;
-	uint64_t last_recv;         /* loop clock of the last received bytes */
+	uint64_t last_active;       /* loop clock of the last bytes received
+				       or sent (the server's idle timeout) */
 
 	/* the one pending read */
 	uint8_t read_kind;
@@ -350,7 +351,11 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out);
 void iou__stream_poke(iou_stream *s);      /* process at the end of the turn */
 void iou__stream_op_done(iou_stream *s);   /* one of its ops ended */
-void iou__stream_abort(iou_stream *s);     /* close on the library's behalf */
+/* The server cuts the stream (idle timeout, grace limit): its pending
+ * operations fail with err, later calls get IOU_ECLOSED, the socket is shut
+ * down (reset if bytes were left unsent or unread); the memory stays the
+ * application's until iou_close(). */
+void iou__stream_cut(iou_stream *s, int err);
 void iou__streams_turn_end(iou_loop *loop);
 int iou__stream_queue_write(iou_stream *s, struct iou__write *w);
 /* Queue a forward piece without sending yet (iou__stream_flush() sends);

@@ -31,6 +31,7 @@ struct iou_server {
 	unsigned idle_timeout_ms;
 	struct iou_stream_opts stream_opts;
 	iou_server_event_cb on_shutdown;
+	iou_connection_cut_cb on_cut;
 	iou_connection_cb on_conn;
 	void *ud;
 	struct iou__list conns;
@@ -108,27 +109,35 @@ static void check_done(iou_server *srv)
 	free_server(srv);
 }
 
+/* Cut a connection the application has not closed: its pending callbacks
+ * get err, then on_cut tells the application, which still closes it. */
+static void cut(iou_server *srv, iou_stream *s, int err)
+{
+	if (s->flags & (IOU__S_APP_CLOSED | IOU__S_CUT))
+		return;
+	if (srv->shutting_down)
+		srv->st.cut++; /* the server ended it, not the client */
+	iou__stream_cut(s, err);
+	if (srv->on_cut && !(s->flags & IOU__S_APP_CLOSED))
+		srv->on_cut(srv, s, err, srv->ud);
+}
+
 static void idle_fire(struct iou__timer *t)
 {
 	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, idle_timer);
 	iou_server *srv = s->server;
-	uint64_t due = s->last_recv + srv->idle_timeout_ms;
+	uint64_t due = s->last_active + srv->idle_timeout_ms;
 
-	if (s->flags & IOU__S_CLOSING)
+	if (s->flags & (IOU__S_APP_CLOSED | IOU__S_CUT))
 		return;
-	/* Receives only store a time stamp; the deadline moves lazily here, so
-	 * an active connection costs no timer work per receive. */
+	/* Receives and sends only store a time stamp; the deadline moves
+	 * lazily here, so an active connection costs no timer work per op. */
 	if (srv->loop->now < due) {
 		iou__timer_arm(srv->loop, t, due);
 		return;
 	}
 	srv->st.idle_closed++;
-	if (srv->shutting_down) {
-		/* the server closed it: cut, not finished by the client */
-		srv->st.cut++;
-		s->flags |= IOU__S_CUT;
-	}
-	iou__stream_abort(s);
+	cut(srv, s, -ETIMEDOUT);
 }
 
 static void accept_one(iou_server *srv, int fd)
@@ -284,6 +293,7 @@ int iou_server_start(iou_loop *loop, const struct iou_server_opts *opts,
 	srv->idle_timeout_ms = opts->idle_timeout_ms;
 	srv->stream_opts = opts->stream;
 	srv->on_shutdown = opts->on_shutdown;
+	srv->on_cut = opts->on_cut;
 	srv->on_conn = on_conn;
 	srv->ud = ud;
 	iou__list_init(&srv->conns);
@@ -323,22 +333,20 @@ void iou__server_conn_closed(iou_server *srv, iou_stream *s)
 	}
 }
 
-/* The grace limit passed: close what is left.  iou_close() cancels every
- * op of each stream; the server ends when the last one is freed. */
+/* The grace limit passed: cut what is left.  Each cut stream's operations
+ * fail and its socket shuts; the server ends when the application has
+ * closed the last one. */
 static void grace_fire(struct iou__timer *t)
 {
 	iou_server *srv = IOU__CONTAINER_OF(t, iou_server, grace);
 	struct iou__list *n;
 
 	srv->loop->active--;
-	for (n = srv->conns.next; n != &srv->conns; n = n->next) {
+	for (n = srv->conns.next; n != &srv->conns;) {
 		iou_stream *s = IOU__CONTAINER_OF(n, iou_stream, server_link);
 
-		if (s->flags & IOU__S_CLOSING)
-			continue; /* the application is closing it: finishes */
-		srv->st.cut++;
-		s->flags |= IOU__S_CUT;
-		iou__stream_abort(s);
+		n = n->next; /* callbacks may close s (not free it) */
+		cut(srv, s, -ECONNABORTED);
 	}
 	check_done(srv);
 }
@@ -357,6 +365,8 @@ static void notify_fire(struct iou__timer *t)
 int iou_server_shutdown(iou_server *srv, unsigned grace_ms,
 			iou_server_done_cb cb, void *ud)
 {
+	struct iou__list *n;
+
 	if (!srv)
 		return -EINVAL;
 	if (srv->shutting_down)
@@ -365,14 +375,22 @@ int iou_server_shutdown(iou_server *srv, unsigned grace_ms,
 	srv->done_cb = cb;
 	srv->done_ud = ud;
 	/* Stop accepting now: the accept op holds the listening socket until
-	 * its cancel lands in this turn's submit, then the socket is gone and
-	 * new connects are refused. */
+	 * its cancel completes, so shut the listener down first; from here
+	 * connects are refused (and the accept ends with an error). */
 	work_timer_disarm(srv, &srv->retry);
+	shutdown(srv->fd, SHUT_RD);
 	if (srv->accept_armed && !srv->accept_cancelled &&
 	    iou__cancel_op(srv->loop, &srv->accept_op) == 0)
 		srv->accept_cancelled = true;
 	close(srv->fd);
 	srv->fd = -1;
+	/* Connections the idle timeout cut already count as cut. */
+	for (n = srv->conns.next; n != &srv->conns; n = n->next) {
+		iou_stream *s = IOU__CONTAINER_OF(n, iou_stream, server_link);
+
+		if (s->flags & IOU__S_CUT)
+			srv->st.cut++;
+	}
 	work_timer_arm(srv, &srv->notify, 0);
 	if (srv->st.open)
 		work_timer_arm(srv, &srv->grace, srv->loop->now + grace_ms);

@@ -7,8 +7,10 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include "internal.h"
 
@@ -82,7 +84,7 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	s->aux_op.complete = aux_complete;
 	iou__rxq_init(&s->rxq);
 	s->max_buffered = o->max_buffered;
-	s->last_recv = loop->now;
+	s->last_active = loop->now;
 	s->sep = s->sep_inline;
 	iou__list_init(&s->deferred_link);
 	iou__list_init(&s->starved_link);
@@ -131,6 +133,7 @@ void iou__stream_poke(iou_stream *s)
 }
 
 static void start_send(iou_stream *s);
+static int cancel_inflight(iou_stream *s);
 static void shutdown_write_if_due(iou_stream *s);
 static void close_progress(iou_stream *s);
 
@@ -374,10 +377,15 @@ static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 	if (res < 0) {
 		if (!s->wr_err)
 			s->wr_err = res;
-		fail_writes(s, res);
 	} else {
+		if (res > 0)
+			s->last_active = s->loop->now; /* sending is progress */
 		writes_sent(s, (size_t)res);
 	}
+	/* The first error fails the rest: a cut's error rather than the
+	 * -ECANCELED of the send it cancelled. */
+	if (s->wr_err)
+		fail_writes(s, s->wr_err);
 	s->flags &= ~IOU__S_SEND_ARMED;
 	if (s->flags & IOU__S_CLOSING) {
 		iou__stream_op_done(s);
@@ -567,7 +575,7 @@ int iou_shutdown(iou_stream *s, int how)
 	return 0;
 }
 
-void iou__stream_abort(iou_stream *s)
+static void stream_abort(iou_stream *s)
 {
 	if (s->flags & IOU__S_CLOSING)
 		return;
@@ -575,9 +583,6 @@ void iou__stream_abort(iou_stream *s)
 	iou__stream_poke(s);
 }
 
-/* The server may have begun closing the stream (idle timeout, grace
- * limit): the application's own iou_close() then still sets the callback,
- * as it typically comes from a callback that got -ECANCELED. */
 int iou_close(iou_stream *s, iou_close_cb cb, void *ud)
 {
 	if (!s)
@@ -587,8 +592,59 @@ int iou_close(iou_stream *s, iou_close_cb cb, void *ud)
 	s->flags |= IOU__S_APP_CLOSED;
 	s->close_cb = cb;
 	s->close_ud = ud;
-	iou__stream_abort(s);
+	stream_abort(s);
 	return 0;
+}
+
+/* Whether bytes would be lost by a plain FIN: queued or fed and not sent,
+ * sent but not acknowledged... (SIOCOUTQ), or received and not read. */
+static bool bytes_left(const iou_stream *s)
+{
+	int unsent = 0;
+
+	if (s->wq_head || s->feed_len || iou__rxq_len(&s->rxq))
+		return true;
+	return ioctl(s->fd, SIOCOUTQ, &unsent) == 0 && unsent > 0;
+}
+
+/* The peer must not take a cut for the end of the data: reset when bytes
+ * were left behind.  connect(AF_UNSPEC) disconnects a TCP socket (with a
+ * RST from an established state) and keeps the fd, which stays the
+ * application's until iou_close(). */
+static void cut_socket(iou_stream *s)
+{
+	struct sockaddr sa = { .sa_family = AF_UNSPEC };
+	struct linger lg = { 1, 0 };
+
+	if (bytes_left(s) &&
+	    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0 &&
+	    connect(s->fd, &sa, sizeof(sa)) == 0)
+		return;
+	shutdown(s->fd, SHUT_RDWR);
+}
+
+void iou__stream_cut(iou_stream *s, int err)
+{
+	if (s->flags & (IOU__S_CLOSING | IOU__S_CUT))
+		return;
+	cut_socket(s);
+	s->flags |= IOU__S_CUT | IOU__S_RD_SHUT | IOU__S_WR_SHUT |
+		    IOU__S_WR_SHUT_SENT;
+	if (!s->wr_err)
+		s->wr_err = err;
+	if (s->flags & IOU__S_STARVED) {
+		iou__list_del(&s->starved_link);
+		s->flags &= ~IOU__S_STARVED;
+	}
+	/* Ops in the kernel end with their CQEs (the socket is shut down:
+	 * soon), the writes behind a send in flight fail with it. */
+	cancel_inflight(s);
+	if (!(s->flags & IOU__S_SEND_ARMED))
+		fail_writes(s, err);
+	if (s->read_kind != IOU__RD_NONE)
+		iou__read_fail(s, err);
+	iou__forward_sources_fail(s, -IOU_ECLOSED);
+	iou__rxq_clear(&s->loop->pool, &s->rxq);
 }
 
 static void stream_free(iou_stream *s)
@@ -603,8 +659,6 @@ static void stream_free(iou_stream *s)
 	if (s->flags & IOU__S_DEFERRED)
 		iou__list_del(&s->deferred_link);
 	iou__timer_disarm(loop, &s->idle_timer);
-	if (s->server)
-		iou__server_conn_closed(s->server, s);
 	if (s->close_cb)
 		s->close_cb(s, s->close_ud);
 	iou__blk_put(&loop->blocks, s->feed, s->feed_cap);
@@ -612,6 +666,10 @@ static void stream_free(iou_stream *s)
 		iou__blk_put(&loop->blocks, s->gather, s->gather->cap);
 	if (s->sep != s->sep_inline)
 		iou__blk_put(&loop->blocks, s->sep, s->sep_cap);
+	/* Last: the server's done callback, which frees the server, comes
+	 * after this stream's close callback. */
+	if (s->server)
+		iou__server_conn_closed(s->server, s);
 	free(s);
 	loop->active--;
 }

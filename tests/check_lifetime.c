@@ -1,0 +1,391 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_lifetime: the lifetime rules of iou.h.  The library never frees a
+ * stream the application has not closed (a server's idle timeout and grace
+ * limit cut a connection, they do not free it); a server's done callback
+ * comes after the last connection's close callback; a shut-down server
+ * refuses connects at once; the idle timeout counts sending progress and a
+ * cut with bytes left behind is a reset, never a clean-looking end of file.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "iou.h"
+#include "t_helpers.h"
+#include "t_stream_peer.h"
+
+#define KiB (1024u)
+#define MiB (1024u * 1024u)
+
+/* ---- a server whose application keeps its streams ----------------------- */
+
+struct app {
+	iou_loop *loop;
+	iou_server *srv;
+	iou_stream *conn;       /* the last accepted stream */
+	int conns;
+	int cuts, cut_err;
+	int closed;             /* close callbacks */
+	int done;               /* server done callback */
+	int done_after_close;   /* the close callback ran before done */
+	struct iou_server_stats at_close; /* read in the close callback */
+	int write_res, write_calls;
+	unsigned char *big;
+	size_t big_len;
+	int read_pending;       /* on_conn issues a read */
+	int read_res, read_calls;
+};
+
+static void on_cut(iou_server *srv, iou_stream *s, int err, void *ud)
+{
+	struct app *a = ud;
+
+	(void)srv;
+	ck_assert_ptr_eq(s, a->conn);
+	a->cuts++;
+	a->cut_err = err;
+}
+
+static void on_write(iou_stream *s, ssize_t res, void *ud)
+{
+	struct app *a = ud;
+
+	(void)s;
+	a->write_calls++;
+	a->write_res = (int)res;
+}
+
+static void on_read(iou_stream *s, ssize_t res, const void *data, void *ud)
+{
+	struct app *a = ud;
+
+	(void)s;
+	(void)data;
+	a->read_calls++;
+	a->read_res = (int)res;
+}
+
+static void on_conn(iou_server *srv, iou_stream *s, const struct sockaddr *peer,
+		    void *ud)
+{
+	struct app *a = ud;
+
+	(void)srv;
+	(void)peer;
+	a->conn = s;
+	a->conns++;
+	if (a->big)
+		ck_assert_int_eq(iou_write_all(s, a->big, a->big_len, on_write, a), 0);
+	if (a->read_pending)
+		ck_assert_int_eq(iou_read(s, 4096, on_read, a), 0);
+}
+
+static void on_closed(iou_stream *s, void *ud)
+{
+	struct app *a = ud;
+
+	(void)s;
+	a->closed++;
+	/* The server is alive until its done callback: stats still work. */
+	iou_server_get_stats(a->srv, &a->at_close);
+}
+
+static void on_done(iou_server *srv, uint64_t finished, uint64_t cut, void *ud)
+{
+	struct app *a = ud;
+
+	(void)srv;
+	(void)finished;
+	(void)cut;
+	a->done++;
+	a->done_after_close = a->closed;
+}
+
+static void app_start(struct app *a, unsigned idle_ms)
+{
+	struct iou_server_opts o;
+
+	a->loop = t_loop_create_or_skip(NULL);
+	iou_server_opts_init(&o);
+	o.idle_timeout_ms = idle_ms;
+	o.on_cut = on_cut;
+	ck_assert_int_eq(iou_server_start(a->loop, &o, on_conn, a, &a->srv), 0);
+}
+
+/* The idle timeout cuts a connection the application holds without a
+ * pending operation: the stream stays valid (ASan: no use after free),
+ * later calls say IOU_ECLOSED, on_cut told the application, and the memory
+ * goes only with the application's iou_close(). */
+START_TEST(test_idle_cut_keeps_stream)
+{
+	struct app a = { 0 };
+	char buf[16];
+	int fd;
+
+	app_start(&a, 100);
+	fd = t_connect_loopback(iou_server_port(a.srv));
+	ck_assert_int_eq(t_run_until(a.loop, &a.conns, 2000), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.cuts, 2000), 0);
+	ck_assert_int_eq(a.cut_err, -ETIMEDOUT);
+	tsp_run_for(a.loop, 150); /* well past the cut: nothing frees it */
+	ck_assert_int_eq(iou_write(a.conn, "late", 4, on_write, &a),
+			 -IOU_ECLOSED);
+	ck_assert_int_eq(iou_read(a.conn, 16, on_read, &a), -IOU_ECLOSED);
+	ck_assert_int_eq(iou_feed(a.conn, "x", 1), -IOU_ECLOSED);
+	ck_assert_int_ge(iou_stream_fd(a.conn), 0);
+	/* the peer sees the end of the connection */
+	ck_assert_int_eq(recv(fd, buf, sizeof(buf), 0), 0);
+	ck_assert_int_eq(a.closed, 0);
+	ck_assert_int_eq(iou_close(a.conn, on_closed, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.closed, 2000), 0);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 0, on_done, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.done, 2000), 0);
+	close(fd);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+/* A pending read learns of the cut through its callback, before on_cut. */
+START_TEST(test_idle_cut_fails_pending_read)
+{
+	struct app a = { .read_pending = 1 };
+	int fd;
+
+	app_start(&a, 100);
+	fd = t_connect_loopback(iou_server_port(a.srv));
+	ck_assert_int_eq(t_run_until(a.loop, &a.cuts, 2000), 0);
+	ck_assert_int_eq(a.read_calls, 1);
+	ck_assert_int_eq(a.read_res, -ETIMEDOUT);
+	ck_assert_int_eq(iou_close(a.conn, on_closed, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.closed, 2000), 0);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 0, on_done, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.done, 2000), 0);
+	close(fd);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+/* The grace limit cuts, the application closes, and only then does the
+ * server finish: its done callback comes after the close callback, which
+ * may still read the server's stats. */
+START_TEST(test_grace_cut_then_done_after_close)
+{
+	struct app a = { 0 };
+	int fd;
+
+	app_start(&a, 0);
+	fd = t_connect_loopback(iou_server_port(a.srv));
+	ck_assert_int_eq(t_run_until(a.loop, &a.conns, 2000), 0);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 50, on_done, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.cuts, 2000), 0);
+	ck_assert_int_eq(a.cut_err, -ECONNABORTED);
+	tsp_run_for(a.loop, 100);
+	ck_assert_int_eq(a.done, 0); /* the application still holds it */
+	ck_assert_int_eq(iou_write(a.conn, "x", 1, NULL, NULL), -IOU_ECLOSED);
+	ck_assert_int_eq(iou_close(a.conn, on_closed, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.done, 2000), 0);
+	ck_assert_int_eq(a.done_after_close, 1);
+	ck_assert_uint_eq(a.at_close.open, 1);
+	ck_assert_uint_eq(a.at_close.cut, 1);
+	close(fd);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+/* A connection the application closes itself during the grace period: its
+ * close callback still runs before the done callback. */
+START_TEST(test_done_after_close_in_grace)
+{
+	struct app a = { 0 };
+	int fd;
+
+	app_start(&a, 0);
+	fd = t_connect_loopback(iou_server_port(a.srv));
+	ck_assert_int_eq(t_run_until(a.loop, &a.conns, 2000), 0);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 5000, on_done, &a), 0);
+	ck_assert_int_eq(iou_close(a.conn, on_closed, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.done, 2000), 0);
+	ck_assert_int_eq(a.done_after_close, 1);
+	ck_assert_int_eq(a.cuts, 0);
+	close(fd);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+/* Once iou_server_shutdown() returned, a connect is refused: no accepted
+ * connection that is reset on the next turn. */
+START_TEST(test_shutdown_refuses_at_once)
+{
+	struct app a = { 0 };
+	uint16_t port;
+	int fd, ret;
+
+	app_start(&a, 0);
+	port = iou_server_port(a.srv);
+	tsp_run_for(a.loop, 20); /* the accept is armed */
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 1000, on_done, &a), 0);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd, 0);
+	{
+		struct sockaddr_in sin = { .sin_family = AF_INET,
+					   .sin_port = htons(port) };
+
+		sin.sin_addr.s_addr = htonl(0x7f000001);
+		ret = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+	}
+	ck_assert_msg(ret < 0 && errno == ECONNREFUSED,
+		      "connect after shutdown: %d (%s)", ret,
+		      ret < 0 ? strerror(errno) : "accepted");
+	close(fd);
+	ck_assert_int_eq(t_run_until(a.loop, &a.done, 2000), 0);
+	ck_assert_int_eq(a.conns, 0);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+/* ---- the idle timeout and sending progress ------------------------------ */
+
+struct slow_reader {
+	int fd;
+	size_t want, got;
+	unsigned pause_us;      /* between reads of 64 KiB */
+	size_t stop_after;      /* stop reading for stall_ms after this many */
+	unsigned stall_ms;
+	int eof, err;
+	volatile int finished;
+};
+
+static void *slow_reader_main(void *arg)
+{
+	struct slow_reader *r = arg;
+	static __thread unsigned char buf[64 * 1024];
+	int stalled = 0;
+
+	tsp_set_timeouts(r->fd);
+	while (r->got < r->want) {
+		ssize_t n;
+
+		if (!stalled && r->stall_ms && r->got >= r->stop_after) {
+			stalled = 1;
+			usleep(r->stall_ms * 1000u);
+		}
+		n = recv(r->fd, buf, sizeof(buf), 0);
+		if (n == 0) {
+			r->eof = 1;
+			break;
+		}
+		if (n < 0) {
+			r->err = errno;
+			break;
+		}
+		r->got += (size_t)n;
+		if (r->pause_us)
+			usleep(r->pause_us);
+	}
+	__atomic_store_n(&r->finished, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* A download to a client that keeps reading, slower than the idle timeout
+ * but steadily, is never cut: sending is progress. */
+START_TEST(test_idle_counts_sending)
+{
+	struct app a = { 0 };
+	struct slow_reader r = { 0 };
+	pthread_t th;
+
+	a.big_len = 8 * MiB;
+	a.big = malloc(a.big_len);
+	ck_assert_ptr_nonnull(a.big);
+	memset(a.big, 'd', a.big_len);
+	app_start(&a, 300);
+	r.fd = t_connect_loopback(iou_server_port(a.srv));
+	/* 64 KiB every 8 ms: about 1 s in all, 3 idle periods */
+	r.want = a.big_len;
+	r.pause_us = 8000;
+	ck_assert_int_eq(pthread_create(&th, NULL, slow_reader_main, &r), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.write_calls, 10000), 0);
+	ck_assert_int_eq(a.write_res, (int)a.big_len);
+	ck_assert_int_eq(a.cuts, 0);
+	pthread_join(th, NULL);
+	ck_assert_uint_eq(r.got, a.big_len);
+	ck_assert_int_eq(iou_close(a.conn, on_closed, &a), 0);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 0, on_done, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.done, 2000), 0);
+	close(r.fd);
+	free(a.big);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+/* A client that stops reading in the middle is cut, and sees a reset, not
+ * an end of file that would pass for the end of the download. */
+START_TEST(test_idle_cut_resets_with_bytes_left)
+{
+	struct app a = { 0 };
+	struct slow_reader r = { 0 };
+	pthread_t th;
+
+	a.big_len = 32 * MiB;
+	a.big = malloc(a.big_len);
+	ck_assert_ptr_nonnull(a.big);
+	memset(a.big, 'd', a.big_len);
+	app_start(&a, 200);
+	r.fd = t_connect_loopback(iou_server_port(a.srv));
+	r.want = a.big_len;
+	r.stop_after = 1 * MiB;
+	r.stall_ms = 1000;
+	ck_assert_int_eq(pthread_create(&th, NULL, slow_reader_main, &r), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.write_calls, 10000), 0);
+	ck_assert_int_eq(a.write_res, -ETIMEDOUT);
+	ck_assert_int_eq(a.cuts, 1);
+	while (!__atomic_load_n(&r.finished, __ATOMIC_ACQUIRE))
+		tsp_run_for(a.loop, 20);
+	pthread_join(th, NULL);
+	ck_assert_msg(r.err == ECONNRESET && !r.eof,
+		      "client got %zu bytes, then eof %d, error %s", r.got,
+		      r.eof, strerror(r.err));
+	ck_assert_uint_lt(r.got, a.big_len);
+	ck_assert_int_eq(iou_close(a.conn, on_closed, &a), 0);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 0, on_done, &a), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &a.done, 2000), 0);
+	close(r.fd);
+	free(a.big);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+static Suite *lifetime_suite(void)
+{
+	Suite *s = suite_create("lifetime");
+	TCase *tc;
+
+	tc = tcase_create("server cut");
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, test_idle_cut_keeps_stream);
+	tcase_add_test(tc, test_idle_cut_fails_pending_read);
+	tcase_add_test(tc, test_grace_cut_then_done_after_close);
+	tcase_add_test(tc, test_done_after_close_in_grace);
+	tcase_add_test(tc, test_shutdown_refuses_at_once);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("idle and sending");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_idle_counts_sending);
+	tcase_add_test(tc, test_idle_cut_resets_with_bytes_left);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return t_run_suite(lifetime_suite());
+}
