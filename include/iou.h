@@ -257,6 +257,29 @@ IOU_EXTERN int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud);
 IOU_EXTERN int iou_read_until(iou_stream *s, const void *sep, size_t seplen,
 			      size_t max, iou_read_cb cb, void *ud);
 
+/* Cancel the pending read (any of the reads above, or a forward still
+ * waiting for bytes): its callback runs on a later turn with -ECANCELED and
+ * every byte stays buffered, so that a program can switch the stream from
+ * reading to forwarding.  Issue the next read from that callback or later
+ * (until then the read is still pending: -EBUSY).  Returns 0; -ENOENT when
+ * no read is pending; -EBUSY for a forward whose bytes are already queued
+ * on its target (it completes with their count); -EINVAL. */
+IOU_EXTERN int iou_read_cancel(iou_stream *s);
+
+/* Deadlines, in ms from the moment each operation is issued (0, the
+ * default: none); they apply to operations issued after the call.
+ * A read (iou_read .. iou_read_until, and a forward until its bytes were
+ * queued on its target) not served in time gets -ETIMEDOUT: no byte is
+ * lost, everything received stays buffered, and the stream stays usable.
+ * A write (iou_write, iou_write_all, iou_drain, and the bytes a forward
+ * queued on this stream) not fully sent in time gets -ETIMEDOUT, and so does
+ * every write queued behind it: the peer does not read, the stream's
+ * sending side is broken (later writes return -ETIMEDOUT; part of the bytes
+ * may have gone out), close it.  Connects take opts->timeout_ms.  Errors:
+ * -EINVAL. */
+IOU_EXTERN int iou_stream_set_read_timeout(iou_stream *s, unsigned ms);
+IOU_EXTERN int iou_stream_set_write_timeout(iou_stream *s, unsigned ms);
+
 /* Bytes received and not yet consumed. */
 IOU_EXTERN size_t iou_buffered(const iou_stream *s);
 
@@ -288,6 +311,12 @@ IOU_EXTERN int iou_feed(iou_stream *s, const void *data, size_t len);
 
 /* Bytes fed and not yet handed to iou_drain(). */
 IOU_EXTERN size_t iou_fed(const iou_stream *s);
+
+/* Bytes of queued writes (iou_write, iou_write_all, iou_drain, forwards
+ * into this stream) not yet sent, including those of the send in flight:
+ * for application-level backpressure (stop producing above a mark, resume
+ * from a write callback).  0 for NULL. */
+IOU_EXTERN size_t iou_write_queued(const iou_stream *s);
 
 /* Send everything fed so far, in order with other writes.  The callback gets
  * the byte count (0 when nothing was fed) or an error. */

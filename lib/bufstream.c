@@ -154,6 +154,8 @@ static void read_clear(iou_stream *s)
 	if (iou__list_linked(&s->fwd_link))
 		iou__list_del(&s->fwd_link);
 	s->read_kind = IOU__RD_NONE;
+	s->flags &= ~IOU__S_READ_CANCEL;
+	iou__timer_disarm(s->loop, &s->read_timer);
 	s->scan_pos = 0;
 	s->fwd_req = NULL;
 	s->fwd_to = NULL;
@@ -397,9 +399,41 @@ static bool read_progress_once(iou_stream *s)
 void iou__read_progress(iou_stream *s)
 {
 	for (int i = 0; i < 64 && s->read_kind != IOU__RD_NONE; i++) {
+		/* A read issued in a callback that then closed the stream is
+		 * failed by the close, never served. */
+		if (s->flags & IOU__S_CLOSING)
+			break;
+		if (s->flags & IOU__S_READ_CANCEL) {
+			iou__read_fail(s, -ECANCELED);
+			continue;
+		}
 		if (!read_progress_once(s))
 			break;
 	}
+}
+
+/* The pending read's deadline: its bytes stay buffered.  Bytes of a
+ * forward already queued on its target are the target's write deadline's
+ * business. */
+void iou__read_timer_fire(struct iou__timer *t)
+{
+	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, read_timer);
+
+	if (s->read_kind != IOU__RD_NONE && s->read_kind != IOU__RD_FORWARDING)
+		iou__read_fail(s, -ETIMEDOUT);
+}
+
+int iou_read_cancel(iou_stream *s)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->read_kind == IOU__RD_NONE)
+		return -ENOENT;
+	if (s->read_kind == IOU__RD_FORWARDING)
+		return -EBUSY;
+	s->flags |= IOU__S_READ_CANCEL;
+	iou__stream_poke(s); /* the callback runs at the end of the turn */
+	return 0;
 }
 
 
@@ -414,6 +448,10 @@ static int read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
 		return -IOU_ECLOSED;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
+	if (s->read_timeout_ms &&
+	    iou__timer_arm(s->loop, &s->read_timer,
+			   iou__clock_ms() + s->read_timeout_ms) < 0)
+		return -ENOMEM;
 	s->read_kind = kind;
 	s->read_cb = cb;
 	s->read_n = n;
@@ -452,6 +490,8 @@ int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
 int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 		   iou_read_cb cb, void *ud)
 {
+	int ret;
+
 	if (!s || !sep || !cb || !seplen || max < seplen ||
 	    max > s->max_buffered)
 		return -EINVAL;
@@ -468,7 +508,12 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 	}
 	memcpy(s->sep, sep, seplen);
 	s->seplen = seplen;
-	return read_start(s, IOU__RD_UNTIL, max, cb, ud);
+	ret = read_start(s, IOU__RD_UNTIL, max, cb, ud);
+	if (ret < 0 && s->sep != s->sep_inline) {
+		iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
+		s->sep = s->sep_inline;
+	}
+	return ret;
 }
 
 int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,

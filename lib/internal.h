@@ -245,6 +245,7 @@ struct iou__write {
 	size_t owned_cap;
 	uint32_t bid;              /* forward: provided buffer to give back */
 	uint8_t kind;
+	uint64_t deadline;         /* loop clock; 0: none (write timeout) */
 };
 
 enum iou__read_kind {
@@ -288,6 +289,7 @@ enum {
 	IOU__S_APP_CLOSED    = 1u << 14, /* the application called iou_close */
 	IOU__S_CUT           = 1u << 15, /* cut by its server (idle, grace) */
 	IOU__S_RECV_LIMITED  = 1u << 16, /* the recv in flight has a byte limit */
+	IOU__S_READ_CANCEL   = 1u << 17, /* iou_read_cancel() on the pending read */
 };
 
 struct iou_stream {
@@ -306,6 +308,11 @@ struct iou_stream {
 	size_t max_buffered;
 	uint64_t last_active;       /* loop clock of the last bytes received
 				       or sent (the server's idle timeout) */
+
+	/* deadlines of operations, ms from their start (0: none) */
+	unsigned read_timeout_ms, write_timeout_ms;
+	struct iou__timer read_timer;  /* the pending read's deadline */
+	struct iou__timer write_timer; /* at or before the earliest write's */
 
 	/* the one pending read */
 	uint8_t read_kind;
@@ -326,6 +333,7 @@ struct iou_stream {
 
 	/* writes */
 	struct iou__write *wq_head, *wq_tail;
+	size_t wq_bytes;            /* queued, not yet sent */
 	unsigned char *feed;
 	size_t feed_len, feed_cap;
 	struct iou__gather *gather; /* allocated on the first gathered send */
@@ -372,6 +380,7 @@ void iou__recv_arm(iou_stream *s);
 void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
 void iou__read_fail(iou_stream *s, int err);
+void iou__read_timer_fire(struct iou__timer *t);
 void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
 /* `to` is closing: forwards into it that wait for bytes fail with err (the
  * ones whose bytes sit in its write queue fail with the queue). */

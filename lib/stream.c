@@ -57,6 +57,7 @@ bool iou__stream_opts_valid(const struct iou_stream_opts *o)
 
 static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+static void write_timer_fire(struct iou__timer *t);
 
 int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out)
@@ -93,6 +94,8 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	iou__list_init(&s->fwd_link);
 	iou__list_init(&s->fwd_sources);
 	iou__timer_init(&s->idle_timer, NULL);
+	iou__timer_init(&s->read_timer, iou__read_timer_fire);
+	iou__timer_init(&s->write_timer, write_timer_fire);
 	loop->active++; /* an open stream is work: see iou_loop_alive() */
 	*out = s;
 	return 0;
@@ -134,6 +137,8 @@ void iou__stream_poke(iou_stream *s)
 
 static void start_send(iou_stream *s);
 static int cancel_inflight(iou_stream *s);
+static int cancel_inflight_send(iou_stream *s);
+static void fail_writes(iou_stream *s, int err);
 static void shutdown_write_if_due(iou_stream *s);
 static void close_progress(iou_stream *s);
 
@@ -328,6 +333,7 @@ static void write_finish(iou_stream *s, ssize_t res)
 	s->wq_head = w->next;
 	if (!s->wq_head)
 		s->wq_tail = NULL;
+	s->wq_bytes -= w->len - w->done;
 	if (w->kind == W_FORWARD) {
 		if (w->bid != IOU__SEG_NONE)
 			iou__buf_recycle(s->loop, w->bid);
@@ -356,6 +362,7 @@ static void writes_sent(iou_stream *s, size_t res)
 		if (take > res)
 			take = res;
 		w->done += take;
+		s->wq_bytes -= take;
 		res -= take;
 		if (w->done == w->len || (w->kind == W_SOME && (take || !i))) {
 			write_finish(s, (ssize_t)w->done);
@@ -401,6 +408,43 @@ static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 	shutdown_write_if_due(s);
 }
 
+/* The deadline of the earliest write in the queue: writes complete in
+ * order, so the queue is timed out as a whole.  The timer is not moved per
+ * write (lazy, as the idle timer): it fires at or before the earliest
+ * deadline and re-arms for what is left. */
+static void write_deadline_arm(iou_stream *s, uint64_t deadline)
+{
+	if (!iou__timer_active(&s->write_timer) ||
+	    deadline < s->write_timer.deadline)
+		iou__timer_arm(s->loop, &s->write_timer, deadline);
+}
+
+static void write_timer_fire(struct iou__timer *t)
+{
+	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, write_timer);
+	uint64_t next = 0;
+
+	for (struct iou__write *w = s->wq_head; w; w = w->next) {
+		if (!w->deadline)
+			continue;
+		if (w->deadline <= s->loop->now) {
+			/* Stalled past its deadline: the send in flight is
+			 * cancelled, every queued write fails. */
+			if (!s->wr_err)
+				s->wr_err = -ETIMEDOUT;
+			if (s->flags & IOU__S_SEND_ARMED)
+				cancel_inflight_send(s);
+			else
+				fail_writes(s, s->wr_err);
+			return;
+		}
+		if (!next || w->deadline < next)
+			next = w->deadline;
+	}
+	if (next)
+		iou__timer_arm(s->loop, t, next);
+}
+
 static void wq_append(iou_stream *s, struct iou__write *w)
 {
 	w->next = NULL;
@@ -409,6 +453,11 @@ static void wq_append(iou_stream *s, struct iou__write *w)
 	else
 		s->wq_head = w;
 	s->wq_tail = w;
+	s->wq_bytes += w->len - w->done;
+	if (s->write_timeout_ms) {
+		w->deadline = iou__clock_ms() + s->write_timeout_ms;
+		write_deadline_arm(s, w->deadline);
+	}
 }
 
 void iou__stream_flush(iou_stream *s)
@@ -659,6 +708,8 @@ static void stream_free(iou_stream *s)
 	if (s->flags & IOU__S_DEFERRED)
 		iou__list_del(&s->deferred_link);
 	iou__timer_disarm(loop, &s->idle_timer);
+	iou__timer_disarm(loop, &s->read_timer);
+	iou__timer_disarm(loop, &s->write_timer);
 	if (s->close_cb)
 		s->close_cb(s, s->close_ud);
 	iou__blk_put(&loop->blocks, s->feed, s->feed_cap);
@@ -693,6 +744,11 @@ static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
  * finds each through a hash, where a cancel by fd scans every armed poll of
  * the ring (closing N of N open streams was O(N^2)).  A shutdown in flight
  * ends by itself.  Cancelling an op again is harmless (-ENOENT). */
+static int cancel_inflight_send(iou_stream *s)
+{
+	return iou__cancel_op(s->loop, &s->send_op);
+}
+
 static int cancel_inflight(iou_stream *s)
 {
 	int ret = 0;
@@ -751,6 +807,27 @@ void iou__stream_op_done(iou_stream *s)
 }
 
 /* ---- accessors ---------------------------------------------------------- */
+
+int iou_stream_set_read_timeout(iou_stream *s, unsigned ms)
+{
+	if (!s)
+		return -EINVAL;
+	s->read_timeout_ms = ms;
+	return 0;
+}
+
+int iou_stream_set_write_timeout(iou_stream *s, unsigned ms)
+{
+	if (!s)
+		return -EINVAL;
+	s->write_timeout_ms = ms;
+	return 0;
+}
+
+size_t iou_write_queued(const iou_stream *s)
+{
+	return s ? s->wq_bytes : 0;
+}
 
 void iou_stream_set_data(iou_stream *s, void *data)
 {

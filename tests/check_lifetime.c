@@ -363,6 +363,226 @@ START_TEST(test_idle_cut_resets_with_bytes_left)
 }
 END_TEST
 
+/* ---- cancel, deadlines, queued bytes ------------------------------------ */
+
+struct rd {
+	int calls;
+	ssize_t res;
+	char data[64];
+	iou_stream *s;
+	int close_after_reissue; /* in the first callback: read again, close */
+	struct rd *next;         /* the re-issued read's record */
+};
+
+static void rd_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
+{
+	struct rd *r = ud;
+
+	r->calls++;
+	r->res = res;
+	if (res > 0)
+		memcpy(r->data, data, (size_t)res < sizeof(r->data) ? (size_t)res
+								   : sizeof(r->data));
+	if (r->close_after_reissue && r->calls == 1) {
+		ck_assert_int_eq(iou_read(s, 1, rd_cb, r->next), 0);
+		ck_assert_int_eq(iou_close(s, NULL, NULL), 0);
+	}
+}
+
+struct wr {
+	int calls;
+	ssize_t res;
+	size_t queued_at_cb;
+};
+
+static void wr_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	struct wr *w = ud;
+
+	w->calls++;
+	w->res = res;
+	w->queued_at_cb = iou_write_queued(s);
+}
+
+/* A cancelled read completes with -ECANCELED on a later turn, never inside
+ * the call; the bytes it had seen stay buffered for the next read. */
+START_TEST(test_read_cancel_keeps_bytes)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rd r = { 0 }, r2 = { 0 };
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(iou_read_cancel(s), -ENOENT);
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, 1024, rd_cb, &r), 0);
+	ck_assert_int_eq(send(fd, "partial", 7, 0), 7);
+	while (iou_buffered(s) < 7)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_int_eq(r.calls, 0);
+	ck_assert_int_eq(iou_read_cancel(s), 0);
+	ck_assert_int_eq(r.calls, 0); /* never synchronously */
+	ck_assert_int_eq(iou_read(s, 64, rd_cb, &r2), -EBUSY);
+	ck_assert_int_eq(t_run_until(loop, &r.calls, 2000), 0);
+	ck_assert_int_eq(r.res, -ECANCELED);
+	ck_assert_uint_eq(iou_buffered(s), 7);
+	ck_assert_int_eq(iou_read(s, 64, rd_cb, &r2), 0);
+	ck_assert_int_eq(t_run_until(loop, &r2.calls, 2000), 0);
+	ck_assert_int_eq(r2.res, 7);
+	ck_assert_mem_eq(r2.data, "partial", 7);
+	tsp_close_and_wait(loop, s);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A read issued in a read callback just before iou_close() is cancelled by
+ * the close, not served from the bytes still buffered. */
+START_TEST(test_read_before_close_cancelled)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rd second = { 0 };
+	struct rd first = { .close_after_reissue = 1, .next = &second };
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(send(fd, "abcd", 4, 0), 4);
+	usleep(20000); /* all four bytes arrive in one receive */
+	ck_assert_int_eq(iou_read(s, 1, rd_cb, &first), 0);
+	ck_assert_int_eq(t_run_until(loop, &second.calls, 2000), 0);
+	ck_assert_int_eq(first.res, 1);
+	ck_assert_msg(second.res == -ECANCELED,
+		      "read issued before close got %zd", second.res);
+	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A read past its deadline gets -ETIMEDOUT and loses nothing. */
+START_TEST(test_read_timeout_loses_nothing)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rd r = { 0 }, r2 = { 0 };
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+	uint64_t t0;
+
+	ck_assert_int_eq(iou_stream_set_read_timeout(NULL, 1), -EINVAL);
+	ck_assert_int_eq(iou_stream_set_read_timeout(s, 100), 0);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_read_exactly(s, 10, rd_cb, &r), 0);
+	ck_assert_int_eq(send(fd, "01234", 5, 0), 5);
+	ck_assert_int_eq(t_run_until(loop, &r.calls, 2000), 0);
+	ck_assert_int_eq(r.res, -ETIMEDOUT);
+	ck_assert_uint_ge(t_now_ms() - t0, 90);
+	ck_assert_uint_eq(iou_buffered(s), 5);
+	ck_assert_int_eq(send(fd, "56789", 5, 0), 5);
+	ck_assert_int_eq(iou_read_exactly(s, 10, rd_cb, &r2), 0);
+	ck_assert_int_eq(t_run_until(loop, &r2.calls, 2000), 0);
+	ck_assert_int_eq(r2.res, 10);
+	ck_assert_mem_eq(r2.data, "0123456789", 10);
+	tsp_close_and_wait(loop, s);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A forward waiting for bytes times out like a read. */
+static void fwd_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	(void)s;
+	wr_cb(s, res, ud);
+}
+
+START_TEST(test_forward_read_timeout)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct wr w = { 0 };
+	iou_stream *a, *b;
+	int fa = tsp_open_pair(loop, NULL, &a), fb = tsp_open_pair(loop, NULL, &b);
+
+	ck_assert_int_eq(iou_stream_set_read_timeout(a, 50), 0);
+	ck_assert_int_eq(iou_forward(a, b, 4096, fwd_cb, &w), 0);
+	ck_assert_int_eq(t_run_until(loop, &w.calls, 2000), 0);
+	ck_assert_int_eq(w.res, -ETIMEDOUT);
+	tsp_close_and_wait(loop, a);
+	tsp_close_and_wait(loop, b);
+	close(fa);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Writes to a peer that does not read: queued bytes are visible, the
+ * deadline fails the stalled write and the ones behind it. */
+START_TEST(test_write_timeout_and_queued)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct iou_stream_opts o;
+	struct wr w1 = { 0 }, w2 = { 0 };
+	size_t len = 8 * MiB;
+	unsigned char *big = malloc(len);
+	iou_stream *s;
+	int fd, small = 4096;
+	uint64_t t0;
+
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'w', len);
+	iou_stream_opts_init(&o);
+	o.sndbuf = 4096;
+	fd = tsp_open_pair(loop, &o, &s);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	ck_assert_uint_eq(iou_write_queued(s), 0);
+	ck_assert_int_eq(iou_stream_set_write_timeout(s, 200), 0);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_write_all(s, big, len, wr_cb, &w1), 0);
+	ck_assert_int_eq(iou_write(s, "tail", 4, wr_cb, &w2), 0);
+	ck_assert_uint_eq(iou_write_queued(s), len + 4);
+	tsp_run_for(loop, 50);
+	ck_assert_uint_gt(iou_write_queued(s), 4);
+	ck_assert_uint_lt(iou_write_queued(s), len + 4); /* some went out */
+	ck_assert_int_eq(t_run_until(loop, &w2.calls, 3000), 0);
+	ck_assert_int_eq(w1.res, -ETIMEDOUT);
+	ck_assert_int_eq(w2.res, -ETIMEDOUT);
+	ck_assert_uint_ge(t_now_ms() - t0, 190);
+	ck_assert_uint_eq(iou_write_queued(s), 0);
+	ck_assert_int_eq(iou_write(s, "x", 1, NULL, NULL), -ETIMEDOUT);
+	tsp_close_and_wait(loop, s);
+	close(fd);
+	free(big);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Without a deadline the same writes complete once the peer reads, and the
+ * queued count comes back to 0. */
+START_TEST(test_write_queued_drains)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct wr w = { 0 };
+	struct tsp_peer p = { 0 };
+	size_t len = 4 * MiB;
+	unsigned char *big = malloc(len);
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_ptr_nonnull(big);
+	tsp_fill(big, len, 7, 0);
+	ck_assert_int_eq(iou_write_all(s, big, len, wr_cb, &w), 0);
+	ck_assert_uint_eq(iou_write_queued(s), len);
+	tsp_recv_start(&p, fd, len, 1, 7, NULL, 0, TSP_KEEP);
+	ck_assert_int_eq(t_run_until(loop, &w.calls, 10000), 0);
+	ck_assert_int_eq(w.res, (int)len);
+	ck_assert_uint_eq(w.queued_at_cb, 0);
+	ck_assert_int_eq(tsp_join(&p, 5000), 0);
+	ck_assert_uint_eq(p.bad_at, SIZE_MAX);
+	tsp_close_and_wait(loop, s);
+	close(fd);
+	free(big);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *lifetime_suite(void)
 {
 	Suite *s = suite_create("lifetime");
@@ -381,6 +601,16 @@ static Suite *lifetime_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_idle_counts_sending);
 	tcase_add_test(tc, test_idle_cut_resets_with_bytes_left);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("cancel and deadlines");
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, test_read_cancel_keeps_bytes);
+	tcase_add_test(tc, test_read_before_close_cancelled);
+	tcase_add_test(tc, test_read_timeout_loses_nothing);
+	tcase_add_test(tc, test_forward_read_timeout);
+	tcase_add_test(tc, test_write_timeout_and_queued);
+	tcase_add_test(tc, test_write_queued_drains);
 	suite_add_tcase(s, tc);
 	return s;
 }
