@@ -351,6 +351,23 @@ IOU_EXTERN int iou_shutdown(iou_stream *s, int how);
  * server-side closes. */
 IOU_EXTERN int iou_close(iou_stream *s, iou_close_cb cb, void *ud);
 
+/* Graceful close: send every queued write and fed byte, then the FIN, then
+ * close.  From the call on, reads and writes return IOU_ECLOSED; a pending
+ * read gets -ECANCELED (on a later turn); queued writes go out and their
+ * callbacks run with their results.  After the FIN the receive side reads
+ * and discards until the peer's end of file (so that bytes the application
+ * did not read do not turn the close into a reset that destroys the answer
+ * at the peer), then the fd closes and cb (may be NULL) runs, as with
+ * iou_close().  If that has not happened within timeout_ms (0: no limit;
+ * give one to servers), the stream closes at once: writes still queued get
+ * -ETIMEDOUT and the peer gets a reset if bytes were left unsent.  A server
+ * cuts a stream that is still flushing at the end of a shutdown's grace
+ * period the same way.  The stream pointer is valid until cb ran.  Errors:
+ * -EINVAL, IOU_ECLOSED (iou_close or iou_close_graceful called already),
+ * -ENOMEM (nothing changed). */
+IOU_EXTERN int iou_close_graceful(iou_stream *s, unsigned timeout_ms,
+				  iou_close_cb cb, void *ud);
+
 /* Application data attached to the stream. */
 IOU_EXTERN void iou_stream_set_data(iou_stream *s, void *data);
 IOU_EXTERN void *iou_stream_data(const iou_stream *s);

@@ -79,7 +79,8 @@ static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 	iou_loop *loop = s->loop;
 	uint32_t size = loop->pool.buf_size;
 	uint32_t left = res > 0 ? (uint32_t)res : 0;
-	bool keep = left && !(s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT));
+	bool keep = left && !(s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT |
+					  IOU__S_FLUSHING));
 	unsigned n = left ? (left + size - 1) / size : 1;
 	unsigned pos = loop->bufs.pos[first]; /* before recycling changes it */
 
@@ -444,7 +445,7 @@ int iou_read_cancel(iou_stream *s)
 static int read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
 		      void *ud)
 {
-	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT))
+	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
@@ -495,7 +496,7 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 	if (!s || !sep || !cb || !seplen || max < seplen ||
 	    max > s->max_buffered)
 		return -EINVAL;
-	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT))
+	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;

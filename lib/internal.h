@@ -290,6 +290,8 @@ enum {
 	IOU__S_CUT           = 1u << 15, /* cut by its server (idle, grace) */
 	IOU__S_RECV_LIMITED  = 1u << 16, /* the recv in flight has a byte limit */
 	IOU__S_READ_CANCEL   = 1u << 17, /* iou_read_cancel() on the pending read */
+	IOU__S_FLUSHING      = 1u << 18, /* iou_close_graceful(): sending the rest */
+	IOU__S_WR_SHUT_DONE  = 1u << 19, /* the FIN's shutdown op completed */
 };
 
 struct iou_stream {
@@ -313,6 +315,7 @@ struct iou_stream {
 	unsigned read_timeout_ms, write_timeout_ms;
 	struct iou__timer read_timer;  /* the pending read's deadline */
 	struct iou__timer write_timer; /* at or before the earliest write's */
+	struct iou__timer close_timer; /* iou_close_graceful()'s deadline */
 
 	/* the one pending read */
 	uint8_t read_kind;

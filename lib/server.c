@@ -109,11 +109,15 @@ static void check_done(iou_server *srv)
 	free_server(srv);
 }
 
-/* Cut a connection the application has not closed: its pending callbacks
- * get err, then on_cut tells the application, which still closes it. */
+/* Cut a connection: its pending callbacks get err, then on_cut tells the
+ * application, which still closes it. */
 static void cut(iou_server *srv, iou_stream *s, int err)
 {
-	if (s->flags & (IOU__S_APP_CLOSED | IOU__S_CUT))
+	/* A stream the application closed is closing by itself, unless it
+	 * is still flushing (iou_close_graceful): that one is cut too. */
+	if ((s->flags & IOU__S_CUT) ||
+	    (s->flags & (IOU__S_APP_CLOSED | IOU__S_FLUSHING)) ==
+		    IOU__S_APP_CLOSED)
 		return;
 	if (srv->shutting_down)
 		srv->st.cut++; /* the server ended it, not the client */

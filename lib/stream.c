@@ -58,6 +58,7 @@ bool iou__stream_opts_valid(const struct iou_stream_opts *o)
 static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 static void write_timer_fire(struct iou__timer *t);
+static void close_timer_fire(struct iou__timer *t);
 
 int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out)
@@ -96,6 +97,7 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	iou__timer_init(&s->idle_timer, NULL);
 	iou__timer_init(&s->read_timer, iou__read_timer_fire);
 	iou__timer_init(&s->write_timer, write_timer_fire);
+	iou__timer_init(&s->close_timer, close_timer_fire);
 	loop->active++; /* an open stream is work: see iou_loop_alive() */
 	*out = s;
 	return 0;
@@ -141,11 +143,16 @@ static int cancel_inflight_send(iou_stream *s);
 static void fail_writes(iou_stream *s, int err);
 static void shutdown_write_if_due(iou_stream *s);
 static void close_progress(iou_stream *s);
+static void flush_progress(iou_stream *s);
 
 static void stream_process(iou_stream *s)
 {
 	if (s->flags & IOU__S_CLOSING) {
 		close_progress(s);
+		return;
+	}
+	if (s->flags & IOU__S_FLUSHING) {
+		flush_progress(s);
 		return;
 	}
 	if (s->read_kind != IOU__RD_NONE) {
@@ -398,6 +405,8 @@ static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 		iou__stream_op_done(s);
 		return;
 	}
+	if (s->flags & IOU__S_FLUSHING)
+		iou__stream_poke(s);
 	if (s->wq_head) {
 		start_send(s);
 	} else if (s->gather) {
@@ -555,13 +564,12 @@ size_t iou_fed(const iou_stream *s)
 	return s ? s->feed_len : 0;
 }
 
-int iou_drain(iou_stream *s, iou_write_cb cb, void *ud)
+/* Queue the fed bytes (none: an empty write that keeps the order). */
+static int queue_drain(iou_stream *s, iou_write_cb cb, void *ud)
 {
 	struct iou__write *w;
 	int ret;
 
-	if (!s)
-		return -EINVAL;
 	ret = user_write_new(s, cb, ud, W_DRAIN, &w);
 	if (ret < 0)
 		return ret;
@@ -574,6 +582,13 @@ int iou_drain(iou_stream *s, iou_write_cb cb, void *ud)
 		s->feed_len = s->feed_cap = 0;
 	}
 	return iou__stream_queue_write(s, w);
+}
+
+int iou_drain(iou_stream *s, iou_write_cb cb, void *ud)
+{
+	if (!s)
+		return -EINVAL;
+	return queue_drain(s, cb, ud);
 }
 
 int iou__stream_queue_forward(iou_stream *to, const unsigned char *p,
@@ -603,8 +618,16 @@ int iou_shutdown(iou_stream *s, int how)
 {
 	if (!s || (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR))
 		return -EINVAL;
-	if (s->flags & IOU__S_CLOSING)
+	if (s->flags & (IOU__S_CLOSING | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
+	/* Fed bytes go out before the FIN, never silently dropped. */
+	if (how != SHUT_RD && !(s->flags & IOU__S_WR_SHUT) && s->feed_len &&
+	    !s->wr_err) {
+		int ret = queue_drain(s, NULL, NULL);
+
+		if (ret < 0)
+			return ret;
+	}
 	if (how != SHUT_WR && !(s->flags & IOU__S_RD_SHUT)) {
 		s->flags |= IOU__S_RD_SHUT;
 		if ((s->flags & (IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL)) ==
@@ -672,6 +695,79 @@ static void cut_socket(iou_stream *s)
 	shutdown(s->fd, SHUT_RDWR);
 }
 
+/* ---- graceful close ----------------------------------------------------- */
+
+/* Everything queued went out, then the FIN; the receive side discards what
+ * still comes until the peer's end of file (so that unread bytes do not
+ * turn the close into a reset that could destroy the answer at the peer,
+ * nginx's lingering close), then the fd closes as with iou_close(). */
+static void flush_progress(iou_stream *s)
+{
+	if (s->read_kind != IOU__RD_NONE)
+		iou__read_fail(s, -ECANCELED);
+	iou__forward_sources_fail(s, -IOU_ECLOSED);
+	iou__rxq_clear(&s->loop->pool, &s->rxq);
+	if (s->flags & IOU__S_CUT) {
+		stream_abort(s);
+		return;
+	}
+	if (s->wq_head && !(s->flags & IOU__S_SEND_ARMED))
+		start_send(s);
+	shutdown_write_if_due(s);
+	if (!(s->flags & (IOU__S_STARVED | IOU__S_RECV_ARMED)))
+		iou__recv_arm(s);
+	if (s->wq_head || !(s->flags & IOU__S_WR_SHUT_DONE))
+		return;
+	if ((s->flags & (IOU__S_EOF | IOU__S_RD_SHUT)) || s->rd_err ||
+	    !(s->flags & IOU__S_RECV_ARMED))
+		stream_abort(s);
+}
+
+static void close_timer_fire(struct iou__timer *t)
+{
+	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, close_timer);
+	struct linger lg = { 1, 0 };
+
+	if (!(s->flags & IOU__S_FLUSHING) || (s->flags & IOU__S_CLOSING))
+		return;
+	if (!s->wr_err)
+		s->wr_err = -ETIMEDOUT;
+	/* Bytes left behind: the close resets, the peer cannot take it for
+	 * the end of the data. */
+	if (s->wq_head || s->feed_len || iou__rxq_len(&s->rxq))
+		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	stream_abort(s);
+}
+
+int iou_close_graceful(iou_stream *s, unsigned timeout_ms, iou_close_cb cb,
+		       void *ud)
+{
+	if (!s)
+		return -EINVAL;
+	if (s->flags & IOU__S_APP_CLOSED)
+		return -IOU_ECLOSED;
+	if (s->flags & (IOU__S_CLOSING | IOU__S_CUT))
+		return iou_close(s, cb, ud); /* nothing can be sent */
+	if (timeout_ms &&
+	    iou__timer_arm(s->loop, &s->close_timer,
+			   iou__clock_ms() + timeout_ms) < 0)
+		return -ENOMEM;
+	if (s->feed_len && !s->wr_err && !(s->flags & IOU__S_WR_SHUT)) {
+		int ret = queue_drain(s, NULL, NULL);
+
+		if (ret < 0) {
+			iou__timer_disarm(s->loop, &s->close_timer);
+			return ret;
+		}
+	}
+	s->flags |= IOU__S_APP_CLOSED | IOU__S_FLUSHING | IOU__S_WR_SHUT |
+		    IOU__S_RECV_WANTED;
+	s->close_cb = cb;
+	s->close_ud = ud;
+	iou__stream_poke(s);
+	return 0;
+}
+
 void iou__stream_cut(iou_stream *s, int err)
 {
 	if (s->flags & (IOU__S_CLOSING | IOU__S_CUT))
@@ -710,6 +806,7 @@ static void stream_free(iou_stream *s)
 	iou__timer_disarm(loop, &s->idle_timer);
 	iou__timer_disarm(loop, &s->read_timer);
 	iou__timer_disarm(loop, &s->write_timer);
+	iou__timer_disarm(loop, &s->close_timer);
 	if (s->close_cb)
 		s->close_cb(s, s->close_ud);
 	iou__blk_put(&loop->blocks, s->feed, s->feed_cap);
@@ -736,8 +833,13 @@ static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 		stream_free(s);
 		return;
 	}
-	if (s->flags & IOU__S_CLOSING)
+	if (s->flags & IOU__S_CLOSING) {
 		iou__stream_op_done(s);
+		return;
+	}
+	s->flags |= IOU__S_WR_SHUT_DONE;
+	if (s->flags & IOU__S_FLUSHING)
+		iou__stream_poke(s);
 }
 
 /* Cancel the stream's receive and send by their user_data: the kernel
@@ -785,7 +887,7 @@ static void close_progress(iou_stream *s)
 		}
 		return; /* iou__stream_op_done() comes back here */
 	}
-	fail_writes(s, -ECANCELED);
+	fail_writes(s, s->wr_err ? s->wr_err : -ECANCELED);
 	if (s->flags & IOU__S_CLOSE_SENT)
 		return;
 	sqe = iou__get_sqe(s->loop);

@@ -583,6 +583,197 @@ START_TEST(test_write_queued_drains)
 }
 END_TEST
 
+/* ---- close that flushes ------------------------------------------------- */
+
+struct http {
+	unsigned char *resp;
+	size_t resp_len;
+	struct wr w;
+	struct rd r;
+	int closed;
+	unsigned timeout_ms;
+};
+
+/* The request's callback answers, feeds a trailer and closes gracefully,
+ * all in the same turn. */
+static void http_req(iou_stream *s, ssize_t res, const void *data, void *ud)
+{
+	struct http *h = ud;
+
+	(void)data;
+	h->r.calls++;
+	h->r.res = res;
+	if (res <= 0)
+		return;
+	ck_assert_int_eq(iou_write_all(s, h->resp, h->resp_len, wr_cb, &h->w), 0);
+	ck_assert_int_eq(iou_feed(s, "TRAILER", 7), 0);
+	ck_assert_int_eq(iou_close_graceful(s, h->timeout_ms, tsp_count_close_cb,
+					    &h->closed), 0);
+	ck_assert_int_eq(iou_write(s, "x", 1, NULL, NULL), -IOU_ECLOSED);
+	ck_assert_int_eq(iou_read(s, 1, rd_cb, &h->r), -IOU_ECLOSED);
+	ck_assert_int_eq(iou_close(s, NULL, NULL), -IOU_ECLOSED);
+}
+
+/* A request that arrived with the client's FIN is answered in full before
+ * the close: every written and fed byte, then a clean end of file. */
+START_TEST(test_close_graceful_sends_everything)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct http h = { .resp_len = 2 * MiB, .timeout_ms = 5000 };
+	struct tsp_peer p = { 0 };
+	unsigned char *got;
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	h.resp = malloc(h.resp_len);
+	got = malloc(h.resp_len + 64);
+	ck_assert_ptr_nonnull(h.resp);
+	ck_assert_ptr_nonnull(got);
+	tsp_fill(h.resp, h.resp_len, 3, 0);
+	ck_assert_int_eq(send(fd, "GET /\n", 6, 0), 6);
+	ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, 1024, http_req, &h), 0);
+	tsp_recv_start(&p, fd, SIZE_MAX, 0, 0, got, h.resp_len + 64, TSP_KEEP);
+	ck_assert_int_eq(t_run_until(loop, &h.closed, 10000), 0);
+	ck_assert_int_eq(tsp_join(&p, 5000), 0);
+	ck_assert_int_eq(h.w.res, (int)h.resp_len);
+	ck_assert_msg(p.eof && !p.err, "peer: eof %d, error %d", p.eof, p.err);
+	ck_assert_uint_eq(p.done, h.resp_len + 7);
+	ck_assert_uint_eq(tsp_mismatch(got, h.resp_len, 3, 0), h.resp_len);
+	ck_assert_mem_eq(got + h.resp_len, "TRAILER", 7);
+	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
+	close(fd);
+	free(got);
+	free(h.resp);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* After its FIN the stream reads until the peer's end of file, discarding:
+ * bytes the peer sends after the answer do not reset the connection. */
+START_TEST(test_close_graceful_lingers_until_peer_eof)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct http h = { .resp_len = 1000, .timeout_ms = 5000 };
+	char buf[2048];
+	size_t got = 0;
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+	ssize_t n;
+
+	tsp_set_timeouts(fd);
+	h.resp = malloc(h.resp_len);
+	ck_assert_ptr_nonnull(h.resp);
+	memset(h.resp, 'r', h.resp_len);
+	ck_assert_int_eq(send(fd, "GET /\nMORE", 10, 0), 10);
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, 1024, http_req, &h), 0);
+	ck_assert_int_eq(t_run_until(loop, &h.w.calls, 2000), 0);
+	tsp_run_for(loop, 50);
+	ck_assert_int_eq(h.closed, 0); /* waits for the peer's end */
+	ck_assert_int_eq(send(fd, "EVEN MORE", 9, 0), 9);
+	while ((n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+		got += (size_t)n;
+	tsp_run_for(loop, 50);
+	ck_assert_int_eq(h.closed, 0);
+	ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+	ck_assert_int_eq(t_run_until(loop, &h.closed, 2000), 0);
+	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+		got += (size_t)n;
+	ck_assert_msg(n == 0, "peer: %s after %zu bytes", strerror(errno), got);
+	ck_assert_uint_eq(got, h.resp_len + 7);
+	close(fd);
+	free(h.resp);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Past the deadline the stream closes at once: the stalled write fails with
+ * -ETIMEDOUT and the peer gets a reset, not a clean end of file. */
+START_TEST(test_close_graceful_deadline)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct iou_stream_opts o;
+	struct http h = { .resp_len = 8 * MiB, .timeout_ms = 200 };
+	char buf[65536];
+	iou_stream *s;
+	int fd, small = 4096;
+	uint64_t t0;
+	ssize_t n;
+
+	iou_stream_opts_init(&o);
+	o.sndbuf = 4096;
+	fd = tsp_open_pair(loop, &o, &s);
+	tsp_set_timeouts(fd);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	h.resp = malloc(h.resp_len);
+	ck_assert_ptr_nonnull(h.resp);
+	memset(h.resp, 'r', h.resp_len);
+	ck_assert_int_eq(send(fd, "GET /\n", 6, 0), 6);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, 1024, http_req, &h), 0);
+	ck_assert_int_eq(t_run_until(loop, &h.closed, 3000), 0);
+	ck_assert_uint_ge(t_now_ms() - t0, 190);
+	ck_assert_int_eq(h.w.res, -ETIMEDOUT);
+	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+		;
+	ck_assert_msg(n < 0 && errno == ECONNRESET, "peer: %zd (%s)", n,
+		      n < 0 ? strerror(errno) : "end of file");
+	close(fd);
+	free(h.resp);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A graceful close fails the pending read with -ECANCELED, later. */
+START_TEST(test_close_graceful_cancels_read)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rd r = { 0 };
+	int closed = 0;
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(iou_read(s, 16, rd_cb, &r), 0);
+	ck_assert_int_eq(iou_close_graceful(NULL, 0, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(iou_close_graceful(s, 1000, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(r.calls, 0);
+	ck_assert_int_eq(t_run_until(loop, &r.calls, 2000), 0);
+	ck_assert_int_eq(r.res, -ECANCELED);
+	shutdown(fd, SHUT_WR);
+	ck_assert_int_eq(t_run_until(loop, &closed, 2000), 0);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* SHUT_WR sends the fed bytes before the FIN. */
+START_TEST(test_shutdown_wr_sends_fed_bytes)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	char buf[64];
+	size_t got = 0;
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+	ssize_t n;
+
+	tsp_set_timeouts(fd);
+	ck_assert_int_eq(iou_feed(s, "hello, ", 7), 0);
+	ck_assert_int_eq(iou_feed(s, "world", 5), 0);
+	ck_assert_int_eq(iou_shutdown(s, SHUT_WR), 0);
+	ck_assert_uint_eq(iou_fed(s), 0);
+	ck_assert_int_eq(iou_drain(s, NULL, NULL), -IOU_ECLOSED);
+	tsp_run_for(loop, 50);
+	while ((n = recv(fd, buf + got, sizeof(buf) - got, 0)) > 0)
+		got += (size_t)n;
+	ck_assert_int_eq(n, 0);
+	ck_assert_uint_eq(got, 12);
+	ck_assert_mem_eq(buf, "hello, world", 12);
+	tsp_close_and_wait(loop, s);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *lifetime_suite(void)
 {
 	Suite *s = suite_create("lifetime");
@@ -611,6 +802,15 @@ static Suite *lifetime_suite(void)
 	tcase_add_test(tc, test_forward_read_timeout);
 	tcase_add_test(tc, test_write_timeout_and_queued);
 	tcase_add_test(tc, test_write_queued_drains);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("close that flushes");
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, test_close_graceful_sends_everything);
+	tcase_add_test(tc, test_close_graceful_lingers_until_peer_eof);
+	tcase_add_test(tc, test_close_graceful_deadline);
+	tcase_add_test(tc, test_close_graceful_cancels_read);
+	tcase_add_test(tc, test_shutdown_wr_sends_fed_bytes);
 	suite_add_tcase(s, tc);
 	return s;
 }
