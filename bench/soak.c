@@ -449,7 +449,7 @@ static void start_conn(struct conn *c)
 	}
 	c->connecting = 1;
 	c->progress_ms = now_ms_cached;
-	ret = iou_tcp_connect(loop, cfg.host, cfg.port, &o, on_connect, c);
+	ret = iou_tcp_connect(loop, cfg.host, cfg.port, &o, on_connect, c, NULL);
 	if (ret < 0) {
 		c->connecting = 0;
 		errors++;

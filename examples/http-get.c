@@ -316,7 +316,7 @@ int main(int argc, char **argv)
 	}
 	iou_connect_opts_init(&o);
 	o.timeout_ms = CONNECT_TIMEOUT_MS; /* covers the name look-up too */
-	ret = iou_tcp_connect(loop, g.host, g.port, &o, on_connected, &g);
+	ret = iou_tcp_connect(loop, g.host, g.port, &o, on_connected, &g, NULL);
 	if (ret < 0) {
 		fprintf(stderr, "http-get: cannot connect to %s port %u: %s\n",
 			g.host, (unsigned)g.port, iou_strerror(ret));

@@ -163,7 +163,7 @@ int main(int argc, char **argv)
 	}
 	iou_connect_opts_init(&o);
 	o.timeout_ms = CONNECT_TIMEOUT_MS;
-	ret = iou_tcp_connect(loop, c.host, c.port, &o, on_connected, &c);
+	ret = iou_tcp_connect(loop, c.host, c.port, &o, on_connected, &c, NULL);
 	if (ret < 0) {
 		fprintf(stderr, "tcp-client: cannot connect to %s port %u: %s\n",
 			c.host, (unsigned)c.port, iou_strerror(ret));

@@ -202,7 +202,7 @@ typedef void (*iou_connect_cb)(iou_stream *s, int res, void *ud);
  * thread for the look-up). */
 IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 			       const struct iou_connect_opts *opts,
-			       iou_connect_cb cb, void *ud);
+			       iou_connect_cb cb, void *ud, iou_stream **out);
 
 /* Wrap a connected stream socket `fd` (the stream takes ownership of the fd,
  * clears O_NONBLOCK (io_uring waits for readiness itself) and applies

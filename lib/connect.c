@@ -13,23 +13,41 @@
 
 #include "internal.h"
 
+/* A name look-up on a helper thread.  The thread and the loop share it:
+ * whoever of the two lets go last frees it (state, atomic), so that a
+ * connect closed during its look-up neither waits for the thread nor
+ * keeps the loop running. */
+enum { JOB_RUNNING, JOB_ABANDONED, JOB_DONE };
+
+struct resolve_job {
+	int state;                      /* JOB_*, atomic */
+	bool abandoned_late;            /* let go after the thread posted */
+	iou_loop *loop;
+	struct conn_req *c;             /* NULL once abandoned */
+	uint16_t port;
+	int err;
+	struct sockaddr_storage *addrs;
+	size_t naddrs;
+	char host[];
+};
+
+/* The connect of a stream in its connecting state (s->conn). */
 struct conn_req {
 	iou_loop *loop;
+	iou_stream *s;
 	struct iou__op op;
 	struct iou__timer deadline;
 	struct iou__timer soon;         /* reports an error on the next turn */
 	struct iou_stream_opts stream_opts;
 	struct sockaddr_storage bind_addr; /* AF_UNSPEC: no bind */
-	char *host;
-	uint16_t port;
+	struct resolve_job *job;        /* a look-up in progress */
 	struct sockaddr_storage *addrs;
 	size_t naddrs, next;
 	int fd;
 	int err;                        /* last error, or the one to report */
-	bool resolving;                 /* the helper thread owns a reference */
-	bool connecting;
+	bool connecting;                /* the connect op is the kernel's */
+	bool cancel_sent;
 	bool timed_out;
-	bool done;                      /* the callback ran */
 	bool in_call;                   /* inside iou_tcp_connect() */
 	bool sync_err;                  /* failed there: no callback */
 	iou_connect_cb cb;
@@ -71,50 +89,72 @@ static socklen_t addr_len(const struct sockaddr_storage *ss)
 					   sizeof(struct sockaddr_in);
 }
 
+static void job_free(struct resolve_job *j)
+{
+	free(j->addrs);
+	free(j);
+}
+
+/* Let go of the look-up: the thread frees the job when it ends, or, if it
+ * has already posted its answer, the posted callback does. */
+static void job_abandon(struct conn_req *c)
+{
+	struct resolve_job *j = c->job;
+
+	if (!j)
+		return;
+	c->job = NULL;
+	j->c = NULL;
+	if (__atomic_exchange_n(&j->state, JOB_ABANDONED, __ATOMIC_ACQ_REL) ==
+	    JOB_DONE) {
+		/* The answer is on its way to the loop: keep the loop alive
+		 * (and so undestroyed) until it arrived. */
+		j->abandoned_late = true;
+		c->loop->active++;
+	}
+}
+
 static void req_free(struct conn_req *c)
 {
-	free(c->host);
+	iou__timer_disarm(c->loop, &c->deadline);
+	iou__timer_disarm(c->loop, &c->soon);
+	job_abandon(c);
 	free(c->addrs);
 	free(c);
 }
 
-/* Undo a request that failed inside the call: no callback. */
-static void req_abort(struct conn_req *c)
+/* Report the outcome.  A failed stream is released after the callback
+ * unless the application closed it (then its close callback runs). */
+static void finish(struct conn_req *c, int err)
 {
-	iou__timer_disarm(c->loop, &c->deadline);
-	req_free(c);
-}
+	iou_stream *s = c->s;
+	iou_connect_cb cb = c->cb;
+	void *ud = c->ud;
 
-static void finish(struct conn_req *c, iou_stream *s, int err)
-{
-	iou__timer_disarm(c->loop, &c->deadline);
-	if (iou__timer_active(&c->soon)) {
-		iou__timer_disarm(c->loop, &c->soon);
-		c->loop->active--;
-	}
-	c->done = true;
-	c->cb(s, err, c->ud);
-	if (!c->resolving)
-		req_free(c);
+	s->conn = NULL;
+	s->flags &= ~IOU__S_CONNECTING;
+	req_free(c);
+	cb(s, err, ud);
+	if (err < 0)
+		iou__stream_release(s);
 }
 
 static void soon_fire(struct iou__timer *t)
 {
 	struct conn_req *c = IOU__CONTAINER_OF(t, struct conn_req, soon);
 
-	c->loop->active--;
-	finish(c, NULL, c->err);
+	finish(c, c->err);
 }
 
 /* Report c->err on the next turn: callbacks never run inside the call. */
 static void finish_soon(struct conn_req *c)
 {
 	if (iou__timer_arm(c->loop, &c->soon, 0) == 0)
-		c->loop->active++;
-	else if (c->in_call)
+		return;
+	if (c->in_call)
 		c->sync_err = true; /* iou_tcp_connect() returns c->err */
 	else
-		finish(c, NULL, c->err);
+		finish(c, c->err);
 }
 
 static void try_next(struct conn_req *c);
@@ -122,15 +162,23 @@ static void try_next(struct conn_req *c);
 static void connect_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 {
 	struct conn_req *c = IOU__CONTAINER_OF(op, struct conn_req, op);
-	iou_stream *s;
+	iou_stream *s = c->s;
 	int ret;
 
 	c->connecting = false;
+	c->cancel_sent = false;
+	s->inflight--;
 	iou__op_done(c->loop);
+	if (s->flags & IOU__S_CLOSING) {
+		close(c->fd);
+		finish(c, -ECANCELED);
+		iou__stream_op_done(s);
+		return;
+	}
 	if (cqe->res == 0) {
-		ret = iou__stream_new(c->loop, c->fd, &c->stream_opts, &s);
+		ret = iou__stream_set_fd(s, c->fd, &c->stream_opts);
 		if (ret == 0) {
-			finish(c, s, 0);
+			finish(c, 0);
 			return;
 		}
 		c->err = ret;
@@ -140,7 +188,7 @@ static void connect_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 	close(c->fd);
 	c->fd = -1;
 	if (c->timed_out) {
-		finish(c, NULL, -ETIMEDOUT);
+		finish(c, -ETIMEDOUT);
 		return;
 	}
 	c->next++;
@@ -170,7 +218,7 @@ static void try_next(struct conn_req *c)
 		}
 		sqe = iou__get_sqe(c->loop);
 		if (!sqe) {
-			c->err = -EAGAIN;
+			c->err = -ENOMEM;
 			close(c->fd);
 			c->fd = -1;
 			break;
@@ -178,6 +226,7 @@ static void try_next(struct conn_req *c)
 		io_uring_prep_connect(sqe, c->fd, sa, addr_len(&c->addrs[c->next]));
 		io_uring_sqe_set_data(sqe, &c->op);
 		c->connecting = true;
+		c->s->inflight++;
 		iou__op_submitted(c->loop);
 		return;
 	}
@@ -186,43 +235,69 @@ static void try_next(struct conn_req *c)
 	finish_soon(c);
 }
 
+static void cancel_connect_op(struct conn_req *c)
+{
+	if (c->connecting && !c->cancel_sent &&
+	    iou__cancel_op(c->loop, &c->op) == 0)
+		c->cancel_sent = true;
+}
+
 static void deadline_fire(struct iou__timer *t)
 {
 	struct conn_req *c = IOU__CONTAINER_OF(t, struct conn_req, deadline);
 
 	c->timed_out = true;
-	if (c->connecting) {
-		/* its CQE (-ECANCELED) reports the timeout */
-		iou__cancel_op(c->loop, &c->op);
-	} else if (!c->done) {
-		finish(c, NULL, -ETIMEDOUT); /* still resolving */
-	}
+	if (c->connecting)
+		cancel_connect_op(c); /* its CQE reports the timeout */
+	else if (c->job)
+		finish(c, -ETIMEDOUT); /* still resolving */
 }
 
-static int set_addrs(struct conn_req *c, size_t n)
+/* iou_close() of a connecting stream (at the end of a turn): the connect
+ * op is cancelled and its CQE reports -ECANCELED; a look-up is let go of
+ * and reported at once. */
+void iou__connect_cancel(iou_stream *s)
 {
-	c->addrs = calloc(n, sizeof(*c->addrs));
-	if (!c->addrs)
+	struct conn_req *c = s->conn;
+
+	if (c->connecting)
+		cancel_connect_op(c);
+	else
+		finish(c, -ECANCELED);
+}
+
+static int set_addrs(struct sockaddr_storage **addrs, size_t *naddrs, size_t n)
+{
+	*addrs = calloc(n, sizeof(**addrs));
+	if (!*addrs)
 		return -ENOMEM;
-	c->naddrs = n;
+	*naddrs = n;
 	return 0;
 }
 
 /* Back on the loop's thread with the helper's answer. */
 static void resolved(void *arg)
 {
-	struct conn_req *c = arg;
+	struct resolve_job *j = arg;
+	struct conn_req *c = j->c;
 
-	c->resolving = false;
-	c->loop->active--;
-	if (c->done) { /* timed out meanwhile */
-		req_free(c);
+	if (!c) { /* the connect was closed or timed out meanwhile */
+		if (j->abandoned_late)
+			j->loop->active--;
+		job_free(j);
 		return;
 	}
-	if (c->err) {
-		finish(c, NULL, c->err);
+	c->job = NULL;
+	if (j->err) {
+		c->err = j->err;
+		job_free(j);
+		finish(c, c->err);
 		return;
 	}
+	c->addrs = j->addrs;
+	c->naddrs = j->naddrs;
+	j->addrs = NULL;
+	job_free(j);
 	try_next(c);
 }
 
@@ -240,7 +315,7 @@ static int resolve_error(int rc)
 
 static void *resolver_main(void *arg)
 {
-	struct conn_req *c = arg;
+	struct resolve_job *j = arg;
 	struct addrinfo hints = { 0 }, *res = NULL, *ai;
 	char port[8];
 	size_t n = 0;
@@ -249,36 +324,52 @@ static void *resolver_main(void *arg)
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%u", (unsigned)c->port);
-	rc = getaddrinfo(c->host, port, &hints, &res);
+	snprintf(port, sizeof(port), "%u", (unsigned)j->port);
+	if (iou__resolve_delay_ms) { /* tests: a slow name server */
+		struct timespec ts = { iou__resolve_delay_ms / 1000,
+				       (long)(iou__resolve_delay_ms % 1000) * 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	rc = getaddrinfo(j->host, port, &hints, &res);
 	if (rc != 0) {
-		c->err = resolve_error(rc);
+		j->err = resolve_error(rc);
 	} else {
 		for (ai = res; ai; ai = ai->ai_next)
 			n++;
-		if (set_addrs(c, n) < 0) {
-			c->err = -ENOMEM;
+		if (set_addrs(&j->addrs, &j->naddrs, n) < 0) {
+			j->err = -ENOMEM;
 		} else {
 			n = 0;
 			for (ai = res; ai; ai = ai->ai_next, n++)
-				memcpy(&c->addrs[n], ai->ai_addr, ai->ai_addrlen);
+				memcpy(&j->addrs[n], ai->ai_addr, ai->ai_addrlen);
 		}
 		freeaddrinfo(res);
 	}
-	/* The loop waits for this post (it counts as work): never give up. */
-	while (iou_loop_post(c->loop, resolved, c) < 0) {
+	if (__atomic_exchange_n(&j->state, JOB_DONE, __ATOMIC_ACQ_REL) ==
+	    JOB_ABANDONED) {
+		job_free(j); /* nobody waits: the loop may be gone */
+		return NULL;
+	}
+	/* The loop waits for this post (abandoned_late): never give up. */
+	while (iou_loop_post(j->loop, resolved, j) < 0) {
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
 }
 
-/* A request with its options applied and its deadline running. */
+/* Tests: a look-up that takes this long (a slow name server, without
+ * sending a query anywhere). */
+unsigned iou__resolve_delay_ms;
+
+/* A stream in its connecting state and its request, options checked, the
+ * deadline running. */
 static int req_new(iou_loop *loop, const struct iou_connect_opts *opts,
 		   iou_connect_cb cb, void *ud, struct conn_req **out)
 {
 	struct iou_connect_opts defaults;
 	struct conn_req *c;
+	int ret;
 
 	if (!opts) {
 		iou_connect_opts_init(&defaults);
@@ -302,9 +393,17 @@ static int req_new(iou_loop *loop, const struct iou_connect_opts *opts,
 		free(c);
 		return -EINVAL;
 	}
+	ret = iou__stream_new(loop, -1, &opts->stream, &c->s);
+	if (ret < 0) {
+		free(c);
+		return ret;
+	}
+	c->s->flags |= IOU__S_CONNECTING;
+	c->s->conn = c;
 	if (opts->timeout_ms &&
 	    iou__timer_arm(loop, &c->deadline,
 			   iou__clock_ms() + opts->timeout_ms) < 0) {
+		iou__stream_discard(c->s);
 		free(c);
 		return -ENOMEM;
 	}
@@ -312,11 +411,21 @@ static int req_new(iou_loop *loop, const struct iou_connect_opts *opts,
 	return 0;
 }
 
+/* Undo a connect that failed inside the call: no callback. */
+static void req_abort(struct conn_req *c)
+{
+	iou_stream *s = c->s;
+
+	req_free(c);
+	iou__stream_discard(s);
+}
+
 int iou__connect_addrs(iou_loop *loop, const struct sockaddr_storage *addrs,
 		       size_t n, const struct iou_connect_opts *opts,
-		       iou_connect_cb cb, void *ud)
+		       iou_connect_cb cb, void *ud, iou_stream **out)
 {
 	struct conn_req *c;
+	iou_stream *s;
 	int ret;
 
 	if (!loop || !addrs || !n || !cb)
@@ -324,11 +433,12 @@ int iou__connect_addrs(iou_loop *loop, const struct sockaddr_storage *addrs,
 	ret = req_new(loop, opts, cb, ud, &c);
 	if (ret < 0)
 		return ret;
-	if (set_addrs(c, n) < 0) {
+	if (set_addrs(&c->addrs, &c->naddrs, n) < 0) {
 		req_abort(c);
 		return -ENOMEM;
 	}
 	memcpy(c->addrs, addrs, n * sizeof(*addrs));
+	s = c->s;
 	c->in_call = true;
 	try_next(c);
 	c->in_call = false;
@@ -337,42 +447,52 @@ int iou__connect_addrs(iou_loop *loop, const struct sockaddr_storage *addrs,
 		req_abort(c);
 		return ret;
 	}
+	if (out)
+		*out = s;
 	return 0;
 }
 
 int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 		    const struct iou_connect_opts *opts, iou_connect_cb cb,
-		    void *ud)
+		    void *ud, iou_stream **out)
 {
 	struct sockaddr_storage ss;
+	struct resolve_job *j;
 	struct conn_req *c;
 	pthread_attr_t attr;
 	pthread_t tid;
+	size_t len;
 	int ret;
 
 	if (!loop || !host || !*host || !cb)
 		return -EINVAL;
 	if (parse_numeric(host, port, &ss) == 0)
-		return iou__connect_addrs(loop, &ss, 1, opts, cb, ud);
+		return iou__connect_addrs(loop, &ss, 1, opts, cb, ud, out);
 	/* A name: resolve it off the loop's thread. */
 	ret = req_new(loop, opts, cb, ud, &c);
 	if (ret < 0)
 		return ret;
-	c->port = port;
-	c->host = strdup(host);
-	if (!c->host) {
+	len = strlen(host);
+	j = calloc(1, sizeof(*j) + len + 1);
+	if (!j) {
 		req_abort(c);
 		return -ENOMEM;
 	}
-	c->resolving = true;
+	memcpy(j->host, host, len + 1);
+	j->loop = loop;
+	j->c = c;
+	j->port = port;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	ret = -pthread_create(&tid, &attr, resolver_main, c);
+	ret = -pthread_create(&tid, &attr, resolver_main, j);
 	pthread_attr_destroy(&attr);
 	if (ret < 0) {
+		free(j);
 		req_abort(c);
 		return ret;
 	}
-	loop->active++;
+	c->job = j;
+	if (out)
+		*out = c->s;
 	return 0;
 }

@@ -292,6 +292,7 @@ enum {
 	IOU__S_READ_CANCEL   = 1u << 17, /* iou_read_cancel() on the pending read */
 	IOU__S_FLUSHING      = 1u << 18, /* iou_close_graceful(): sending the rest */
 	IOU__S_WR_SHUT_DONE  = 1u << 19, /* the FIN's shutdown op completed */
+	IOU__S_CONNECTING    = 1u << 20, /* iou_tcp_connect() in progress: conn */
 };
 
 struct iou_stream {
@@ -350,6 +351,8 @@ struct iou_stream {
 	void *close_ud;
 	void *data;
 
+	struct conn_req *conn;      /* connect.c, while connecting */
+
 	/* set by the server for the connections it accepted */
 	iou_server *server;
 	struct iou__list server_link;
@@ -358,8 +361,17 @@ struct iou_stream {
 
 /* stream.c */
 bool iou__stream_opts_valid(const struct iou_stream_opts *o);
+/* A stream on fd with opts applied; fd -1: a connecting stream (no fd
+ * yet, see iou__stream_set_fd). */
 int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out);
+/* Give a connecting stream its connected fd; applies o. */
+int iou__stream_set_fd(iou_stream *s, int fd, const struct iou_stream_opts *o);
+/* Free a stream that never had an op (a connect failed in its call). */
+void iou__stream_discard(iou_stream *s);
+/* A connect failed and its callback ran: the stream goes unless the
+ * application closed it (then the close goes on). */
+void iou__stream_release(iou_stream *s);
 void iou__stream_poke(iou_stream *s);      /* process at the end of the turn */
 void iou__stream_op_done(iou_stream *s);   /* one of its ops ended */
 /* The server cuts the stream (idle timeout, grace limit): its pending
@@ -399,6 +411,10 @@ void iou__server_conn_closed(iou_server *srv, iou_stream *s);
  * addresses).  Returns and reports as iou_tcp_connect(). */
 int iou__connect_addrs(iou_loop *loop, const struct sockaddr_storage *addrs,
 		       size_t n, const struct iou_connect_opts *opts,
-		       iou_connect_cb cb, void *ud);
+		       iou_connect_cb cb, void *ud, iou_stream **out);
+/* iou_close() of a connecting stream: stop the attempt; the connect
+ * callback gets -ECANCELED (now, or from the cancelled op's CQE). */
+void iou__connect_cancel(iou_stream *s);
+extern unsigned iou__resolve_delay_ms; /* tests: slow look-ups */
 
 #endif /* IOU_INTERNAL_H */

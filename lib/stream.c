@@ -73,7 +73,7 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	}
 	if (!iou__stream_opts_valid(o))
 		return -EINVAL;
-	ret = apply_opts(fd, o);
+	ret = fd >= 0 ? apply_opts(fd, o) : 0;
 	if (ret < 0)
 		return ret;
 	s = calloc(1, sizeof(*s));
@@ -101,6 +101,15 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	loop->active++; /* an open stream is work: see iou_loop_alive() */
 	*out = s;
 	return 0;
+}
+
+int iou__stream_set_fd(iou_stream *s, int fd, const struct iou_stream_opts *o)
+{
+	int ret = apply_opts(fd, o);
+
+	if (ret == 0)
+		s->fd = fd;
+	return ret;
 }
 
 int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
@@ -489,6 +498,8 @@ static int write_check(const iou_stream *s)
 {
 	if (s->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT))
 		return -IOU_ECLOSED;
+	if (s->flags & IOU__S_CONNECTING)
+		return -ENOTCONN;
 	return s->wr_err;
 }
 
@@ -620,6 +631,8 @@ int iou_shutdown(iou_stream *s, int how)
 		return -EINVAL;
 	if (s->flags & (IOU__S_CLOSING | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
+	if (s->flags & IOU__S_CONNECTING)
+		return -ENOTCONN;
 	/* Fed bytes go out before the FIN, never silently dropped. */
 	if (how != SHUT_RD && !(s->flags & IOU__S_WR_SHUT) && s->feed_len &&
 	    !s->wr_err) {
@@ -746,7 +759,7 @@ int iou_close_graceful(iou_stream *s, unsigned timeout_ms, iou_close_cb cb,
 		return -EINVAL;
 	if (s->flags & IOU__S_APP_CLOSED)
 		return -IOU_ECLOSED;
-	if (s->flags & (IOU__S_CLOSING | IOU__S_CUT))
+	if (s->flags & (IOU__S_CLOSING | IOU__S_CUT | IOU__S_CONNECTING))
 		return iou_close(s, cb, ud); /* nothing can be sent */
 	if (timeout_ms &&
 	    iou__timer_arm(s->loop, &s->close_timer,
@@ -790,6 +803,21 @@ void iou__stream_cut(iou_stream *s, int err)
 		iou__read_fail(s, err);
 	iou__forward_sources_fail(s, -IOU_ECLOSED);
 	iou__rxq_clear(&s->loop->pool, &s->rxq);
+}
+
+static void stream_free(iou_stream *s);
+
+void iou__stream_discard(iou_stream *s)
+{
+	stream_free(s);
+}
+
+void iou__stream_release(iou_stream *s)
+{
+	if (s->flags & IOU__S_APP_CLOSED)
+		return;
+	s->flags |= IOU__S_APP_CLOSED;
+	stream_abort(s);
 }
 
 static void stream_free(iou_stream *s)
@@ -869,6 +897,11 @@ static void close_progress(iou_stream *s)
 {
 	struct io_uring_sqe *sqe;
 
+	if (s->flags & IOU__S_CONNECTING) {
+		iou__connect_cancel(s);
+		if (s->flags & IOU__S_CONNECTING)
+			return; /* the connect op's CQE comes back here */
+	}
 	if (s->read_kind != IOU__RD_NONE)
 		iou__read_fail(s, -ECANCELED);
 	iou__forward_sources_fail(s, -IOU_ECLOSED);
@@ -888,6 +921,10 @@ static void close_progress(iou_stream *s)
 		return; /* iou__stream_op_done() comes back here */
 	}
 	fail_writes(s, s->wr_err ? s->wr_err : -ECANCELED);
+	if (s->fd < 0) { /* closed while connecting: no fd of its own */
+		stream_free(s);
+		return;
+	}
 	if (s->flags & IOU__S_CLOSE_SENT)
 		return;
 	sqe = iou__get_sqe(s->loop);

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "internal.h" /* iou__resolve_delay_ms: a slow look-up */
 #include "iou.h"
 #include "t_helpers.h"
 #include "t_stream_peer.h"
@@ -774,6 +775,145 @@ START_TEST(test_shutdown_wr_sends_fed_bytes)
 }
 END_TEST
 
+/* ---- connect is cancellable --------------------------------------------- */
+
+struct conn {
+	int calls, res, closed;
+	iou_stream *s;
+	int close_in_cb;
+};
+
+static void conn_cb(iou_stream *s, int res, void *ud)
+{
+	struct conn *c = ud;
+
+	ck_assert_ptr_eq(s, c->s); /* the stream handed back by the call */
+	c->calls++;
+	c->res = res;
+	if (c->close_in_cb)
+		ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &c->closed), 0);
+}
+
+/* A listener whose backlog is full: SYNs to it go unanswered, so a connect
+ * stays pending (SYN retries) without a packet leaving the machine. */
+static int full_listener(uint16_t *port, int hold[2])
+{
+	int lfd = t_listen_ephemeral(port);
+
+	ck_assert_int_eq(listen(lfd, 0), 0);
+	for (int i = 0; i < 2; i++) {
+		struct sockaddr_in sin = { .sin_family = AF_INET,
+					   .sin_port = htons(*port) };
+
+		sin.sin_addr.s_addr = htonl(0x7f000001);
+		hold[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		connect(hold[i], (struct sockaddr *)&sin, sizeof(sin));
+	}
+	usleep(50000);
+	return lfd;
+}
+
+/* iou_close() on a stream whose connect hangs in SYN retries: the connect
+ * callback gets -ECANCELED, then the close callback runs, and the loop has
+ * no work left at once. */
+START_TEST(test_close_cancels_pending_connect)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct conn c = { 0 };
+	uint16_t port;
+	int hold[2], lfd = full_listener(&port, hold), closed = 0;
+	uint64_t t0;
+
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, NULL, conn_cb,
+					 &c, &c.s), 0);
+	ck_assert_ptr_nonnull(c.s);
+	ck_assert_int_eq(iou_write(c.s, "x", 1, NULL, NULL), -ENOTCONN);
+	ck_assert_int_eq(iou_read(c.s, 1, rd_cb, NULL), -ENOTCONN);
+	tsp_run_for(loop, 200);
+	ck_assert_msg(c.calls == 0, "connect not pending: %d", c.res);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_close(c.s, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(c.calls, 0);
+	ck_assert_int_eq(t_run_until(loop, &closed, 2000), 0);
+	ck_assert_int_eq(c.calls, 1);
+	ck_assert_int_eq(c.res, -ECANCELED);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_uint_lt(t_now_ms() - t0, 1000);
+	close(hold[0]);
+	close(hold[1]);
+	close(lfd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A look-up that takes long neither keeps the loop running once the
+ * stream is closed nor delays the close. */
+START_TEST(test_close_cancels_lookup)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct conn c = { 0 };
+	int closed = 0;
+	uint64_t t0 = t_now_ms();
+
+	iou__resolve_delay_ms = 3000;
+	ck_assert_int_eq(iou_tcp_connect(loop, "localhost", 9, NULL, conn_cb,
+					 &c, &c.s), 0);
+	tsp_run_for(loop, 50);
+	ck_assert_int_eq(c.calls, 0);
+	ck_assert_int_eq(iou_close(c.s, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0); /* returns: no work left */
+	ck_assert_int_eq(closed, 1);
+	ck_assert_int_eq(c.res, -ECANCELED);
+	ck_assert_uint_lt(t_now_ms() - t0, 1500);
+	iou__resolve_delay_ms = 0;
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* The connect deadline covers a slow look-up. */
+START_TEST(test_connect_deadline_during_lookup)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct iou_connect_opts co;
+	struct conn c = { 0 };
+	uint64_t t0 = t_now_ms();
+
+	iou__resolve_delay_ms = 3000;
+	iou_connect_opts_init(&co);
+	co.timeout_ms = 100;
+	ck_assert_int_eq(iou_tcp_connect(loop, "localhost", 9, &co, conn_cb, &c,
+					 &c.s), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(c.calls, 1);
+	ck_assert_int_eq(c.res, -ETIMEDOUT);
+	ck_assert_uint_lt(t_now_ms() - t0, 1500);
+	iou__resolve_delay_ms = 0;
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* A failed connect's stream may be closed from its callback (the close
+ * callback then runs); otherwise it goes by itself. */
+START_TEST(test_failed_connect_close_in_cb)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct conn c = { .close_in_cb = 1 }, c2 = { 0 };
+	uint16_t port;
+	int lfd = t_listen_ephemeral(&port);
+
+	close(lfd); /* refused from now on */
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, NULL, conn_cb,
+					 &c, &c.s), 0);
+	ck_assert_int_eq(t_run_until(loop, &c.closed, 2000), 0);
+	ck_assert_int_eq(c.res, -ECONNREFUSED);
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, NULL, conn_cb,
+					 &c2, &c2.s), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(c2.res, -ECONNREFUSED);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
 static Suite *lifetime_suite(void)
 {
 	Suite *s = suite_create("lifetime");
@@ -811,6 +951,14 @@ static Suite *lifetime_suite(void)
 	tcase_add_test(tc, test_close_graceful_deadline);
 	tcase_add_test(tc, test_close_graceful_cancels_read);
 	tcase_add_test(tc, test_shutdown_wr_sends_fed_bytes);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("connect");
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, test_close_cancels_pending_connect);
+	tcase_add_test(tc, test_close_cancels_lookup);
+	tcase_add_test(tc, test_connect_deadline_during_lookup);
+	tcase_add_test(tc, test_failed_connect_close_in_cb);
 	suite_add_tcase(s, tc);
 	return s;
 }

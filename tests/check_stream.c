@@ -850,10 +850,7 @@ static void conn_cb(iou_stream *s, int res, void *ud)
 	c->res = res;
 	c->calls++;
 	c->at = t_now_ms();
-	if (res == 0)
-		ck_assert_ptr_nonnull(s);
-	else
-		ck_assert_ptr_null(s);
+	ck_assert_ptr_nonnull(s); /* failed too: released after the call */
 }
 
 /* A listener on ::1, port 0; -1 if IPv6 loopback is unavailable. */
@@ -891,7 +888,7 @@ START_TEST(peer_and_local_address_ipv6)
 		t_loop_destroy(loop);
 		return;
 	}
-	ck_assert_int_eq(iou_tcp_connect(loop, "::1", port, NULL, conn_cb, &c), 0);
+	ck_assert_int_eq(iou_tcp_connect(loop, "::1", port, NULL, conn_cb, &c, NULL), 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 5000), 0);
 	ck_assert_int_eq(c.res, 0);
 	afd = accept4(lfd, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
@@ -1004,9 +1001,11 @@ START_TEST(writes_after_shutdown_wr_are_eclosed)
 	ck_assert_int_eq(iou_drain(s, wlog_cb, &t), -IOU_ECLOSED);
 	ck_assert_int_eq(iou_forward(s, s, 10, wlog_cb, &t), -IOU_ECLOSED);
 	ck_assert_int_eq(iou_shutdown(s, SHUT_WR), 0);
-	/* the peer sees end of file (fed bytes were never drained) */
+	/* the peer gets the fed byte, then end of file */
 	ck_assert_int_eq(tsp_run_until_count(loop, &log.n, 1, 200), -ETIMEDOUT);
 	tsp_set_timeouts(peer);
+	ck_assert_int_eq(recv(peer, &c, 1, 0), 1);
+	ck_assert_int_eq(c, 'x');
 	ck_assert_int_eq(recv(peer, &c, 1, 0), 0);
 	/* the read side still works */
 	reader_init(&r, 5, 100, 10);
@@ -1107,26 +1106,26 @@ START_TEST(invalid_arguments_are_einval)
 	ck_assert_uint_eq(iou_fed(NULL), 0);
 	/* connect */
 	ck_assert_int_eq(iou_tcp_connect(NULL, "127.0.0.1", 1, NULL, never_conn_cb,
-					 NULL), -EINVAL);
-	ck_assert_int_eq(iou_tcp_connect(loop, NULL, 1, NULL, never_conn_cb, NULL),
+					 NULL, NULL), -EINVAL);
+	ck_assert_int_eq(iou_tcp_connect(loop, NULL, 1, NULL, never_conn_cb, NULL, NULL),
 			 -EINVAL);
-	ck_assert_int_eq(iou_tcp_connect(loop, "", 1, NULL, never_conn_cb, NULL),
+	ck_assert_int_eq(iou_tcp_connect(loop, "", 1, NULL, never_conn_cb, NULL, NULL),
 			 -EINVAL);
-	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", 1, NULL, NULL, NULL),
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", 1, NULL, NULL, NULL, NULL),
 			 -EINVAL);
 	iou_connect_opts_init(&co);
 	co.stream.max_buffered = 0;
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", 1, &co, never_conn_cb,
-					 NULL), -EINVAL);
+					 NULL, NULL), -EINVAL);
 	/* over the 1 GiB limit: refused by the call, not after connecting */
 	iou_connect_opts_init(&co);
 	co.stream.max_buffered = (1ul << 30) + 1;
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", 1, &co, never_conn_cb,
-					 NULL), -EINVAL);
+					 NULL, NULL), -EINVAL);
 	iou_connect_opts_init(&co);
 	co.bind_host = "not-an-address";
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", 1, &co, never_conn_cb,
-					 NULL), -EINVAL);
+					 NULL, NULL), -EINVAL);
 	/* nothing was changed: the stream still works */
 	ck_assert_uint_eq(iou_fed(s), 0);
 	tsp_run_for(loop, 20);
@@ -1539,7 +1538,7 @@ START_TEST(connect_closed_port_is_refused)
 	int fd = refusing_port(&port);
 
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, NULL, conn_cb,
-					 &c), 0);
+					 &c, NULL), 0);
 	ck_assert_int_eq(c.calls, 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 5000), 0);
 	ck_assert_int_eq(c.res, -ECONNREFUSED);
@@ -1582,7 +1581,7 @@ START_TEST(connect_numeric_ipv4_and_exchange)
 	int lfd = t_listen_ephemeral(&port), afd;
 
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, NULL, conn_cb,
-					 &c), 0);
+					 &c, NULL), 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 5000), 0);
 	ck_assert_int_eq(c.res, 0);
 	afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -1605,7 +1604,7 @@ START_TEST(connect_localhost_by_name)
 
 	/* localhost may resolve to ::1 first: the next address is tried */
 	ck_assert_int_eq(iou_tcp_connect(loop, "localhost", port, NULL, conn_cb,
-					 &c), 0);
+					 &c, NULL), 0);
 	ck_assert_int_eq(c.calls, 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 10000), 0);
 	ck_assert_msg(c.res == 0, "connect localhost: %s", iou_strerror(c.res));
@@ -1639,7 +1638,7 @@ START_TEST(connect_unresolvable_name_does_not_stall_loop)
 
 	memset(name, 'a', 64);
 	strcpy(name + 64, ".invalid");
-	ck_assert_int_eq(iou_tcp_connect(loop, name, 80, NULL, conn_cb, &c), 0);
+	ck_assert_int_eq(iou_tcp_connect(loop, name, 80, NULL, conn_cb, &c, NULL), 0);
 	ck_assert_int_eq(c.calls, 0);
 	f.from = f.to = s;
 	f.max = 64 * KiB;
@@ -1704,7 +1703,7 @@ START_TEST(connect_timeout_to_black_hole)
 	co.timeout_ms = 300;
 	t0 = t_now_ms();
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", ntohs(sa.sin_port),
-					 &co, conn_cb, &c), 0);
+					 &co, conn_cb, &c, NULL), 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 5000), 0);
 	ck_assert_int_eq(c.res, -ETIMEDOUT);
 	ck_assert_uint_ge(c.at - t0, 290);
@@ -1731,7 +1730,7 @@ START_TEST(connect_with_bind_host)
 	co.bind_host = "127.0.0.1";
 	co.timeout_ms = 5000;
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, &co, conn_cb,
-					 &c), 0);
+					 &c, NULL), 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 5000), 0);
 	ck_assert_int_eq(c.res, 0);
 	ck_assert_int_eq(iou_local_address(c.s, host, sizeof(host), &lport), 0);
@@ -1781,7 +1780,7 @@ START_TEST(connect_bind_host_not_local_is_eaddrnotavail)
 	iou_connect_opts_init(&co);
 	co.bind_host = addr;
 	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, &co, conn_cb,
-					 &c), 0);
+					 &c, NULL), 0);
 	ck_assert_int_eq(c.calls, 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c.calls, 5000), 0);
 	ck_assert_int_eq(c.res, -EADDRNOTAVAIL);
@@ -1823,7 +1822,7 @@ static void connect_addrs(iou_loop *loop, const struct sockaddr_storage *a,
 			  struct conn_res *c)
 {
 	memset(c, 0, sizeof(*c));
-	ck_assert_int_eq(iou__connect_addrs(loop, a, n, co, conn_cb, c), 0);
+	ck_assert_int_eq(iou__connect_addrs(loop, a, n, co, conn_cb, c, NULL), 0);
 	ck_assert_int_eq(c->calls, 0);
 	ck_assert_int_eq(tsp_run_until(loop, &c->calls, 5000), 0);
 	tsp_run_for(loop, 10);
@@ -1918,7 +1917,7 @@ START_TEST(connect_addrs_all_refused_is_econnrefused)
 	struct sockaddr_storage a[2] = { loopback4(p1), loopback4(p2) };
 
 	ck_assert_int_eq(iou__connect_addrs(loop, a, 0, NULL, never_conn_cb,
-					    NULL), -EINVAL);
+					    NULL, NULL), -EINVAL);
 	connect_addrs(loop, a, 2, NULL, &c);
 	ck_assert_int_eq(c.res, -ECONNREFUSED);
 	close(fd1);

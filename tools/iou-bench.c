@@ -848,7 +848,7 @@ static void start_connects(struct worker *w)
 	       w->connecting < CONNECTS_AT_ONCE) {
 		struct conn *c = &w->conns[w->next_connect];
 		int ret = iou_tcp_connect(w->loop, addr_text, cfg.port, &o,
-					  on_connect, c);
+					  on_connect, c, NULL);
 
 		if (ret < 0) {
 			w->connect_err = ret;
