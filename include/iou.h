@@ -19,6 +19,33 @@
  *    from other threads; everything else belongs to the loop's thread.
  *  - Invalid arguments (NULL pointers, zero sizes, out-of-range options) return
  *    -EINVAL and change nothing.
+ *
+ * Lifetimes (libuv's handle rules; the same text is in README.md and iou(7)):
+ *
+ *  1. A stream is the application's from the moment iou hands it over
+ *     (iou_stream_open(), iou_tcp_connect()'s *out and connect callback, a
+ *     server's connection callback) until its close callback has run.  The
+ *     library never frees it before: iou_close() or iou_close_graceful() is
+ *     the only end of a stream.  (One exception, stated where it happens: a
+ *     connect that failed releases its stream when the connect callback
+ *     returns, unless the callback closed it.)
+ *  2. After a close, every callback still pending runs once (reads with
+ *     -ECANCELED, writes with their result or -ECANCELED), then the close
+ *     callback; the stream's memory goes when the close callback returns.
+ *     Later calls on a closing stream return IOU_ECLOSED.
+ *  3. A server never frees its connections.  When it cuts one (idle
+ *     timeout: -ETIMEDOUT; end of a shutdown's grace period: -ECONNABORTED)
+ *     the stream's pending callbacks get that error, its socket is shut
+ *     down (a reset if bytes were left unsent or unread), on_cut tells the
+ *     application, and later calls return IOU_ECLOSED; the application
+ *     still closes it.  A server's done callback runs after the last
+ *     connection's close callback; the server is freed when it returns.
+ *  4. Memory passed to a write belongs to the application but must stay
+ *     valid until the write's callback ran; bytes handed to a read callback
+ *     are valid until it returns.  The kernel never writes into memory that
+ *     was released: every operation is drained before its owner is freed.
+ *  5. A one-shot timer is freed after its callback returns, a repeating one
+ *     by iou_timer_cancel().
  */
 #ifndef IOU_H
 #define IOU_H
@@ -33,7 +60,7 @@ extern "C" {
 #endif
 
 #define IOU_VERSION_MAJOR 0
-#define IOU_VERSION_MINOR 1
+#define IOU_VERSION_MINOR 2
 #define IOU_VERSION_PATCH 0
 
 #if defined(__GNUC__)
@@ -188,18 +215,26 @@ struct iou_connect_opts {
  * address.  NULL is ignored.  Any thread. */
 IOU_EXTERN void iou_connect_opts_init(struct iou_connect_opts *opts);
 
-/* Connect callback: `s` is the connected stream (res == 0) or NULL (res < 0).
- * Errors: IOU_ERESOLVE (name not found), -ECONNREFUSED, -ETIMEDOUT (the
- * timeout_ms limit passed), -ENETUNREACH/-EHOSTUNREACH, -EADDRNOTAVAIL
- * (bind_host), other -errno from socket/connect. */
+/* Connect callback: `s` is the stream iou_tcp_connect() handed back.
+ * res == 0: it is connected.  res < 0: the connect failed, and `s` is
+ * released when the callback returns unless the callback iou_close()s it
+ * (then its close callback runs).  Errors: -ECANCELED (iou_close() before
+ * the connect ended), IOU_ERESOLVE (name not found), -ECONNREFUSED,
+ * -ETIMEDOUT (the timeout_ms limit passed), -ENETUNREACH/-EHOSTUNREACH,
+ * -EADDRNOTAVAIL (bind_host), other -errno from socket/connect. */
 typedef void (*iou_connect_cb)(iou_stream *s, int res, void *ud);
 
 /* Connect to host:port over TCP.  `host` is a numeric IPv4/IPv6 address or a
  * name; names are resolved on a helper thread, never on the loop's thread.
  * Each resolved address is tried in turn; the error of the last one is
- * reported.  `opts` may be NULL.  The new stream belongs to the caller, who
- * must iou_close() it.  Errors (returned): -EINVAL, -ENOMEM, -EAGAIN (no
- * thread for the look-up). */
+ * reported.  `opts` may be NULL.  On success *out (if `out` is not NULL)
+ * gets the stream at once, in a connecting state: iou_close() on it cancels
+ * the connect (the callback gets -ECANCELED, then the close callback runs;
+ * a pending look-up is abandoned and keeps nothing waiting), reads, writes
+ * and shutdown return -ENOTCONN until the callback, and iou_stream_fd()
+ * returns -1.  A connected stream belongs to the caller, who must
+ * iou_close() it.  Errors (returned): -EINVAL, -ENOMEM, -EAGAIN (no thread
+ * for the look-up). */
 IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 			       const struct iou_connect_opts *opts,
 			       iou_connect_cb cb, void *ud, iou_stream **out);
@@ -337,18 +372,14 @@ IOU_EXTERN int iou_forward(iou_stream *from, iou_stream *to, size_t max,
  * Errors: -EINVAL, IOU_ECLOSED (closing). */
 IOU_EXTERN int iou_shutdown(iou_stream *s, int how);
 
-/* Close: cancel what is in flight (pending reads and writes complete with
- * -ECANCELED, also writes queued in the same turn that were not sent yet:
- * to send everything first, close from the last write's callback), wait for
- * the kernel to finish with every operation, close the fd, then call cb
- * (may be NULL) and free the stream.  Calling it a second
- * time returns IOU_ECLOSED.
- * A server closes its connections itself on idle timeout and at the end of
- * a shutdown's grace period: their pending callbacks get -ECANCELED, and an
- * iou_close() from there (or any time before the stream is freed) still
- * sets the close callback.  The stream pointer is valid until the close
- * callback runs; keep a read pending on server connections to learn of
- * server-side closes. */
+/* Close at once (abortive, as uv_close): cancel what is in flight (pending
+ * reads and writes complete with -ECANCELED, also writes queued in the same
+ * turn that were not sent yet, and fed bytes are dropped: to send
+ * everything first, use iou_close_graceful()), wait for the kernel to
+ * finish with every operation, close the fd, then call cb (may be NULL)
+ * and free the stream.  Works in every state: connecting, cut by a server,
+ * after a failed write.  The stream pointer is valid until cb ran.  Calling
+ * it (or iou_close_graceful) a second time returns IOU_ECLOSED. */
 IOU_EXTERN int iou_close(iou_stream *s, iou_close_cb cb, void *ud);
 
 /* Graceful close: send every queued write and fed byte, then the FIN, then
@@ -409,8 +440,9 @@ struct iou_server_opts {
 	unsigned max_conns;       /* 0 = no limit; past it new connections are
 				     accepted and closed at once (counted as
 				     refused) */
-	unsigned idle_timeout_ms; /* close a connection that receives nothing
-				     that long, 0 = never */
+	unsigned idle_timeout_ms; /* cut a connection that neither receives
+				     nor sends a byte that long (-ETIMEDOUT),
+				     0 = never */
 	struct iou_stream_opts stream;   /* for every accepted stream */
 	iou_server_event_cb on_shutdown; /* optional: shutdown has begun */
 	iou_connection_cut_cb on_cut;    /* optional: a connection was cut */
@@ -421,8 +453,8 @@ struct iou_server_opts {
 IOU_EXTERN void iou_server_opts_init(struct iou_server_opts *opts);
 
 /* A new connection: `s` belongs to the application, which closes it with
- * iou_close() when done.  The server closes it itself on idle timeout and
- * past a shutdown's grace limit (see iou_close()).  `peer` is the peer's
+ * iou_close() or iou_close_graceful() when done, also after the server cut
+ * it (idle timeout, grace limit: see on_cut).  `peer` is the peer's
  * address, valid during the call. */
 typedef void (*iou_connection_cb)(iou_server *srv, iou_stream *s,
 				  const struct sockaddr *peer, void *ud);
@@ -454,15 +486,18 @@ struct iou_server_stats {
 IOU_EXTERN void iou_server_get_stats(const iou_server *srv,
 				     struct iou_server_stats *st);
 
-/* Shutdown finished: every connection closed, every fd closed, every
- * in-flight operation completed.  The server is freed when this returns. */
+/* Shutdown finished: every connection closed by the application (this runs
+ * after the last close callback), every fd closed, every in-flight
+ * operation completed.  The server is freed when this returns. */
 typedef void (*iou_server_done_cb)(iou_server *srv, uint64_t finished,
 				   uint64_t cut, void *ud);
 
-/* Graceful shutdown: stop accepting at once (the listening socket closes, so
- * new connects are refused), run on_shutdown, keep serving open connections
- * until each is closed or `grace_ms` passes, then close what is left, drain
- * every operation, and call cb (may be NULL).  Calling it again while the
+/* Graceful shutdown: stop accepting at once (from the return on, new
+ * connects are refused), run on_shutdown, keep serving open connections
+ * until each is closed or `grace_ms` passes, then cut what is left (see
+ * on_cut; streams still flushing in iou_close_graceful() are cut too) and
+ * wait until the application has closed every connection, drain every
+ * operation, and call cb (may be NULL).  Calling it again while the
  * shutdown runs returns IOU_ECLOSED and changes nothing.  Loop thread only:
  * from another thread, go through iou_loop_post(); for signals, take them
  * with signalfd or sigwait() on a thread and post from there (no iou
