@@ -156,7 +156,7 @@ static void read_clear(iou_stream *s)
 		iou__list_del(&s->fwd_link);
 	s->read_kind = IOU__RD_NONE;
 	s->flags &= ~IOU__S_READ_CANCEL;
-	iou__timer_disarm(s->loop, &s->read_timer);
+	s->read_deadline = 0; /* the stream's timer finds nothing then */
 	s->scan_pos = 0;
 	s->fwd_req = NULL;
 	s->fwd_to = NULL;
@@ -416,10 +416,8 @@ void iou__read_progress(iou_stream *s)
 /* The pending read's deadline: its bytes stay buffered.  Bytes of a
  * forward already queued on its target are the target's write deadline's
  * business. */
-void iou__read_timer_fire(struct iou__timer *t)
+void iou__read_deadline_passed(iou_stream *s)
 {
-	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, read_timer);
-
 	if (s->read_kind != IOU__RD_NONE && s->read_kind != IOU__RD_FORWARDING)
 		iou__read_fail(s, -ETIMEDOUT);
 }
@@ -451,10 +449,10 @@ static int read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
 		return -ENOTCONN;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
-	if (s->read_timeout_ms &&
-	    iou__timer_arm(s->loop, &s->read_timer,
-			   iou__clock_ms() + s->read_timeout_ms) < 0)
-		return -ENOMEM;
+	if (s->read_timeout_ms) {
+		s->read_deadline = iou__clock_ms() + s->read_timeout_ms;
+		iou__stream_timer_at(s, s->read_deadline);
+	}
 	s->read_kind = kind;
 	s->read_cb = cb;
 	s->read_n = n;

@@ -51,6 +51,9 @@ struct iou__timer {
 };
 
 #define IOU__TIMER_IDLE UINT32_MAX
+/* A deadline that never comes: the timer keeps its place in the heap (so
+ * that moving it later needs no allocation) without waking the loop. */
+#define IOU__TIMER_NEVER UINT64_MAX
 
 static inline bool iou__timer_active(const struct iou__timer *t)
 {
@@ -314,9 +317,13 @@ struct iou_stream {
 
 	/* deadlines of operations, ms from their start (0: none) */
 	unsigned read_timeout_ms, write_timeout_ms;
-	struct iou__timer read_timer;  /* the pending read's deadline */
-	struct iou__timer write_timer; /* at or before the earliest write's */
-	struct iou__timer close_timer; /* iou_close_graceful()'s deadline */
+	uint64_t read_deadline;     /* the pending read's, 0: none */
+	uint64_t close_deadline;    /* iou_close_graceful()'s, 0: none */
+	/* One timer for every deadline of the stream (the pending read's,
+	 * each write's, the graceful close's, the server's idle timeout): it
+	 * fires at or before the earliest and re-arms for the next, so
+	 * starting an operation rarely moves it. */
+	struct iou__timer timer;
 
 	/* the one pending read */
 	uint8_t read_kind;
@@ -356,7 +363,6 @@ struct iou_stream {
 	/* set by the server for the connections it accepted */
 	iou_server *server;
 	struct iou__list server_link;
-	struct iou__timer idle_timer;
 };
 
 /* stream.c */
@@ -380,6 +386,11 @@ void iou__stream_op_done(iou_stream *s);   /* one of its ops ended */
  * application's until iou_close(). */
 void iou__stream_cut(iou_stream *s, int err);
 void iou__streams_turn_end(iou_loop *loop);
+/* A deadline of the stream at `when`: its timer fires by then. */
+void iou__stream_timer_at(iou_stream *s, uint64_t when);
+/* Put the stream's timer in the loop's heap (parked) so that deadlines can
+ * be set later without allocating: 0 or -ENOMEM. */
+int iou__stream_timer_reserve(iou_stream *s);
 int iou__stream_queue_write(iou_stream *s, struct iou__write *w);
 /* Queue a forward piece without sending yet (iou__stream_flush() sends);
  * the provided buffer `bid` (or IOU__SEG_NONE) goes back once it was sent. */
@@ -395,7 +406,7 @@ void iou__recv_arm(iou_stream *s);
 void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
 void iou__read_fail(iou_stream *s, int err);
-void iou__read_timer_fire(struct iou__timer *t);
+void iou__read_deadline_passed(iou_stream *s);
 void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
 /* `to` is closing: forwards into it that wait for bytes fail with err (the
  * ones whose bytes sit in its write queue fail with the queue). */
@@ -403,6 +414,8 @@ void iou__forward_sources_fail(iou_stream *to, int err);
 
 /* server.c: a stream of the server's was freed */
 void iou__server_conn_closed(iou_server *srv, iou_stream *s);
+/* The stream's idle deadline (0: none); past it, the server cuts it. */
+uint64_t iou__server_idle_check(iou_stream *s);
 
 /* ---- connect ------------------------------------------------------------ */
 

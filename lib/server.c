@@ -126,22 +126,21 @@ static void cut(iou_server *srv, iou_stream *s, int err)
 		srv->on_cut(srv, s, err, srv->ud);
 }
 
-static void idle_fire(struct iou__timer *t)
+/* From the stream's timer.  Receives and sends only store a time stamp;
+ * the deadline moves lazily here, so an active connection costs no timer
+ * work per operation. */
+uint64_t iou__server_idle_check(iou_stream *s)
 {
-	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, idle_timer);
 	iou_server *srv = s->server;
 	uint64_t due = s->last_active + srv->idle_timeout_ms;
 
-	if (s->flags & (IOU__S_APP_CLOSED | IOU__S_CUT))
-		return;
-	/* Receives and sends only store a time stamp; the deadline moves
-	 * lazily here, so an active connection costs no timer work per op. */
-	if (srv->loop->now < due) {
-		iou__timer_arm(srv->loop, t, due);
-		return;
-	}
+	if (!srv->idle_timeout_ms || (s->flags & (IOU__S_APP_CLOSED | IOU__S_CUT)))
+		return 0;
+	if (srv->loop->now < due)
+		return due;
 	srv->st.idle_closed++;
 	cut(srv, s, -ETIMEDOUT);
+	return 0;
 }
 
 static void accept_one(iou_server *srv, int fd)
@@ -165,11 +164,8 @@ static void accept_one(iou_server *srv, int fd)
 	iou__list_add_tail(&srv->conns, &s->server_link);
 	srv->st.open++;
 	srv->st.accepted++;
-	if (srv->idle_timeout_ms) {
-		s->idle_timer.fire = idle_fire;
-		iou__timer_arm(srv->loop, &s->idle_timer,
-			       srv->loop->now + srv->idle_timeout_ms);
-	}
+	if (srv->idle_timeout_ms)
+		iou__stream_timer_at(s, srv->loop->now + srv->idle_timeout_ms);
 	srv->on_conn(srv, s, (struct sockaddr *)&peer, srv->ud);
 }
 

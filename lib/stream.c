@@ -57,8 +57,7 @@ bool iou__stream_opts_valid(const struct iou_stream_opts *o)
 
 static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
-static void write_timer_fire(struct iou__timer *t);
-static void close_timer_fire(struct iou__timer *t);
+static void stream_timer_fire(struct iou__timer *t);
 
 int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out)
@@ -94,10 +93,7 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	iou__list_init(&s->server_link);
 	iou__list_init(&s->fwd_link);
 	iou__list_init(&s->fwd_sources);
-	iou__timer_init(&s->idle_timer, NULL);
-	iou__timer_init(&s->read_timer, iou__read_timer_fire);
-	iou__timer_init(&s->write_timer, write_timer_fire);
-	iou__timer_init(&s->close_timer, close_timer_fire);
+	iou__timer_init(&s->timer, stream_timer_fire);
 	loop->active++; /* an open stream is work: see iou_loop_alive() */
 	*out = s;
 	return 0;
@@ -426,41 +422,82 @@ static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 	shutdown_write_if_due(s);
 }
 
-/* The deadline of the earliest write in the queue: writes complete in
- * order, so the queue is timed out as a whole.  The timer is not moved per
- * write (lazy, as the idle timer): it fires at or before the earliest
- * deadline and re-arms for what is left. */
-static void write_deadline_arm(iou_stream *s, uint64_t deadline)
+/* ---- deadlines ---------------------------------------------------------- */
+
+void iou__stream_timer_at(iou_stream *s, uint64_t when)
 {
-	if (!iou__timer_active(&s->write_timer) ||
-	    deadline < s->write_timer.deadline)
-		iou__timer_arm(s->loop, &s->write_timer, deadline);
+	/* A move within the heap cannot fail; a first arm may (no memory),
+	 * which iou__stream_timer_reserve() rules out where it matters. */
+	if (!iou__timer_active(&s->timer) || when < s->timer.deadline)
+		iou__timer_arm(s->loop, &s->timer, when);
 }
 
-static void write_timer_fire(struct iou__timer *t)
+int iou__stream_timer_reserve(iou_stream *s)
 {
-	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, write_timer);
+	if (iou__timer_active(&s->timer))
+		return 0;
+	return iou__timer_arm(s->loop, &s->timer, IOU__TIMER_NEVER);
+}
+
+/* The earliest write deadline, 0 if none.  A write past its deadline has
+ * stalled: the send in flight is cancelled and every queued write fails
+ * (writes complete in order, so the queue is timed out as a whole). */
+static uint64_t writes_deadline_check(iou_stream *s)
+{
 	uint64_t next = 0;
 
 	for (struct iou__write *w = s->wq_head; w; w = w->next) {
 		if (!w->deadline)
 			continue;
 		if (w->deadline <= s->loop->now) {
-			/* Stalled past its deadline: the send in flight is
-			 * cancelled, every queued write fails. */
 			if (!s->wr_err)
 				s->wr_err = -ETIMEDOUT;
 			if (s->flags & IOU__S_SEND_ARMED)
 				cancel_inflight_send(s);
 			else
 				fail_writes(s, s->wr_err);
-			return;
+			return 0;
 		}
 		if (!next || w->deadline < next)
 			next = w->deadline;
 	}
-	if (next)
-		iou__timer_arm(s->loop, t, next);
+	return next;
+}
+
+static void close_deadline_passed(iou_stream *s);
+
+static void stream_timer_fire(struct iou__timer *t)
+{
+	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, timer);
+	uint64_t now = s->loop->now, next = IOU__TIMER_NEVER, w, idle = 0;
+
+	if (s->flags & IOU__S_CLOSING)
+		return; /* the close fails what is left */
+	if (s->read_deadline && s->read_deadline <= now) {
+		s->read_deadline = 0;
+		iou__read_deadline_passed(s);
+	}
+	if (s->close_deadline && s->close_deadline <= now) {
+		s->close_deadline = 0;
+		close_deadline_passed(s);
+	}
+	w = writes_deadline_check(s);
+	if (s->server)
+		idle = iou__server_idle_check(s);
+	/* The callbacks above may have set new deadlines (and armed the
+	 * timer): keep the earliest of all. */
+	if (s->read_deadline)
+		next = s->read_deadline;
+	if (s->close_deadline && s->close_deadline < next)
+		next = s->close_deadline;
+	if (w && w < next)
+		next = w;
+	if (idle && idle < next)
+		next = idle;
+	if (next != IOU__TIMER_NEVER)
+		iou__stream_timer_at(s, next);
+	else if (s->read_timeout_ms || s->write_timeout_ms)
+		iou__stream_timer_reserve(s); /* keep the place: cannot fail */
 }
 
 static void wq_append(iou_stream *s, struct iou__write *w)
@@ -474,7 +511,7 @@ static void wq_append(iou_stream *s, struct iou__write *w)
 	s->wq_bytes += w->len - w->done;
 	if (s->write_timeout_ms) {
 		w->deadline = iou__clock_ms() + s->write_timeout_ms;
-		write_deadline_arm(s, w->deadline);
+		iou__stream_timer_at(s, w->deadline);
 	}
 }
 
@@ -736,9 +773,8 @@ static void flush_progress(iou_stream *s)
 		stream_abort(s);
 }
 
-static void close_timer_fire(struct iou__timer *t)
+static void close_deadline_passed(iou_stream *s)
 {
-	iou_stream *s = IOU__CONTAINER_OF(t, iou_stream, close_timer);
 	struct linger lg = { 1, 0 };
 
 	if (!(s->flags & IOU__S_FLUSHING) || (s->flags & IOU__S_CLOSING))
@@ -761,17 +797,17 @@ int iou_close_graceful(iou_stream *s, unsigned timeout_ms, iou_close_cb cb,
 		return -IOU_ECLOSED;
 	if (s->flags & (IOU__S_CLOSING | IOU__S_CUT | IOU__S_CONNECTING))
 		return iou_close(s, cb, ud); /* nothing can be sent */
-	if (timeout_ms &&
-	    iou__timer_arm(s->loop, &s->close_timer,
-			   iou__clock_ms() + timeout_ms) < 0)
+	if (timeout_ms && iou__stream_timer_reserve(s) < 0)
 		return -ENOMEM;
 	if (s->feed_len && !s->wr_err && !(s->flags & IOU__S_WR_SHUT)) {
 		int ret = queue_drain(s, NULL, NULL);
 
-		if (ret < 0) {
-			iou__timer_disarm(s->loop, &s->close_timer);
+		if (ret < 0)
 			return ret;
-		}
+	}
+	if (timeout_ms) {
+		s->close_deadline = iou__clock_ms() + timeout_ms;
+		iou__stream_timer_at(s, s->close_deadline);
 	}
 	s->flags |= IOU__S_APP_CLOSED | IOU__S_FLUSHING | IOU__S_WR_SHUT |
 		    IOU__S_RECV_WANTED;
@@ -831,10 +867,7 @@ static void stream_free(iou_stream *s)
 		iou__list_del(&s->starved_link);
 	if (s->flags & IOU__S_DEFERRED)
 		iou__list_del(&s->deferred_link);
-	iou__timer_disarm(loop, &s->idle_timer);
-	iou__timer_disarm(loop, &s->read_timer);
-	iou__timer_disarm(loop, &s->write_timer);
-	iou__timer_disarm(loop, &s->close_timer);
+	iou__timer_disarm(loop, &s->timer);
 	if (s->close_cb)
 		s->close_cb(s, s->close_ud);
 	iou__blk_put(&loop->blocks, s->feed, s->feed_cap);
@@ -951,6 +984,8 @@ int iou_stream_set_read_timeout(iou_stream *s, unsigned ms)
 {
 	if (!s)
 		return -EINVAL;
+	if (ms && iou__stream_timer_reserve(s) < 0)
+		return -ENOMEM;
 	s->read_timeout_ms = ms;
 	return 0;
 }
@@ -959,6 +994,8 @@ int iou_stream_set_write_timeout(iou_stream *s, unsigned ms)
 {
 	if (!s)
 		return -EINVAL;
+	if (ms && iou__stream_timer_reserve(s) < 0)
+		return -ENOMEM;
 	s->write_timeout_ms = ms;
 	return 0;
 }

@@ -120,6 +120,8 @@ int iou__timers_next_ms(iou_loop *loop)
 	if (!loop->heap_len)
 		return -1;
 	d = loop->heap[0]->deadline;
+	if (d == IOU__TIMER_NEVER)
+		return -1;
 	if (d <= loop->now)
 		return 0;
 	d -= loop->now;
