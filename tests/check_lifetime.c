@@ -941,6 +941,91 @@ START_TEST(test_failed_connect_close_in_cb)
 }
 END_TEST
 
+/* A proxy shut down while its upstream connect is pending: the grace limit
+ * cuts the client side, the application closes both, the upstream connect
+ * reports -ECANCELED, and the server finishes after both close callbacks
+ * (ASan: nothing used after free). */
+struct proxy {
+	iou_loop *loop;
+	iou_server *srv;
+	iou_stream *down, *up;
+	uint16_t up_port;
+	int up_calls, up_res, closed, done;
+};
+
+static void proxy_up_cb(iou_stream *s, int res, void *ud)
+{
+	struct proxy *p = ud;
+
+	ck_assert_ptr_eq(s, p->up);
+	p->up_calls++;
+	p->up_res = res;
+}
+
+static void proxy_conn(iou_server *srv, iou_stream *s,
+		       const struct sockaddr *peer, void *ud)
+{
+	struct proxy *p = ud;
+
+	(void)srv;
+	(void)peer;
+	p->down = s;
+	ck_assert_int_eq(iou_tcp_connect(p->loop, "127.0.0.1", p->up_port, NULL,
+					 proxy_up_cb, p, &p->up), 0);
+}
+
+static void proxy_cut(iou_server *srv, iou_stream *s, int err, void *ud)
+{
+	struct proxy *p = ud;
+
+	(void)srv;
+	ck_assert_int_eq(err, -ECONNABORTED);
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &p->closed), 0);
+	ck_assert_int_eq(iou_close(p->up, tsp_count_close_cb, &p->closed), 0);
+}
+
+static void proxy_done(iou_server *srv, uint64_t finished, uint64_t cut,
+		       void *ud)
+{
+	struct proxy *p = ud;
+
+	(void)srv;
+	(void)finished;
+	ck_assert_uint_eq(cut, 1);
+	ck_assert_int_ge(p->closed, 1); /* the server's connection: closed */
+	p->done++;
+}
+
+START_TEST(test_proxy_shutdown_with_pending_connect)
+{
+	struct proxy p = { 0 };
+	struct iou_server_opts o;
+	int hold[2], lfd, fd;
+
+	p.loop = t_loop_create_or_skip(NULL);
+	lfd = full_listener(&p.up_port, hold);
+	iou_server_opts_init(&o);
+	o.on_cut = proxy_cut;
+	ck_assert_int_eq(iou_server_start(p.loop, &o, proxy_conn, &p, &p.srv), 0);
+	fd = t_connect_loopback(iou_server_port(p.srv));
+	while (!p.up)
+		ck_assert_int_ge(tsp_turn(p.loop), 0);
+	tsp_run_for(p.loop, 50);
+	ck_assert_int_eq(p.up_calls, 0); /* upstream still connecting */
+	ck_assert_int_eq(iou_server_shutdown(p.srv, 50, proxy_done, &p), 0);
+	ck_assert_int_eq(t_run_until(p.loop, &p.done, 3000), 0);
+	ck_assert_int_eq(t_loop_drain(p.loop, 3000), 0);
+	ck_assert_int_eq(p.closed, 2);
+	ck_assert_int_eq(p.up_calls, 1);
+	ck_assert_int_eq(p.up_res, -ECANCELED);
+	close(fd);
+	close(hold[0]);
+	close(hold[1]);
+	close(lfd);
+	t_loop_destroy(p.loop);
+}
+END_TEST
+
 static Suite *lifetime_suite(void)
 {
 	Suite *s = suite_create("lifetime");
@@ -986,6 +1071,7 @@ static Suite *lifetime_suite(void)
 	tcase_add_test(tc, test_close_cancels_lookup);
 	tcase_add_test(tc, test_connect_deadline_during_lookup);
 	tcase_add_test(tc, test_failed_connect_close_in_cb);
+	tcase_add_test(tc, test_proxy_shutdown_with_pending_connect);
 	suite_add_tcase(s, tc);
 	return s;
 }
