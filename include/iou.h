@@ -235,8 +235,10 @@ typedef void (*iou_close_cb)(iou_stream *s, void *ud);
  * together; if that copy cannot be allocated its callback gets -ENOMEM and
  * every byte stays buffered (the read may be issued again). */
 
-/* Read up to `max` (>= 1) bytes: whatever is buffered, or the next bytes to
- * arrive.  The callback gets 0 at end of file. */
+/* Read up to `max` (>= 1) bytes: every byte buffered (up to max, as one
+ * run: zero-copy when they sit in one receive buffer, else copied as said
+ * above), or when nothing is buffered the next bytes to arrive.  The
+ * callback gets 0 at end of file. */
 IOU_EXTERN int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud);
 
 /* Read exactly n (>= 1, <= max_buffered) bytes.  If the peer closes first:

@@ -332,10 +332,11 @@ static bool read_progress_once(iou_stream *s)
 
 	switch (s->read_kind) {
 	case IOU__RD_SOME:
+		/* Everything buffered (up to max), not only the first
+		 * receive's bytes: one run, copied only if it spans buffers. */
 		if (have) {
-			iou__rxq_first(&s->loop->pool, &s->rxq, &p, &n);
-			deliver(s, p, n < s->read_n ? n : s->read_n, false);
-			return true;
+			n = have < s->read_n ? have : s->read_n;
+			break;
 		}
 		err = end_error(s);
 		if (err == -IOU_EINCOMPLETE) {

