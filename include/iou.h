@@ -48,8 +48,10 @@ extern "C" {
 
 /* iou-specific error codes, returned negated like errno values. */
 enum {
-	IOU_EINCOMPLETE = 4201, /* peer closed before the requested bytes arrived
-				   (the bytes that did arrive stay buffered) */
+	IOU_EINCOMPLETE = 4201, /* peer closed inside a message: some of the
+				   requested bytes arrived, not all (they stay
+				   buffered); with nothing buffered, end of
+				   file is res 0 instead */
 	IOU_EOVERFLOW   = 4202, /* read_until: `max` bytes arrived without the
 				   separator; nothing was consumed */
 	IOU_ECLOSED     = 4203, /* the stream (or its read/write side) is closed
@@ -215,8 +217,9 @@ IOU_EXTERN int iou_stream_open(iou_loop *loop, int fd,
 			       iou_stream **out);
 
 /* Read callback.  res > 0: `data` points at res bytes, valid only until the
- * callback returns (copy what you keep).  res == 0: end of file (plain
- * iou_read only).  res < 0: an error, `data` is NULL. */
+ * callback returns (copy what you keep).  res == 0: end of file with
+ * nothing buffered, a clean end between messages (every read; `data` is
+ * NULL).  res < 0: an error, `data` is NULL. */
 typedef void (*iou_read_cb)(iou_stream *s, ssize_t res, const void *data,
 			    void *ud);
 
@@ -242,8 +245,9 @@ typedef void (*iou_close_cb)(iou_stream *s, void *ud);
 IOU_EXTERN int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud);
 
 /* Read exactly n (>= 1, <= max_buffered) bytes.  If the peer closes first:
- * IOU_EINCOMPLETE, and the bytes that did arrive stay buffered
- * (iou_take_buffer()). */
+ * 0 when nothing was buffered (a clean end of file between messages),
+ * else IOU_EINCOMPLETE (a truncated message) and the bytes that did arrive
+ * stay buffered (iou_take_buffer()). */
 IOU_EXTERN int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb,
 				void *ud);
 
@@ -255,7 +259,8 @@ IOU_EXTERN int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud);
  * length >= 1, also spanning receive buffers).  If `max` (>= seplen,
  * <= max_buffered) bytes are buffered without the separator: IOU_EOVERFLOW
  * and nothing is consumed: every byte is still readable.  End of file first:
- * IOU_EINCOMPLETE.  `sep` is copied; it need not outlive the call. */
+ * 0 with nothing buffered, else IOU_EINCOMPLETE (the bytes stay buffered),
+ * as iou_read_exactly().  `sep` is copied; it need not outlive the call. */
 IOU_EXTERN int iou_read_until(iou_stream *s, const void *sep, size_t seplen,
 			      size_t max, iou_read_cb cb, void *ud);
 

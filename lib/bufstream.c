@@ -339,10 +339,6 @@ static bool read_progress_once(iou_stream *s)
 			break;
 		}
 		err = end_error(s);
-		if (err == -IOU_EINCOMPLETE) {
-			deliver(s, NULL, 0, true); /* plain end of file */
-			return false;
-		}
 		break;
 	case IOU__RD_EXACTLY:
 	case IOU__RD_PEEK:
@@ -385,6 +381,12 @@ static bool read_progress_once(iou_stream *s)
 		}
 		deliver(s, p, n, s->read_kind == IOU__RD_PEEK);
 		return true;
+	}
+	if (err == -IOU_EINCOMPLETE && !have) {
+		/* End of file with nothing buffered: between messages, not
+		 * inside one. */
+		deliver(s, NULL, 0, true);
+		return false;
 	}
 	if (err)
 		iou__read_fail(s, err);

@@ -74,6 +74,27 @@ static void wait_buffered(iou_loop *loop, iou_stream *s, size_t n)
 	ck_assert_uint_eq(iou_buffered(s), n);
 }
 
+/* Run turns until the peer socket received n bytes into buf (bounded). */
+static void peer_recv(iou_loop *loop, int peer, void *buf, size_t n)
+{
+	uint64_t end = t_now_ms() + 10000;
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = recv(peer, (unsigned char *)buf + got, n - got,
+				 MSG_DONTWAIT);
+
+		if (r > 0) {
+			got += (size_t)r;
+			continue;
+		}
+		ck_assert_msg(r < 0 && errno == EAGAIN, "peer recv: %zd", r);
+		ck_assert_msg(t_now_ms() < end, "peer got %zu of %zu bytes",
+			      got, n);
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	}
+}
+
 static int in_pool(const iou_loop *loop, const void *p)
 {
 	const unsigned char *lo = loop->pool.base;
@@ -163,6 +184,99 @@ START_TEST(read_up_to_max_across_small_buffers)
 }
 END_TEST
 
+/* ======================================================================== */
+/* clean end of file vs a truncated message                                 */
+/* ======================================================================== */
+
+enum { K_EXACTLY, K_PEEK, K_UNTIL, K_KINDS };
+
+static const char *const kind_name[] = { "read_exactly", "peek",
+					 "read_until" };
+
+/* A 4-byte message "ab;\n" (read_until: up to "\n") with `kind`. */
+static int read_msg(iou_stream *s, int kind, struct got *g)
+{
+	switch (kind) {
+	case K_EXACTLY:
+		return iou_read_exactly(s, 4, got_cb, g);
+	case K_PEEK:
+		return iou_peek(s, 4, got_cb, g);
+	default:
+		return iou_read_until(s, "\n", 1, 100, got_cb, g);
+	}
+}
+
+/* Two whole messages, then end of file: both delivered, then res 0 with
+ * data NULL (the peer closed between messages), again on the next read;
+ * the stream is still usable for writing. */
+START_TEST(clean_eof_between_messages_is_zero)
+{
+	iou_loop *loop = loop_with_bufs(0);
+	int kind = _i;
+	struct got g = { 0 };
+	unsigned char b[8];
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(send(peer, "ab;\ncd;\n", 8, 0), 8);
+	ck_assert_int_eq(shutdown(peer, SHUT_WR), 0);
+	for (int i = 0; i < 2; i++) {
+		memset(&g, 0, sizeof(g));
+		ck_assert_int_eq(read_msg(s, kind, &g), 0);
+		wait_got(loop, &g);
+		ck_assert_int_eq(g.res, 4);
+		ck_assert_int_eq(memcmp(g.bytes, i ? "cd;\n" : "ab;\n", 4), 0);
+		if (kind == K_PEEK) /* peeked bytes stay: consume them */
+			ck_assert_int_eq(iou_take_buffer(s, b, 4), 4);
+	}
+	for (int i = 0; i < 2; i++) {
+		memset(&g, 0, sizeof(g));
+		ck_assert_int_eq(read_msg(s, kind, &g), 0);
+		wait_got(loop, &g);
+		ck_assert_msg(g.res == 0, "%s at a clean end of file: %zd (%s)",
+			      kind_name[kind], g.res, iou_strerror((int)g.res));
+		ck_assert_ptr_null(g.data);
+	}
+	ck_assert_int_eq(iou_write_all(s, "bye", 3, NULL, NULL), 0);
+	peer_recv(loop, peer, b, 3);
+	ck_assert_int_eq(memcmp(b, "bye", 3), 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A message cut short by end of file: IOU_EINCOMPLETE, data NULL, and the
+ * bytes that arrived stay buffered. */
+START_TEST(truncated_message_is_incomplete)
+{
+	iou_loop *loop = loop_with_bufs(0);
+	int kind = _i;
+	struct got g = { 0 };
+	unsigned char b[8];
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(send(peer, "ab;\ncd", 6, 0), 6);
+	ck_assert_int_eq(shutdown(peer, SHUT_WR), 0);
+	ck_assert_int_eq(iou_read_exactly(s, 4, got_cb, &g), 0);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 4);
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(read_msg(s, kind, &g), 0);
+	wait_got(loop, &g);
+	ck_assert_msg(g.res == -IOU_EINCOMPLETE, "%s of a truncated message: "
+		      "%zd", kind_name[kind], g.res);
+	ck_assert_ptr_null(g.data);
+	ck_assert_uint_eq(iou_buffered(s), 2);
+	ck_assert_int_eq(iou_take_buffer(s, b, sizeof(b)), 2);
+	ck_assert_int_eq(memcmp(b, "cd", 2), 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *reads_suite(void)
 {
 	Suite *s = suite_create("reads");
@@ -172,6 +286,12 @@ static Suite *reads_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, read_returns_every_buffered_byte);
 	tcase_add_test(tc, read_up_to_max_across_small_buffers);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("end of file");
+	tcase_set_timeout(tc, 30);
+	tcase_add_loop_test(tc, clean_eof_between_messages_is_zero, 0, K_KINDS);
+	tcase_add_loop_test(tc, truncated_message_is_incomplete, 0, K_KINDS);
 	suite_add_tcase(s, tc);
 	return s;
 }
