@@ -247,9 +247,30 @@ IOU_EXTERN int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud);
 /* Read exactly n (>= 1, <= max_buffered) bytes.  If the peer closes first:
  * 0 when nothing was buffered (a clean end of file between messages),
  * else IOU_EINCOMPLETE (a truncated message) and the bytes that did arrive
- * stay buffered (iou_take_buffer()). */
+ * stay buffered (iou_take_buffer()).  Errors: -EINVAL (also n above
+ * max_buffered: for more, use iou_read_exactly_into()), -EBUSY,
+ * IOU_ECLOSED. */
 IOU_EXTERN int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb,
 				void *ud);
+
+/* Callback of iou_read_exactly_into().  res: n once all n bytes are in the
+ * buffer; 0 at end of file before any byte arrived (a clean end between
+ * messages); else an error: -IOU_EINCOMPLETE (end of file after some of
+ * the bytes), -ECONNRESET, IOU_ECLOSED (SHUT_RD), -ECANCELED (close), ...
+ * `got` is the number of bytes stored at the start of the buffer: n on
+ * success, fewer otherwise.  They are consumed from the stream either
+ * way. */
+typedef void (*iou_read_into_cb)(iou_stream *s, ssize_t res, size_t got,
+				 void *ud);
+
+/* Read exactly n (1..SSIZE_MAX) bytes into buf[0..n): bytes already
+ * buffered first, then the next ones to arrive, each copied into buf as it
+ * comes, so n has no max_buffered limit (the stream itself still buffers
+ * at most max_buffered: backpressure holds).  buf must stay valid, and is
+ * the library's to write, until the callback runs.  A read like the others
+ * (one at a time).  Errors: -EINVAL, -EBUSY, IOU_ECLOSED. */
+IOU_EXTERN int iou_read_exactly_into(iou_stream *s, void *buf, size_t n,
+				     iou_read_into_cb cb, void *ud);
 
 /* Like iou_read_exactly() but the bytes stay buffered: the next read sees
  * them again. */

@@ -10,6 +10,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,6 +278,145 @@ START_TEST(truncated_message_is_incomplete)
 }
 END_TEST
 
+/* ======================================================================== */
+/* read_exactly_into: more than max_buffered                                */
+/* ======================================================================== */
+
+struct into {
+	ssize_t res;
+	size_t got;
+	int calls;
+};
+
+static void into_cb(iou_stream *s, ssize_t res, size_t got, void *ud)
+{
+	struct into *r = ud;
+
+	(void)s;
+	r->calls++;
+	r->res = res;
+	r->got = got;
+}
+
+/* 4 MiB through a stream that buffers at most 64 KiB: byte-exact, and the
+ * stream's own buffer never holds more than 64 KiB; then a clean end of
+ * file gives 0 with nothing stored. */
+START_TEST(read_exactly_into_4mib_through_64kib)
+{
+	const size_t len = 4 * MiB, max_buf = 64 * KiB;
+	iou_loop *loop = loop_with_bufs(0);
+	struct iou_stream_opts o;
+	struct into r = { 0 };
+	struct got g = { 0 };
+	struct tsp_peer p;
+	unsigned char *buf = malloc(len);
+	size_t most = 0;
+	uint64_t end;
+	iou_stream *s;
+	int peer;
+
+	ck_assert_ptr_nonnull(buf);
+	iou_stream_opts_init(&o);
+	o.max_buffered = max_buf;
+	peer = tsp_open_pair(loop, &o, &s);
+	ck_assert_int_eq(iou_read_exactly(s, len, got_cb, &g), -EINVAL);
+	tsp_send_start(&p, peer, 31, len, 0, 0, TSP_SHUT_WR);
+	ck_assert_int_eq(iou_read_exactly_into(s, buf, len, into_cb, &r), 0);
+	end = t_now_ms() + 30000;
+	while (!r.calls) {
+		ck_assert_msg(t_now_ms() < end, "%zu of %zu bytes after 30 s",
+			      s->into_got, len);
+		ck_assert_int_ge(tsp_turn(loop), 0);
+		if (iou_buffered(s) > most)
+			most = iou_buffered(s);
+	}
+	ck_assert_int_eq(r.calls, 1);
+	ck_assert_int_eq(r.res, (ssize_t)len);
+	ck_assert_uint_eq(r.got, len);
+	ck_assert_uint_eq(tsp_mismatch(buf, len, 31, 0), len);
+	ck_assert_msg(most <= max_buf, "the stream buffered %zu bytes", most);
+	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
+
+	memset(&r, 0, sizeof(r));
+	ck_assert_int_eq(iou_read_exactly_into(s, buf, 10, into_cb, &r), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &r.calls, 5000), 0);
+	ck_assert_int_eq(r.res, 0);
+	ck_assert_uint_eq(r.got, 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	free(buf);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Bytes buffered before the read count first; end of file after some of
+ * the bytes is IOU_EINCOMPLETE with `got` saying how many are in buf. */
+START_TEST(read_exactly_into_truncated_reports_got)
+{
+	iou_loop *loop = loop_with_bufs(64);
+	unsigned char b[200], out[300];
+	struct into r = { 0 };
+	struct got g = { 0 };
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s);
+
+	tsp_fill(b, sizeof(b), 41, 0);
+	ck_assert_int_eq(iou_peek(s, 1, got_cb, &g), 0); /* starts receiving */
+	ck_assert_int_eq(send(peer, b, 100, 0), 100);
+	wait_got(loop, &g);
+	wait_buffered(loop, s, 100);
+	memset(out, 0, sizeof(out));
+	ck_assert_int_eq(iou_read_exactly_into(s, out, sizeof(out), into_cb, &r), 0);
+	ck_assert_int_eq(send(peer, b + 100, 100, 0), 100);
+	ck_assert_int_eq(shutdown(peer, SHUT_WR), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &r.calls, 5000), 0);
+	ck_assert_int_eq(r.calls, 1);
+	ck_assert_int_eq(r.res, -IOU_EINCOMPLETE);
+	ck_assert_uint_eq(r.got, 200);
+	ck_assert_int_eq(memcmp(out, b, 200), 0);
+	ck_assert_uint_eq(iou_buffered(s), 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Arguments, one read at a time, and a close while it waits: -ECANCELED
+ * with the bytes stored so far. */
+START_TEST(read_exactly_into_errors_and_close)
+{
+	iou_loop *loop = loop_with_bufs(0);
+	unsigned char out[100];
+	struct into r = { 0 };
+	struct got g = { 0 };
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s), closed = 0;
+
+	ck_assert_int_eq(iou_read_exactly_into(NULL, out, 1, into_cb, &r), -EINVAL);
+	ck_assert_int_eq(iou_read_exactly_into(s, NULL, 1, into_cb, &r), -EINVAL);
+	ck_assert_int_eq(iou_read_exactly_into(s, out, 0, into_cb, &r), -EINVAL);
+	ck_assert_int_eq(iou_read_exactly_into(s, out, 1, NULL, &r), -EINVAL);
+	ck_assert_int_eq(iou_read_exactly_into(s, out, (size_t)SSIZE_MAX + 1,
+					       into_cb, &r), -EINVAL);
+	ck_assert_int_eq(iou_read_exactly_into(s, out, sizeof(out), into_cb, &r), 0);
+	ck_assert_int_eq(iou_read(s, 1, got_cb, &g), -EBUSY);
+	ck_assert_int_eq(iou_read_exactly_into(s, out, 1, into_cb, &r), -EBUSY);
+	ck_assert_int_eq(send(peer, "hello", 5, 0), 5);
+	for (int i = 0; i < 5000 && s->into_got < 5; i++)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_uint_eq(s->into_got, 5);
+	ck_assert_int_eq(r.calls, 0);
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &closed, 5000), 0);
+	ck_assert_int_eq(r.calls, 1);
+	ck_assert_int_eq(r.res, -ECANCELED);
+	ck_assert_uint_eq(r.got, 5);
+	ck_assert_int_eq(memcmp(out, "hello", 5), 0);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *reads_suite(void)
 {
 	Suite *s = suite_create("reads");
@@ -292,6 +432,13 @@ static Suite *reads_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_loop_test(tc, clean_eof_between_messages_is_zero, 0, K_KINDS);
 	tcase_add_loop_test(tc, truncated_message_is_incomplete, 0, K_KINDS);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("read_exactly_into");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, read_exactly_into_4mib_through_64kib);
+	tcase_add_test(tc, read_exactly_into_truncated_reports_got);
+	tcase_add_test(tc, read_exactly_into_errors_and_close);
 	suite_add_tcase(s, tc);
 	return s;
 }
