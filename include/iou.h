@@ -296,7 +296,10 @@ IOU_EXTERN ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap);
 /* Send up to `len` (1..UINT32_MAX, else -EINVAL) bytes from `buf` with one
  * send: the callback gets
  * the count actually sent, which may be short.  `buf` must stay valid until
- * the callback runs.  Writes (of every kind) go out and complete in the order
+ * the callback runs.  `cb` may be NULL here, in iou_write_all() and in
+ * iou_drain(): the write goes out all the same (with no callback, `buf`
+ * must stay valid until a later write's callback or the close callback
+ * ran).  Writes (of every kind) go out and complete in the order
  * they were issued; a failed write fails every write queued behind it with
  * the same error.  Never raises SIGPIPE.
  * Errors: -EINVAL, IOU_ECLOSED (after SHUT_WR or close), -ENOMEM, or the
@@ -317,8 +320,8 @@ IOU_EXTERN int iou_feed(iou_stream *s, const void *data, size_t len);
 /* Bytes fed and not yet handed to iou_drain(). */
 IOU_EXTERN size_t iou_fed(const iou_stream *s);
 
-/* Send everything fed so far, in order with other writes.  The callback gets
- * the byte count (0 when nothing was fed) or an error. */
+/* Send everything fed so far, in order with other writes.  The callback
+ * (may be NULL) gets the byte count (0 when nothing was fed) or an error. */
 IOU_EXTERN int iou_drain(iou_stream *s, iou_write_cb cb, void *ud);
 
 /* Take the next received bytes (up to `max`) from `from` and send all of them

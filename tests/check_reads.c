@@ -417,6 +417,59 @@ START_TEST(read_exactly_into_errors_and_close)
 }
 END_TEST
 
+/* ======================================================================== */
+/* write callbacks may be NULL                                              */
+/* ======================================================================== */
+
+static void count_write_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	(void)s;
+	ck_assert_int_gt(res, 0);
+	(*(int *)ud)++;
+}
+
+/* iou_write, iou_write_all (a large one: several sends) and iou_drain with
+ * NULL callbacks, an empty drain too: every byte goes out, in order; the
+ * last write's callback runs after all of them. */
+START_TEST(writes_with_null_callbacks_go_out_in_order)
+{
+	const size_t big_len = 300 * KiB;
+	iou_loop *loop = loop_with_bufs(0);
+	unsigned char *big = malloc(big_len), *want, *store;
+	size_t total = 4 + big_len + 6 + 4, off = 0;
+	struct tsp_peer p;
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s), done = 0;
+
+	want = malloc(total);
+	store = malloc(total);
+	ck_assert(big && want && store);
+	tsp_fill(big, big_len, 51, 0);
+	memcpy(want, "one,", 4);
+	memcpy(want + 4, big, big_len);
+	memcpy(want + 4 + big_len, "three,four", 10);
+	tsp_recv_start(&p, peer, total, 0, 0, store, total, TSP_KEEP);
+	ck_assert_int_eq(iou_write(s, "one,", 4, NULL, NULL), 0);
+	ck_assert_int_eq(iou_write_all(s, big, big_len, NULL, NULL), 0);
+	ck_assert_int_eq(iou_drain(s, NULL, NULL), 0); /* nothing fed */
+	ck_assert_int_eq(iou_feed(s, "three,", 6), 0);
+	ck_assert_int_eq(iou_drain(s, NULL, NULL), 0);
+	ck_assert_int_eq(iou_write_all(s, "four", 4, count_write_cb, &done), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &done, 10000), 0);
+	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
+	ck_assert_uint_eq(p.done, total);
+	for (; off < total && store[off] == want[off]; off++)
+		;
+	ck_assert_msg(off == total, "byte %zu of %zu differs", off, total);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	free(big);
+	free(want);
+	free(store);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *reads_suite(void)
 {
 	Suite *s = suite_create("reads");
@@ -439,6 +492,11 @@ static Suite *reads_suite(void)
 	tcase_add_test(tc, read_exactly_into_4mib_through_64kib);
 	tcase_add_test(tc, read_exactly_into_truncated_reports_got);
 	tcase_add_test(tc, read_exactly_into_errors_and_close);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("writes");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, writes_with_null_callbacks_go_out_in_order);
 	suite_add_tcase(s, tc);
 	return s;
 }
