@@ -208,10 +208,12 @@ IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 
 /* Wrap a connected stream socket `fd` (the stream takes ownership of the fd,
  * clears O_NONBLOCK (io_uring waits for readiness itself) and applies
- * `opts`, which may be NULL).  On error the fd stays the caller's, open.
+ * `opts`, which may be NULL).  TCP (AF_INET/AF_INET6) and other stream
+ * sockets such as AF_UNIX ones (socketpair()) work alike; the TCP options
+ * (nodelay, keepalive_s) apply to TCP sockets only and are ignored on the
+ * others.  On error the fd stays the caller's, open.
  * Errors: -EINVAL (also: not a stream socket), -ENOMEM, -ENOTSOCK, -EBADF,
- * and -errno from applying `opts` (e.g. -EOPNOTSUPP: TCP_NODELAY on a
- * non-TCP socket). */
+ * and -errno from applying `opts`. */
 IOU_EXTERN int iou_stream_open(iou_loop *loop, int fd,
 			       const struct iou_stream_opts *opts,
 			       iou_stream **out);

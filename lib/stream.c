@@ -99,7 +99,8 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out)
 {
-	int type, fl, ret;
+	struct iou_stream_opts not_tcp;
+	int type, domain, fl, ret;
 	socklen_t len = sizeof(type);
 
 	if (!loop || fd < 0 || !out)
@@ -108,6 +109,20 @@ int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		return -errno;
 	if (type != SOCK_STREAM)
 		return -EINVAL;
+	len = sizeof(domain);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+		return -errno;
+	if (domain != AF_INET && domain != AF_INET6) {
+		/* A Unix-domain stream, say: TCP_NODELAY and keepalive mean
+		 * nothing there (and fail), the other options apply. */
+		if (o)
+			not_tcp = *o;
+		else
+			iou_stream_opts_init(&not_tcp);
+		not_tcp.nodelay = 0;
+		not_tcp.keepalive_s = 0;
+		o = &not_tcp;
+	}
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
 		return -errno;

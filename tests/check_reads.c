@@ -470,6 +470,57 @@ START_TEST(writes_with_null_callbacks_go_out_in_order)
 }
 END_TEST
 
+/* ======================================================================== */
+/* Unix-domain sockets                                                      */
+/* ======================================================================== */
+
+/* Both ends of socketpair(AF_UNIX, SOCK_STREAM) as streams, one with the
+ * default options (TCP_NODELAY on), one with keepalive and buffer sizes:
+ * bytes both ways, a half close seen as end of file, then close. */
+START_TEST(stream_open_unix_socketpair)
+{
+	iou_loop *loop = loop_with_bufs(0);
+	struct iou_stream_opts o;
+	struct got g = { 0 };
+	iou_stream *a, *b;
+	int sv[2], ret, done = 0;
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	ret = iou_stream_open(loop, sv[0], NULL, &a);
+	ck_assert_msg(ret == 0, "iou_stream_open(AF_UNIX, defaults): %d (%s)",
+		      ret, iou_strerror(ret));
+	iou_stream_opts_init(&o);
+	o.keepalive_s = 5;
+	o.sndbuf = 64 * KiB;
+	o.rcvbuf = 64 * KiB;
+	ret = iou_stream_open(loop, sv[1], &o, &b);
+	ck_assert_msg(ret == 0, "iou_stream_open(AF_UNIX, keepalive): %d (%s)",
+		      ret, iou_strerror(ret));
+
+	ck_assert_int_eq(iou_write_all(a, "ping", 4, count_write_cb, &done), 0);
+	ck_assert_int_eq(iou_read_exactly(b, 4, got_cb, &g), 0);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 4);
+	ck_assert_int_eq(memcmp(g.bytes, "ping", 4), 0);
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_write_all(b, "pong!", 5, count_write_cb, &done), 0);
+	ck_assert_int_eq(iou_read(a, 100, got_cb, &g), 0);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 5);
+	ck_assert_int_eq(memcmp(g.bytes, "pong!", 5), 0);
+	ck_assert_int_eq(tsp_run_until_count(loop, &done, 2, 5000), 0);
+
+	ck_assert_int_eq(iou_shutdown(a, SHUT_WR), 0);
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read(b, 100, got_cb, &g), 0);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 0);
+	tsp_close_and_wait(loop, a);
+	tsp_close_and_wait(loop, b);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *reads_suite(void)
 {
 	Suite *s = suite_create("reads");
@@ -497,6 +548,11 @@ static Suite *reads_suite(void)
 	tc = tcase_create("writes");
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, writes_with_null_callbacks_go_out_in_order);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("unix");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, stream_open_unix_socketpair);
 	suite_add_tcase(s, tc);
 	return s;
 }
