@@ -316,7 +316,9 @@ IOU_EXTERN int iou_write_all(iou_stream *s, const void *buf, size_t len,
 			     iou_write_cb cb, void *ud);
 
 /* Append a copy of data[0..len) to the stream's write buffer without
- * sending.  Errors: -EINVAL, IOU_ECLOSED, -ENOMEM. */
+ * sending.  Errors: -EINVAL (also: the bytes fed and not yet drained would
+ * pass UINT32_MAX, what one drain can send), IOU_ECLOSED, -ENOMEM; on
+ * error nothing was fed. */
 IOU_EXTERN int iou_feed(iou_stream *s, const void *data, size_t len);
 
 /* Bytes fed and not yet handed to iou_drain(). */

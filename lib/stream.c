@@ -494,7 +494,9 @@ int iou_feed(iou_stream *s, const void *data, size_t len)
 {
 	int ret;
 
-	if (!s || (!data && len))
+	/* The fed bytes leave as one write, whose send takes a 32-bit
+	 * length; the subtraction cannot wrap as a sum could. */
+	if (!s || (!data && len) || len > UINT32_MAX - s->feed_len)
 		return -EINVAL;
 	ret = write_check(s);
 	if (ret < 0)

@@ -467,6 +467,30 @@ START_TEST(read_without_memory_is_enomem)
 }
 END_TEST
 
+/* Growing a block to a size past SIZE_MAX / 2 cannot double its way
+ * there: -ENOMEM at once (malloc refuses), the block unchanged. */
+START_TEST(blk_grow_huge_is_enomem)
+{
+	struct iou__blkcache c = { 0 };
+	unsigned char *p = NULL;
+	size_t cap = 0;
+
+	if (!ALLOC_COUNTING) {
+		fprintf(stderr, "sanitizer build: its malloc aborts on huge sizes\n");
+		return;
+	}
+	ck_assert_int_eq(iou__blk_grow(&c, &p, &cap, 0, 100), 0);
+	ck_assert_uint_eq(cap, 256);
+	memcpy(p, "kept", 4);
+	ck_assert_int_eq(iou__blk_grow(&c, &p, &cap, 4, SIZE_MAX), -ENOMEM);
+	ck_assert_int_eq(iou__blk_grow(&c, &p, &cap, 4, SIZE_MAX / 2 + 2), -ENOMEM);
+	ck_assert_uint_eq(cap, 256);
+	ck_assert_int_eq(memcmp(p, "kept", 4), 0);
+	iou__blk_put(&c, p, cap);
+	iou__blk_cache_free(&c);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
 	Suite *s = suite_create("alloc");
@@ -485,6 +509,7 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, read_until_enomem_while_growing_the_copy);
 	tcase_add_test(tc, read_until_without_memory_is_not_overflow);
 	tcase_add_test(tc, read_without_memory_is_enomem);
+	tcase_add_test(tc, blk_grow_huge_is_enomem);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -521,6 +521,40 @@ START_TEST(stream_open_unix_socketpair)
 }
 END_TEST
 
+/* ======================================================================== */
+/* feeds the stream can never hold                                          */
+/* ======================================================================== */
+
+/* Fed "abc", then a feed of a size it can never hold (_i: SIZE_MAX / 2 + 1,
+ * SIZE_MAX, a size whose sum with the 3 bytes wraps, one whose sum passes
+ * UINT32_MAX by one): -EINVAL with nothing changed (data is never read),
+ * and the stream still feeds, drains and sends. */
+START_TEST(feed_too_large_is_einval)
+{
+	static const size_t bad[] = { SIZE_MAX / 2 + 1, SIZE_MAX, SIZE_MAX - 1,
+				      (size_t)UINT32_MAX - 2 };
+	iou_loop *loop = loop_with_bufs(0);
+	unsigned char small[8] = "xxxxxxx", b[8];
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s), done = 0, ret;
+
+	ck_assert_int_eq(iou_feed(s, "abc", 3), 0);
+	ret = iou_feed(s, small, bad[_i]);
+	ck_assert_msg(ret == -EINVAL, "iou_feed(%zu) after 3 bytes: %d (%s)",
+		      bad[_i], ret, iou_strerror(ret));
+	ck_assert_uint_eq(iou_fed(s), 3);
+	ck_assert_int_eq(iou_feed(s, "def", 3), 0);
+	ck_assert_uint_eq(iou_fed(s), 6);
+	ck_assert_int_eq(iou_drain(s, count_write_cb, &done), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &done, 5000), 0);
+	peer_recv(loop, peer, b, 6);
+	ck_assert_int_eq(memcmp(b, "abcdef", 6), 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *reads_suite(void)
 {
 	Suite *s = suite_create("reads");
@@ -553,6 +587,11 @@ static Suite *reads_suite(void)
 	tc = tcase_create("unix");
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, stream_open_unix_socketpair);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("feed");
+	tcase_set_timeout(tc, 10); /* the base code looped for ever */
+	tcase_add_loop_test(tc, feed_too_large_is_einval, 0, 4);
 	suite_add_tcase(s, tc);
 	return s;
 }
