@@ -408,7 +408,11 @@ typedef void (*iou_connection_cb)(iou_server *srv, iou_stream *s,
 				  const struct sockaddr *peer, void *ud);
 
 /* Start listening and accepting with one multishot accept.  `ud` is passed
- * to every callback of the server.  Errors: -EINVAL (bad option, host not a
+ * to every callback of the server.  A connection that fails before it is
+ * accepted (aborted, reset) is skipped at once; running out of fds or
+ * memory, or an error every accept would get again (the listening socket
+ * shut down under the server), pauses accepting for 10 ms, doubling up to
+ * 1 s while it lasts, instead of spinning.  Errors: -EINVAL (bad option, host not a
  * numeric address), -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, -ENOMEM, other
  * -errno from socket/bind/listen. */
 IOU_EXTERN int iou_server_start(iou_loop *loop,
