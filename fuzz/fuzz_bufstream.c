@@ -30,12 +30,13 @@
  * accepted, the consumed offset, EOF/error/shutdown) predicts every read's
  * outcome: delivered bytes, end of file, IOU_EINCOMPLETE, IOU_EOVERFLOW,
  * errors, and the number of buffered bytes; forwarded bytes must reach the
- * target's socket in order and match.  Checked as well: no callback runs from inside
- * the call that queued it, a read that can be served is served by the end of
- * the turn, every provided buffer is in exactly one place (the ring, a CQE,
- * or one stream's queue) and the library's counters agree, buffers given
- * back are not touched again (ASan poisoning), and after closing every
- * stream nothing is leaked and every buffer is back in the ring.
+ * target's socket in order and match.  Checked as well: no callback runs
+ * from inside the call that queued it, a read that can be served is served
+ * by the end of the turn, every provided buffer is in exactly one place
+ * (the ring, a CQE, or one stream's queue) and the library's counters
+ * agree, buffers given back are not touched again (ASan poisoning), and
+ * after closing every stream nothing is leaked and every buffer is back in
+ * the ring.
  * Any difference: abort().
  *
  * iou__buf_recycle is wrapped (-Wl,--wrap=iou__buf_recycle), and the

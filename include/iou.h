@@ -412,9 +412,9 @@ typedef void (*iou_connection_cb)(iou_server *srv, iou_stream *s,
  * accepted (aborted, reset) is skipped at once; running out of fds or
  * memory, or an error every accept would get again (the listening socket
  * shut down under the server), pauses accepting for 10 ms, doubling up to
- * 1 s while it lasts, instead of spinning.  Errors: -EINVAL (bad option, host not a
- * numeric address), -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, -ENOMEM, other
- * -errno from socket/bind/listen. */
+ * 1 s while it lasts, instead of spinning.  Errors: -EINVAL (bad option,
+ * host not a numeric address), -EADDRINUSE, -EADDRNOTAVAIL, -EACCES,
+ * -ENOMEM, other -errno from socket/bind/listen. */
 IOU_EXTERN int iou_server_start(iou_loop *loop,
 				const struct iou_server_opts *opts,
 				iou_connection_cb on_connection, void *ud,

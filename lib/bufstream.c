@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The receive side of a stream: one multishot recv into the loop's provided
  * buffers, their bytes kept in the stream's receive queue (rxq.c), and the
- * buffered reads on top (read, read_exactly, peek, read_until, forward). */
+ * buffered reads on top (read, read_exactly, read_exactly_into, peek,
+ * read_until, forward). */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
