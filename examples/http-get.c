@@ -65,9 +65,12 @@ static void finish(struct get *g, int exit_code)
 	iou_close(g->s, NULL, NULL);
 }
 
+/* err 0: a read met a clean end of file (nothing of the next part had
+ * arrived); IOU_EINCOMPLETE: the server closed inside it. */
 static void fail(struct get *g, const char *what, int err)
 {
-	fprintf(stderr, "http-get: %s: %s\n", what, iou_strerror(err));
+	fprintf(stderr, "http-get: %s: %s\n", what,
+		err ? iou_strerror(err) : "the server closed the connection");
 	finish(g, 1);
 }
 
@@ -113,7 +116,7 @@ static void on_body(iou_stream *s, ssize_t res, const void *data, void *ud)
 {
 	struct get *g = ud;
 
-	if (res == -IOU_EINCOMPLETE) {
+	if (res == -IOU_EINCOMPLETE || res == 0) {
 		/* The peer closed early; what did arrive is still buffered. */
 		char buf[4096];
 		ssize_t n;
@@ -163,7 +166,7 @@ static void on_headers(iou_stream *s, ssize_t res, const void *data, void *ud)
 		finish(g, 1);
 		return;
 	}
-	if (res < 0) {
+	if (res <= 0) {
 		fail(g, "reading the headers", (int)res);
 		return;
 	}
@@ -183,7 +186,7 @@ static void on_header_start(iou_stream *s, ssize_t res, const void *data,
 	struct get *g = ud;
 	int ret;
 
-	if (res < 0) {
+	if (res <= 0) {
 		fail(g, "reading the headers", (int)res);
 		return;
 	}
@@ -210,7 +213,7 @@ static void on_status(iou_stream *s, ssize_t res, const void *data, void *ud)
 		finish(g, 1);
 		return;
 	}
-	if (res < 0) {
+	if (res <= 0) {
 		fail(g, "reading the status line", (int)res);
 		return;
 	}

@@ -75,8 +75,10 @@ extern "C" {
 
 /* iou-specific error codes, returned negated like errno values. */
 enum {
-	IOU_EINCOMPLETE = 4201, /* peer closed before the requested bytes arrived
-				   (the bytes that did arrive stay buffered) */
+	IOU_EINCOMPLETE = 4201, /* peer closed inside a message: some of the
+				   requested bytes arrived, not all (they stay
+				   buffered); with nothing buffered, end of
+				   file is res 0 instead */
 	IOU_EOVERFLOW   = 4202, /* read_until: `max` bytes arrived without the
 				   separator; nothing was consumed */
 	IOU_ECLOSED     = 4203, /* the stream (or its read/write side) is closed
@@ -241,17 +243,20 @@ IOU_EXTERN int iou_tcp_connect(iou_loop *loop, const char *host, uint16_t port,
 
 /* Wrap a connected stream socket `fd` (the stream takes ownership of the fd,
  * clears O_NONBLOCK (io_uring waits for readiness itself) and applies
- * `opts`, which may be NULL).  On error the fd stays the caller's, open.
+ * `opts`, which may be NULL).  TCP (AF_INET/AF_INET6) and other stream
+ * sockets such as AF_UNIX ones (socketpair()) work alike; the TCP options
+ * (nodelay, keepalive_s) apply to TCP sockets only and are ignored on the
+ * others.  On error the fd stays the caller's, open.
  * Errors: -EINVAL (also: not a stream socket), -ENOMEM, -ENOTSOCK, -EBADF,
- * and -errno from applying `opts` (e.g. -EOPNOTSUPP: TCP_NODELAY on a
- * non-TCP socket). */
+ * and -errno from applying `opts`. */
 IOU_EXTERN int iou_stream_open(iou_loop *loop, int fd,
 			       const struct iou_stream_opts *opts,
 			       iou_stream **out);
 
 /* Read callback.  res > 0: `data` points at res bytes, valid only until the
- * callback returns (copy what you keep).  res == 0: end of file (plain
- * iou_read only).  res < 0: an error, `data` is NULL. */
+ * callback returns (copy what you keep).  res == 0: end of file with
+ * nothing buffered, a clean end between messages (every read; `data` is
+ * NULL).  res < 0: an error, `data` is NULL. */
 typedef void (*iou_read_cb)(iou_stream *s, ssize_t res, const void *data,
 			    void *ud);
 
@@ -270,15 +275,39 @@ typedef void (*iou_close_cb)(iou_stream *s, void *ud);
  * together; if that copy cannot be allocated its callback gets -ENOMEM and
  * every byte stays buffered (the read may be issued again). */
 
-/* Read up to `max` (>= 1) bytes: whatever is buffered, or the next bytes to
- * arrive.  The callback gets 0 at end of file. */
+/* Read up to `max` (>= 1) bytes: every byte buffered (up to max, as one
+ * run: zero-copy when they sit in one receive buffer, else copied as said
+ * above), or when nothing is buffered the next bytes to arrive.  The
+ * callback gets 0 at end of file. */
 IOU_EXTERN int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud);
 
 /* Read exactly n (>= 1, <= max_buffered) bytes.  If the peer closes first:
- * IOU_EINCOMPLETE, and the bytes that did arrive stay buffered
- * (iou_take_buffer()). */
+ * 0 when nothing was buffered (a clean end of file between messages),
+ * else IOU_EINCOMPLETE (a truncated message) and the bytes that did arrive
+ * stay buffered (iou_take_buffer()).  Errors: -EINVAL (also n above
+ * max_buffered: for more, use iou_read_exactly_into()), -EBUSY,
+ * IOU_ECLOSED. */
 IOU_EXTERN int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb,
 				void *ud);
+
+/* Callback of iou_read_exactly_into().  res: n once all n bytes are in the
+ * buffer; 0 at end of file before any byte arrived (a clean end between
+ * messages); else an error: -IOU_EINCOMPLETE (end of file after some of
+ * the bytes), -ECONNRESET, IOU_ECLOSED (SHUT_RD), -ECANCELED (close), ...
+ * `got` is the number of bytes stored at the start of the buffer: n on
+ * success, fewer otherwise.  They are consumed from the stream either
+ * way. */
+typedef void (*iou_read_into_cb)(iou_stream *s, ssize_t res, size_t got,
+				 void *ud);
+
+/* Read exactly n (1..SSIZE_MAX) bytes into buf[0..n): bytes already
+ * buffered first, then the next ones to arrive, each copied into buf as it
+ * comes, so n has no max_buffered limit (the stream itself still buffers
+ * at most max_buffered: backpressure holds).  buf must stay valid, and is
+ * the library's to write, until the callback runs.  A read like the others
+ * (one at a time).  Errors: -EINVAL, -EBUSY, IOU_ECLOSED. */
+IOU_EXTERN int iou_read_exactly_into(iou_stream *s, void *buf, size_t n,
+				     iou_read_into_cb cb, void *ud);
 
 /* Like iou_read_exactly() but the bytes stay buffered: the next read sees
  * them again. */
@@ -288,7 +317,8 @@ IOU_EXTERN int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud);
  * length >= 1, also spanning receive buffers).  If `max` (>= seplen,
  * <= max_buffered) bytes are buffered without the separator: IOU_EOVERFLOW
  * and nothing is consumed: every byte is still readable.  End of file first:
- * IOU_EINCOMPLETE.  `sep` is copied; it need not outlive the call. */
+ * 0 with nothing buffered, else IOU_EINCOMPLETE (the bytes stay buffered),
+ * as iou_read_exactly().  `sep` is copied; it need not outlive the call. */
 IOU_EXTERN int iou_read_until(iou_stream *s, const void *sep, size_t seplen,
 			      size_t max, iou_read_cb cb, void *ud);
 
@@ -327,7 +357,10 @@ IOU_EXTERN ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap);
 /* Send up to `len` (1..UINT32_MAX, else -EINVAL) bytes from `buf` with one
  * send: the callback gets
  * the count actually sent, which may be short.  `buf` must stay valid until
- * the callback runs.  Writes (of every kind) go out and complete in the order
+ * the callback runs.  `cb` may be NULL here, in iou_write_all() and in
+ * iou_drain(): the write goes out all the same (with no callback, `buf`
+ * must stay valid until a later write's callback or the close callback
+ * ran).  Writes (of every kind) go out and complete in the order
  * they were issued; a failed write fails every write queued behind it with
  * the same error.  Never raises SIGPIPE.
  * Errors: -EINVAL, IOU_ECLOSED (after SHUT_WR or close), -ENOMEM, or the
@@ -342,7 +375,9 @@ IOU_EXTERN int iou_write_all(iou_stream *s, const void *buf, size_t len,
 			     iou_write_cb cb, void *ud);
 
 /* Append a copy of data[0..len) to the stream's write buffer without
- * sending.  Errors: -EINVAL, IOU_ECLOSED, -ENOMEM. */
+ * sending.  Errors: -EINVAL (also: the bytes fed and not yet drained would
+ * pass UINT32_MAX, what one drain can send), IOU_ECLOSED, -ENOMEM; on
+ * error nothing was fed. */
 IOU_EXTERN int iou_feed(iou_stream *s, const void *data, size_t len);
 
 /* Bytes fed and not yet handed to iou_drain(). */
@@ -354,8 +389,8 @@ IOU_EXTERN size_t iou_fed(const iou_stream *s);
  * from a write callback).  0 for NULL. */
 IOU_EXTERN size_t iou_write_queued(const iou_stream *s);
 
-/* Send everything fed so far, in order with other writes.  The callback gets
- * the byte count (0 when nothing was fed) or an error. */
+/* Send everything fed so far, in order with other writes.  The callback
+ * (may be NULL) gets the byte count (0 when nothing was fed) or an error. */
 IOU_EXTERN int iou_drain(iou_stream *s, iou_write_cb cb, void *ud);
 
 /* Take the next received bytes (up to `max`) from `from` and send all of them
@@ -461,9 +496,13 @@ typedef void (*iou_connection_cb)(iou_server *srv, iou_stream *s,
 				  const struct sockaddr *peer, void *ud);
 
 /* Start listening and accepting with one multishot accept.  `ud` is passed
- * to every callback of the server.  Errors: -EINVAL (bad option, host not a
- * numeric address), -EADDRINUSE, -EADDRNOTAVAIL, -EACCES, -ENOMEM, other
- * -errno from socket/bind/listen. */
+ * to every callback of the server.  A connection that fails before it is
+ * accepted (aborted, reset) is skipped at once; running out of fds or
+ * memory, or an error every accept would get again (the listening socket
+ * shut down under the server), pauses accepting for 10 ms, doubling up to
+ * 1 s while it lasts, instead of spinning.  Errors: -EINVAL (bad option,
+ * host not a numeric address), -EADDRINUSE, -EADDRNOTAVAIL, -EACCES,
+ * -ENOMEM, other -errno from socket/bind/listen. */
 IOU_EXTERN int iou_server_start(iou_loop *loop,
 				const struct iou_server_opts *opts,
 				iou_connection_cb on_connection, void *ud,

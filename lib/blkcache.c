@@ -25,8 +25,10 @@ void *iou__blk_get(struct iou__blkcache *c, size_t want, size_t *cap)
 
 	/* The smallest cached block that fits, and not much larger: a small
 	 * request (a separator, a gather list) must not tie up a big block
-	 * while its stream idles. */
-	for (unsigned i = 0; i < c->n; i++)
+	 * while its stream idles.  (No cached block is larger than
+	 * IOU__BLK_KEEP_MAX: larger requests skip the scan, so 4 * want
+	 * cannot wrap.) */
+	for (unsigned i = 0; want <= IOU__BLK_KEEP_MAX && i < c->n; i++)
 		if (c->cap[i] >= want && c->cap[i] <= 4 * want + 4096 &&
 		    (best == IOU__BLK_SLOTS || c->cap[i] < c->cap[best]))
 			best = i;
@@ -68,8 +70,8 @@ int iou__blk_grow(struct iou__blkcache *c, unsigned char **p, size_t *cap,
 
 	if (need <= *cap)
 		return 0;
-	while (want < need)
-		want *= 2;
+	while (want < need) /* doubling, but never past SIZE_MAX */
+		want = want > SIZE_MAX / 2 ? need : want * 2;
 	q = iou__blk_get(c, want, &got);
 	if (!q)
 		return -ENOMEM;

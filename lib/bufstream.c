@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The receive side of a stream: one multishot recv into the loop's provided
  * buffers, their bytes kept in the stream's receive queue (rxq.c), and the
- * buffered reads on top (read, read_exactly, peek, read_until, forward). */
+ * buffered reads on top (read, read_exactly, read_exactly_into, peek,
+ * read_until, forward). */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,12 +164,24 @@ static void read_clear(iou_stream *s)
 	s->fwd_to = NULL;
 }
 
+static void into_finish(iou_stream *s, ssize_t res)
+{
+	iou_read_into_cb cb = s->into_cb;
+	size_t got = s->into_got;
+	void *ud = s->read_ud;
+
+	read_clear(s);
+	cb(s, res, got, ud);
+}
+
 void iou__read_fail(iou_stream *s, int err)
 {
 	uint8_t kind = s->read_kind;
 	void *ud = s->read_ud;
 
-	if (kind == IOU__RD_FORWARD || kind == IOU__RD_FORWARDING) {
+	if (kind == IOU__RD_INTO) {
+		into_finish(s, err);
+	} else if (kind == IOU__RD_FORWARD || kind == IOU__RD_FORWARDING) {
 		iou_write_cb cb = s->fwd_cb;
 
 		if (s->fwd_req)
@@ -205,6 +219,29 @@ static void deliver(iou_stream *s, const unsigned char *p, size_t n,
 		consume(s, n);
 		recv_resume(s);
 	}
+}
+
+/* Move up to cap buffered bytes to dst and consume them; the count. */
+static size_t copy_out(iou_stream *s, unsigned char *dst, size_t cap)
+{
+	size_t done = 0;
+
+	while (done < cap) {
+		const unsigned char *p;
+		size_t len;
+
+		iou__rxq_first(&s->loop->pool, &s->rxq, &p, &len);
+		if (!len)
+			break;
+		if (len > cap - done)
+			len = cap - done;
+		memcpy(dst + done, p, len);
+		consume(s, len);
+		done += len;
+	}
+	if (done)
+		recv_resume(s);
+	return done;
 }
 
 /* End of the bytes: what a read that wants more gets instead. */
@@ -335,16 +372,13 @@ static bool read_progress_once(iou_stream *s)
 
 	switch (s->read_kind) {
 	case IOU__RD_SOME:
+		/* Everything buffered (up to max), not only the first
+		 * receive's bytes: one run, copied only if it spans buffers. */
 		if (have) {
-			iou__rxq_first(&s->loop->pool, &s->rxq, &p, &n);
-			deliver(s, p, n < s->read_n ? n : s->read_n, false);
-			return true;
+			n = have < s->read_n ? have : s->read_n;
+			break;
 		}
 		err = end_error(s);
-		if (err == -IOU_EINCOMPLETE) {
-			deliver(s, NULL, 0, true); /* plain end of file */
-			return false;
-		}
 		break;
 	case IOU__RD_EXACTLY:
 	case IOU__RD_PEEK:
@@ -365,6 +399,21 @@ static bool read_progress_once(iou_stream *s)
 		n = found > 0 ? (size_t)found : 0;
 		break;
 	}
+	case IOU__RD_INTO:
+		/* Into the caller's buffer as the bytes arrive: the stream's
+		 * own buffer stays small, so n needs no max_buffered limit. */
+		s->into_got += copy_out(s, s->into_buf + s->into_got,
+					s->read_n - s->into_got);
+		if (s->into_got == s->read_n) {
+			into_finish(s, (ssize_t)s->read_n);
+			return true;
+		}
+		err = end_error(s);
+		if (err == -IOU_EINCOMPLETE && !s->into_got)
+			into_finish(s, 0); /* a clean end of file */
+		else if (err)
+			into_finish(s, err);
+		return false;
 	case IOU__RD_FORWARD:
 		if (have) {
 			forward_progress(s);
@@ -387,6 +436,12 @@ static bool read_progress_once(iou_stream *s)
 		}
 		deliver(s, p, n, s->read_kind == IOU__RD_PEEK);
 		return true;
+	}
+	if (err == -IOU_EINCOMPLETE && !have) {
+		/* End of file with nothing buffered: between messages, not
+		 * inside one. */
+		deliver(s, NULL, 0, true);
+		return false;
 	}
 	if (err)
 		iou__read_fail(s, err);
@@ -483,6 +538,22 @@ int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
 	return read_fixed(s, n, cb, ud, IOU__RD_EXACTLY);
 }
 
+int iou_read_exactly_into(iou_stream *s, void *buf, size_t n,
+			  iou_read_into_cb cb, void *ud)
+{
+	int ret;
+
+	if (!s || !buf || !cb || !n || n > SSIZE_MAX)
+		return -EINVAL;
+	ret = read_start(s, IOU__RD_INTO, n, NULL, ud);
+	if (ret == 0) {
+		s->into_cb = cb;
+		s->into_buf = buf;
+		s->into_got = 0;
+	}
+	return ret;
+}
+
 int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
 {
 	return read_fixed(s, n, cb, ud, IOU__RD_PEEK);
@@ -548,26 +619,9 @@ size_t iou_buffered(const iou_stream *s)
 
 ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap)
 {
-	size_t done = 0;
-
 	if (!s || (!dst && cap))
 		return -EINVAL;
 	if (s->read_kind != IOU__RD_NONE || (s->flags & IOU__S_DELIVERING))
 		return -EBUSY;
-	while (done < cap) {
-		const unsigned char *p;
-		size_t len;
-
-		iou__rxq_first(&s->loop->pool, &s->rxq, &p, &len);
-		if (!len)
-			break;
-		if (len > cap - done)
-			len = cap - done;
-		memcpy((unsigned char *)dst + done, p, len);
-		consume(s, len);
-		done += len;
-	}
-	if (done)
-		recv_resume(s);
-	return (ssize_t)done;
+	return (ssize_t)copy_out(s, dst, cap);
 }

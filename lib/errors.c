@@ -25,7 +25,7 @@ const char *iou_strerror(int err)
 		return "unknown error"; /* -err would overflow */
 	switch (-err) {
 	case IOU_EINCOMPLETE:
-		return "peer closed the stream before the requested bytes arrived";
+		return "peer closed the stream in the middle of a message";
 	case IOU_EOVERFLOW:
 		return "separator not found within the read limit";
 	case IOU_ECLOSED:

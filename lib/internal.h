@@ -259,6 +259,7 @@ enum iou__read_kind {
 	IOU__RD_UNTIL,
 	IOU__RD_FORWARD,  /* waiting for bytes to forward */
 	IOU__RD_FORWARDING, /* bytes handed to the writer of `to` */
+	IOU__RD_INTO,     /* iou_read_exactly_into */
 };
 
 #define IOU__SEP_INLINE 16
@@ -333,6 +334,9 @@ struct iou_stream {
 	iou_write_cb fwd_cb;
 	void *read_ud;
 	iou_stream *fwd_to;
+	iou_read_into_cb into_cb;
+	unsigned char *into_buf;    /* read_exactly_into: the caller's buffer */
+	size_t into_got;            /* bytes stored in it so far */
 	size_t fwd_total;           /* bytes of the forward in flight */
 	struct iou__write *fwd_req; /* the forward write in flight on fwd_to */
 	struct iou__list fwd_link;  /* in fwd_to->fwd_sources while forwarding */

@@ -33,8 +33,8 @@ void *iou__blk_get(struct iou__blkcache *c, size_t want, size_t *cap);
 /* Give back a block from iou__blk_get (NULL is fine). */
 void iou__blk_put(struct iou__blkcache *c, void *p, size_t cap);
 /* Make *p (a block of *cap bytes, or NULL) hold at least `need` bytes,
- * keeping its first `keep`; sizes double from 256.  0 or -ENOMEM (then
- * nothing changed). */
+ * keeping its first `keep`; sizes double from 256 (or are `need` where
+ * doubling would pass SIZE_MAX).  0 or -ENOMEM (then nothing changed). */
 int iou__blk_grow(struct iou__blkcache *c, unsigned char **p, size_t *cap,
 		  size_t keep, size_t need);
 void iou__blk_cache_free(struct iou__blkcache *c);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* TCP server: listen, one multishot accept, the registry of open
- * connections, idle timeouts, back-off on fd exhaustion, graceful drain. */
+ * connections, idle timeouts, back-off on fd exhaustion and other lasting
+ * accept errors, graceful drain. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -23,7 +24,7 @@ struct iou_server {
 	bool accept_cancelled;
 	bool shutting_down;
 	bool notified;             /* on_shutdown ran */
-	struct iou__timer retry;   /* accept back-off (EMFILE, ENFILE, ...) */
+	struct iou__timer retry;   /* accept back-off (EMFILE, EINVAL, ...) */
 	struct iou__timer grace;
 	struct iou__timer notify;  /* runs on_shutdown on the next turn */
 	unsigned backoff_ms;
@@ -169,10 +170,27 @@ static void accept_one(iou_server *srv, int fd)
 	srv->on_conn(srv, s, (struct sockaddr *)&peer, srv->ud);
 }
 
-static bool is_resource_error(int err)
+/* Errors of one connection, which the next accept does not repeat: it was
+ * aborted or reset before we took it, a network error was pending on it,
+ * the call was interrupted.  The multishot accept ended; re-arm at once. */
+static bool is_transient_error(int err)
 {
-	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS ||
-	       err == -ENOMEM;
+	switch (-err) {
+	case ECONNABORTED:
+	case ECONNRESET:
+	case EINTR:
+	case EAGAIN:
+	case EPROTO:
+	case ENETDOWN:
+	case ENETUNREACH:
+	case EHOSTDOWN:
+	case EHOSTUNREACH:
+	case ENONET:
+	case ENOPROTOOPT:
+	case ETIMEDOUT:
+		return true;
+	}
+	return false;
 }
 
 static void accept_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
@@ -188,9 +206,13 @@ static void accept_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 	if (res >= 0) {
 		srv->backoff_ms = 0;
 		accept_one(srv, res);
-	} else if (is_resource_error(res)) {
-		/* Out of fds: pause accepting (the backlog holds the peers)
-		 * and retry later, doubling the pause; never spin. */
+	} else if (res != -ECANCELED && !is_transient_error(res)) {
+		/* Out of fds (EMFILE, ENFILE, ENOBUFS, ENOMEM), or an error
+		 * every accept would get again (the listening socket was shut
+		 * down: EINVAL; EBADF, EPERM, EOPNOTSUPP, ...): pause
+		 * accepting (the backlog holds the peers) and retry later,
+		 * doubling the pause up to a second, reset by the next
+		 * connection; never spin. */
 		srv->backoff_ms = srv->backoff_ms ? srv->backoff_ms * 2
 						  : BACKOFF_MIN_MS;
 		if (srv->backoff_ms > BACKOFF_MAX_MS)

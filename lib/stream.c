@@ -111,7 +111,8 @@ int iou__stream_set_fd(iou_stream *s, int fd, const struct iou_stream_opts *o)
 int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		    iou_stream **out)
 {
-	int type, fl, ret;
+	struct iou_stream_opts not_tcp;
+	int type, domain, fl, ret;
 	socklen_t len = sizeof(type);
 
 	if (!loop || fd < 0 || !out)
@@ -120,6 +121,20 @@ int iou_stream_open(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 		return -errno;
 	if (type != SOCK_STREAM)
 		return -EINVAL;
+	len = sizeof(domain);
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0)
+		return -errno;
+	if (domain != AF_INET && domain != AF_INET6) {
+		/* A Unix-domain stream, say: TCP_NODELAY and keepalive mean
+		 * nothing there (and fail), the other options apply. */
+		if (o)
+			not_tcp = *o;
+		else
+			iou_stream_opts_init(&not_tcp);
+		not_tcp.nodelay = 0;
+		not_tcp.keepalive_s = 0;
+		o = &not_tcp;
+	}
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
 		return -errno;
@@ -593,7 +608,9 @@ int iou_feed(iou_stream *s, const void *data, size_t len)
 {
 	int ret;
 
-	if (!s || (!data && len))
+	/* The fed bytes leave as one write, whose send takes a 32-bit
+	 * length; the subtraction cannot wrap as a sum could. */
+	if (!s || (!data && len) || len > UINT32_MAX - s->feed_len)
 		return -EINVAL;
 	ret = write_check(s);
 	if (ret < 0)

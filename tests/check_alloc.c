@@ -418,6 +418,79 @@ START_TEST(read_until_without_memory_is_not_overflow)
 }
 END_TEST
 
+/* iou_read of 300 bytes in 64-byte buffers copies them together: without
+ * memory -ENOMEM and every byte still buffered; with memory all 300. */
+START_TEST(read_without_memory_is_enomem)
+{
+	iou_loop *loop;
+	iou_stream *s;
+	struct iou_loop_opts o;
+	unsigned char msg[300];
+	struct got g = { 0 };
+	int peer, ret = 0;
+
+	if (!ALLOC_COUNTING) {
+		fprintf(stderr, "sanitizer build: malloc not interposed\n");
+		return;
+	}
+	iou_loop_opts_init(&o);
+	o.buf_size = 64;
+	loop = t_loop_create_or_skip(&o);
+	peer = tsp_open_pair(loop, NULL, &s);
+	tsp_fill(msg, sizeof(msg), 6, 0);
+	ck_assert_int_eq(send(peer, msg, sizeof(msg), 0), (ssize_t)sizeof(msg));
+	ck_assert_int_eq(iou_peek(s, 1, got_cb, &g), 0);
+	for (int i = 0; i < 500 && iou_buffered(s) < sizeof(msg); i++)
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+	ck_assert_uint_eq(iou_buffered(s), sizeof(msg));
+
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read(s, 512, got_cb, &g), 0);
+	fail_after = 0;
+	failing = 1; /* no Check assertion until it is 0 again: they allocate */
+	for (int i = 0; i < 100 && !g.res && ret >= 0; i++)
+		ret = iou_loop_run_once(loop, 10);
+	failing = 0;
+	ck_assert_int_ge(ret, 0);
+	ck_assert_msg(g.res == -ENOMEM, "iou_read without memory: %zd (%s)",
+		      g.res, iou_strerror((int)g.res));
+	ck_assert_uint_eq(iou_buffered(s), sizeof(msg));
+
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read(s, 512, got_cb, &g), 0);
+	ck_assert_int_eq(run_until_got(loop, &g), (ssize_t)sizeof(msg));
+	ck_assert_int_eq(memcmp(g.data, msg, sizeof(msg)), 0);
+	ck_assert_uint_eq(iou_buffered(s), 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Growing a block to a size past SIZE_MAX / 2 cannot double its way
+ * there: -ENOMEM at once (malloc refuses), the block unchanged. */
+START_TEST(blk_grow_huge_is_enomem)
+{
+	struct iou__blkcache c = { 0 };
+	unsigned char *p = NULL;
+	size_t cap = 0;
+
+	if (!ALLOC_COUNTING) {
+		fprintf(stderr, "sanitizer build: its malloc aborts on huge sizes\n");
+		return;
+	}
+	ck_assert_int_eq(iou__blk_grow(&c, &p, &cap, 0, 100), 0);
+	ck_assert_uint_eq(cap, 256);
+	memcpy(p, "kept", 4);
+	ck_assert_int_eq(iou__blk_grow(&c, &p, &cap, 4, SIZE_MAX), -ENOMEM);
+	ck_assert_int_eq(iou__blk_grow(&c, &p, &cap, 4, SIZE_MAX / 2 + 2), -ENOMEM);
+	ck_assert_uint_eq(cap, 256);
+	ck_assert_int_eq(memcmp(p, "kept", 4), 0);
+	iou__blk_put(&c, p, cap);
+	iou__blk_cache_free(&c);
+}
+END_TEST
+
 static Suite *alloc_suite(void)
 {
 	Suite *s = suite_create("alloc");
@@ -435,6 +508,8 @@ static Suite *alloc_suite(void)
 	tcase_add_test(tc, read_until_without_memory_is_enomem);
 	tcase_add_test(tc, read_until_enomem_while_growing_the_copy);
 	tcase_add_test(tc, read_until_without_memory_is_not_overflow);
+	tcase_add_test(tc, read_without_memory_is_enomem);
+	tcase_add_test(tc, blk_grow_huge_is_enomem);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -336,7 +336,7 @@ static void until_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
 	size_t rec;
 	int ret;
 
-	if (res < 0) {
+	if (res <= 0) {
 		u->err = (int)res;
 		u->done = 1;
 		return;
@@ -354,7 +354,8 @@ static void until_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
 		u->at_start_ok = 1;
 	u->off += rec;
 	u->records++;
-	/* past the last record: one more read, which must end INCOMPLETE */
+	/* past the last record: one more read, which gets a clean end of
+	 * file (0) */
 	ret = iou_read_until(s, u->sep, u->seplen, u->max, until_cb, u);
 	if (ret < 0) {
 		u->err = ret;
@@ -388,7 +389,7 @@ static void until_run(const char *sep, size_t seplen, size_t target,
 	ck_assert_int_eq(u.bad, 0);
 	ck_assert_int_eq(u.at_start_ok, 1);
 	ck_assert_uint_eq(u.off, u.len);
-	ck_assert_int_eq(u.err, -IOU_EINCOMPLETE);
+	ck_assert_int_eq(u.err, 0);
 	ck_assert_uint_eq(iou_buffered(s), 0);
 	ck_assert_int_eq(tsp_join(&p, JOIN_MS), 0);
 	tsp_close_and_wait(loop, s);
@@ -643,8 +644,8 @@ START_TEST(peek_incomplete_keeps_data)
 }
 END_TEST
 
-/* Complete records before the end of file are still delivered; only the
- * read that needs more bytes than remain ends INCOMPLETE. */
+/* Complete records before the end of file are still delivered; the read
+ * after them, with nothing left, gets a clean end of file (0). */
 START_TEST(records_before_eof_still_delivered)
 {
 	iou_loop *loop = small_loop(64, 64);
@@ -667,7 +668,7 @@ START_TEST(records_before_eof_still_delivered)
 	memset(&g, 0, sizeof(g));
 	ck_assert_int_eq(iou_read_exactly(s, 1, got_cb, &g), 0);
 	wait_got(loop, &g);
-	ck_assert_int_eq(g.res, -IOU_EINCOMPLETE);
+	ck_assert_int_eq(g.res, 0);
 	ck_assert_uint_eq(iou_buffered(s), 0);
 	tsp_close_and_wait(loop, s);
 	close(peer);

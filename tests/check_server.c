@@ -1142,6 +1142,75 @@ START_TEST(test_shutdown_drains_ops_in_flight)
 }
 END_TEST
 
+/* ---- accept errors ------------------------------------------------------ */
+
+/* The fd of this process that listens on 127.0.0.1:port. */
+static int listening_fd(uint16_t port)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int found = -1;
+
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL && found < 0) {
+		struct sockaddr_in a;
+		socklen_t len = sizeof(a);
+		int fd = atoi(de->d_name), acc = 0;
+		socklen_t alen = sizeof(acc);
+
+		if (de->d_name[0] == '.' || fd == dirfd(d))
+			continue;
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) == 0 &&
+		    acc && getsockname(fd, (struct sockaddr *)&a, &len) == 0 &&
+		    a.sin_family == AF_INET && a.sin_port == htons(port))
+			found = fd;
+	}
+	closedir(d);
+	ck_assert_int_ge(found, 0);
+	return found;
+}
+
+/* A lasting accept error (the listening socket shut down under the server:
+ * every accept gets -EINVAL) pauses accepting with the doubling back-off
+ * instead of re-arming at once: over 300 ms the loop handles a few
+ * completions and timers, not thousands.  Listening again, the server
+ * accepts again. */
+START_TEST(test_accept_error_backoff_no_spin)
+{
+	struct env e;
+	struct iou_server_opts o;
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	long handled = 0, turns = 0;
+	uint64_t end;
+	char msg[16];
+	int fd;
+
+	env_init(&e, 1);
+	env_opts(&o);
+	env_start(&e, &o);
+	ck_assert_int_eq(iou_loop_run_once(e.loop, 0), 0); /* accept armed */
+	fd = listening_fd(iou_server_port(e.srv));
+	ck_assert_int_eq(shutdown(fd, SHUT_RD), 0);
+	end = t_now_ms() + 300;
+	while (t_now_ms() < end && turns++ < 1000000) {
+		int n = iou_loop_run_once(e.loop, 10);
+
+		ck_assert_int_ge(n, 0);
+		handled += n;
+	}
+	ck_assert_msg(handled < 50, "%ld completions and timers in %ld turns "
+		      "of 300 ms with accept failing: it spins", handled, turns);
+
+	ck_assert_int_eq(listen(fd, 16), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	cli_connect(&e.cli[0], AF_INET, ntohs(a.sin_port));
+	set_message(&e.cli[0], msg, sizeof(msg), "again %d", 1);
+	RUN_UNTIL(&e, e.conns == 1 && echoed(&e.cli[0]), 5000);
+	env_finish(&e, 0);
+}
+END_TEST
+
 static Suite *server_suite(void)
 {
 	Suite *s = suite_create("server");
@@ -1174,6 +1243,7 @@ static Suite *server_suite(void)
 	tcase_add_test(tc, test_connect_refused_during_and_after_shutdown);
 	tcase_add_test(tc, test_on_shutdown_runs_once);
 	tcase_add_loop_test(tc, test_shutdown_drains_ops_in_flight, 0, IF_STATES);
+	tcase_add_test(tc, test_accept_error_backoff_no_spin);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -690,9 +690,10 @@ static void on_response(iou_stream *s, ssize_t res, const void *data, void *ud)
 	c->reading = false;
 	if (c->closing)
 		return;
-	if (res < 0) {
-		conn_fail(c, res == -IOU_EINCOMPLETE ? "server closed the connection"
-						     : "read failed", (long)res);
+	if (res <= 0) {
+		conn_fail(c, res == 0 || res == -IOU_EINCOMPLETE ?
+			  "server closed the connection" : "read failed",
+			  (long)res);
 		return;
 	}
 	t = now_ns();
