@@ -545,6 +545,113 @@ typedef void (*iou_server_done_cb)(iou_server *srv, uint64_t finished,
 IOU_EXTERN int iou_server_shutdown(iou_server *srv, unsigned grace_ms,
 				   iou_server_done_cb cb, void *ud);
 
+/* ------------------------------------------------------------------------ */
+/* Tasks                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A task is a function that runs on its own stack on the loop's thread and
+ * calls blocking-style functions (iou_task_read(), iou_task_write_all(), ...)
+ * that suspend only the task: the loop and every other task and callback
+ * go on meanwhile.  Tasks and the callback API share the loop and the
+ * streams.  A task resumes straight from the callback of the operation it
+ * waited for.
+ *
+ * Every blocking call: returns -EPERM outside a task; -ECANCELED once the
+ * task was cancelled (iou_task_cancel()); takes a timeout in ms (-1: none;
+ * past it -ETIMEDOUT, and no received byte is lost: what arrived stays
+ * buffered in the stream).  A task never drives the loop: iou_loop_run()
+ * and iou_loop_run_once() from a task return -EBUSY.
+ */
+typedef struct iou_task iou_task;
+typedef void (*iou_task_fn)(void *arg);
+
+struct iou_task_opts {
+	size_t stack_size; /* bytes of address space, 16 KiB..64 MiB, default
+			      64 KiB; resident only as touched; a guard page
+			      below it turns an overflow into SIGSEGV */
+};
+
+/* Fill `opts` with the defaults.  NULL is ignored.  Any thread. */
+IOU_EXTERN void iou_task_opts_init(struct iou_task_opts *opts);
+
+/* Start fn(arg) as a task; it first runs at the end of a coming loop turn,
+ * never inside this call.  With `out` NULL the task is detached: its stack
+ * is released when fn returns.  With `out`, *out is valid until
+ * iou_task_join() or iou_task_detach(), one of which must be called.  A live
+ * task (and a joinable ended one) keeps iou_loop_run() running.  Errors:
+ * -EINVAL, -ENOMEM. */
+IOU_EXTERN int iou_task_spawn(iou_loop *loop, iou_task_fn fn, void *arg,
+			      const struct iou_task_opts *opts, iou_task **out);
+
+/* The running task, NULL outside tasks. */
+IOU_EXTERN iou_task *iou_task_self(void);
+
+/* Let the loop turn once (and other tasks run) before going on.  0, or
+ * -EPERM / -ECANCELED. */
+IOU_EXTERN int iou_task_yield(void);
+
+/* Sleep ms milliseconds.  0, -EPERM, -ECANCELED (also when cancelled while
+ * sleeping), -ENOMEM. */
+IOU_EXTERN int iou_task_sleep(unsigned ms);
+
+/* Cancel a task: the blocking call it waits in returns -ECANCELED soon
+ * (reads, connects, sleeps, joins at once; a write in flight first ends, as
+ * the kernel reads the task's buffer until then), and so do its later
+ * blocking calls, except iou_task_close(), which closes at once.  Any
+ * task or callback of the loop's thread.  0; -ESRCH if it has ended;
+ * -EINVAL. */
+IOU_EXTERN int iou_task_cancel(iou_task *t);
+
+/* From a task: wait until t has ended, then release it (t is invalid
+ * afterwards).  0; -EINVAL (NULL, detached, itself), -EBUSY (another task
+ * joins it), -EPERM, -ECANCELED (the caller was cancelled: t stays
+ * joinable). */
+IOU_EXTERN int iou_task_join(iou_task *t);
+
+/* Release t when it ends (now, if it has).  0, -EINVAL, -EBUSY (joined). */
+IOU_EXTERN int iou_task_detach(iou_task *t);
+
+/* Blocking reads: bytes land in the caller's buffer.  iou_task_read: up to
+ * len of what is buffered, or the next bytes; 0 at end of file.
+ * iou_task_read_exactly: exactly n (any size), 0 at a clean end of file,
+ * -IOU_EINCOMPLETE if the file ended inside.  iou_task_peek: n (<=
+ * max_buffered) bytes that stay buffered.  iou_task_read_until: up to and
+ * including sep, at most cap bytes (-IOU_EOVERFLOW past it, nothing
+ * consumed).  They return the byte count or a negative error as the
+ * callback reads do. */
+IOU_EXTERN ssize_t iou_task_read(iou_stream *s, void *buf, size_t len,
+				 int timeout_ms);
+IOU_EXTERN ssize_t iou_task_read_exactly(iou_stream *s, void *buf, size_t n,
+					 int timeout_ms);
+IOU_EXTERN ssize_t iou_task_peek(iou_stream *s, void *buf, size_t n,
+				 int timeout_ms);
+IOU_EXTERN ssize_t iou_task_read_until(iou_stream *s, void *buf, size_t cap,
+				       const void *sep, size_t seplen,
+				       int timeout_ms);
+
+/* Blocking writes, ordered with every other write of the stream: one send
+ * (the count sent), all of buf, or everything fed (iou_feed()).  A
+ * deadline that passes breaks the stream's sending side (see
+ * iou_stream_set_write_timeout()). */
+IOU_EXTERN ssize_t iou_task_write(iou_stream *s, const void *buf, size_t len,
+				  int timeout_ms);
+IOU_EXTERN ssize_t iou_task_write_all(iou_stream *s, const void *buf,
+				      size_t len, int timeout_ms);
+IOU_EXTERN ssize_t iou_task_drain(iou_stream *s, int timeout_ms);
+
+/* Connect (host names resolved off the loop's thread); *out gets the
+ * connected stream, which the task closes.  timeout_ms covers look-up and
+ * connect (-1: opts->timeout_ms).  Errors as iou_tcp_connect()'s. */
+IOU_EXTERN int iou_task_connect(const char *host, uint16_t port,
+				const struct iou_connect_opts *opts,
+				int timeout_ms, iou_stream **out);
+
+/* Close s gracefully (iou_close_graceful() with the timeout; at once if
+ * the task was cancelled) and wait until it is closed.  s is invalid
+ * afterwards.  0, -EPERM, -EINVAL, IOU_ECLOSED. */
+IOU_EXTERN int iou_task_close(iou_stream *s, int timeout_ms);
+
 #ifdef __cplusplus
 }
 #endif

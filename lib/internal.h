@@ -133,6 +133,7 @@ struct iou_loop {
 	void *free_writes;
 	struct iou__blkcache blocks;
 	unsigned n_writes;          /* allocated, for leak checks */
+	struct iou__tasks *tasks;   /* task.c, from the first task on */
 #ifdef IOU_FAULT_INJECTION
 	struct iou__fault *fault;   /* fault.c; NULL: no faults */
 #endif
@@ -420,6 +421,13 @@ void iou__forward_sources_fail(iou_stream *to, int err);
 void iou__server_conn_closed(iou_server *srv, iou_stream *s);
 /* The stream's idle deadline (0: none); past it, the server cuts it. */
 uint64_t iou__server_idle_check(iou_stream *s);
+
+/* ---- tasks (task.c) ----------------------------------------------------- */
+
+struct iou__tasks;
+void iou__tasks_turn_end(iou_loop *loop); /* run the tasks made ready */
+bool iou__tasks_ready(const iou_loop *loop);
+void iou__tasks_free(iou_loop *loop);     /* the pool of stacks */
 
 /* ---- connect ------------------------------------------------------------ */
 

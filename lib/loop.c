@@ -266,6 +266,7 @@ int iou_loop_destroy(iou_loop *loop)
 		loop->free_writes = next;
 	}
 	iou__blk_cache_free(&loop->blocks);
+	iou__tasks_free(loop);
 	pthread_mutex_destroy(&loop->post_lock);
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_fini(loop);
@@ -375,7 +376,7 @@ static int wait_budget(iou_loop *loop, int timeout_ms)
 
 	if (timeout_ms == 0 || loop->stop ||
 	    __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) ||
-	    !iou__list_empty(&loop->deferred))
+	    !iou__list_empty(&loop->deferred) || iou__tasks_ready(loop))
 		return 0;
 	next = iou__timers_next_ms(loop);
 	if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
@@ -431,6 +432,8 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 	n = dispatch_cqes(loop);
 	n += iou__timers_run(loop);
 	n += run_posts(loop);
+	/* Tasks first: what they queue goes out with this turn's submit. */
+	iou__tasks_turn_end(loop);
 	iou__streams_turn_end(loop);
 	if (__atomic_exchange_n(&loop->stop_requested, 0, __ATOMIC_ACQ_REL))
 		loop->stop = true;

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* Tasks' internals shared by task.c (the scheduler and stacks) and
+ * task_io.c (the blocking calls); never installed. */
+#ifndef IOU_TASK_H
+#define IOU_TASK_H
+
+#include "internal.h"
+
+/* task_switch.S */
+void iou__ctx_switch(void **save_sp, void *load_sp);
+void iou__ctx_entry(void);
+
+/* A blocking call in progress: on the task's stack while it is suspended.
+ * `cancel` (may be NULL) makes the operation end soon with -ECANCELED. */
+struct iou__wait {
+	iou_task *task;
+	ssize_t res;
+	bool done;
+	void (*cancel)(struct iou__wait *w);
+	/* for the call's own use */
+	iou_stream *s;
+	void *buf;
+	size_t len;
+};
+
+/* The running task, NULL on the loop's own stack. */
+iou_task *iou__task_current(void);
+bool iou__task_cancelled(const iou_task *t);
+iou_loop *iou__task_loop(const iou_task *t);
+
+/* Suspend the current task until iou__wait_done(w) (from a callback on the
+ * loop's stack).  Returns w->res. */
+ssize_t iou__task_wait(struct iou__wait *w);
+/* The operation of w ended with res: resume its task now, right from the
+ * completion callback (no run-queue hop), until it blocks again. */
+void iou__wait_done(struct iou__wait *w, ssize_t res);
+
+#endif /* IOU_TASK_H */

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/* The blocking calls of tasks: each issues the callback operation of the
+ * stream API, waits in the task, and is resumed by its callback.  A
+ * deadline is the stream's read or write timeout for that one call. */
+#include <errno.h>
+#include <string.h>
+
+#include "task.h"
+
+/* -1: no deadline (the stream's timeout 0); 0 is the shortest, 1 ms. */
+static unsigned timeout_arg(int timeout_ms)
+{
+	return timeout_ms < 0 ? 0 : timeout_ms == 0 ? 1 : (unsigned)timeout_ms;
+}
+
+/* The current task, or the error a blocking call returns. */
+static int enter(iou_task **t)
+{
+	*t = iou__task_current();
+	if (!*t)
+		return -EPERM;
+	if (iou__task_cancelled(*t))
+		return -ECANCELED;
+	return 0;
+}
+
+static void read_cancel(struct iou__wait *w)
+{
+	iou_read_cancel(w->s);
+}
+
+/* Reads that copy what they got into the task's buffer. */
+static void copy_read_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
+{
+	struct iou__wait *w = ud;
+
+	(void)s;
+	if (res > 0)
+		memcpy(w->buf, data, (size_t)res);
+	iou__wait_done(w, res);
+}
+
+static ssize_t read_wait(struct iou__wait *w, int ret)
+{
+	if (ret < 0)
+		return ret;
+	return iou__task_wait(w);
+}
+
+static int read_prepare(iou_stream *s, int timeout_ms, iou_task **t)
+{
+	int ret = enter(t);
+
+	if (ret < 0)
+		return ret;
+	if (!s)
+		return -EINVAL;
+	return iou_stream_set_read_timeout(s, timeout_arg(timeout_ms));
+}
+
+ssize_t iou_task_read(iou_stream *s, void *buf, size_t len, int timeout_ms)
+{
+	iou_task *t;
+	struct iou__wait w;
+	int ret = read_prepare(s, timeout_ms, &t);
+
+	if (ret < 0)
+		return ret;
+	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = s,
+				.buf = buf, .len = len };
+	if (!buf)
+		return -EINVAL;
+	return read_wait(&w, iou_read(s, len, copy_read_cb, &w));
+}
+
+ssize_t iou_task_peek(iou_stream *s, void *buf, size_t n, int timeout_ms)
+{
+	iou_task *t;
+	struct iou__wait w;
+	int ret = read_prepare(s, timeout_ms, &t);
+
+	if (ret < 0)
+		return ret;
+	if (!buf)
+		return -EINVAL;
+	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = s,
+				.buf = buf, .len = n };
+	return read_wait(&w, iou_peek(s, n, copy_read_cb, &w));
+}
+
+ssize_t iou_task_read_until(iou_stream *s, void *buf, size_t cap,
+			    const void *sep, size_t seplen, int timeout_ms)
+{
+	iou_task *t;
+	struct iou__wait w;
+	int ret = read_prepare(s, timeout_ms, &t);
+
+	if (ret < 0)
+		return ret;
+	if (!buf)
+		return -EINVAL;
+	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = s,
+				.buf = buf, .len = cap };
+	return read_wait(&w, iou_read_until(s, sep, seplen, cap, copy_read_cb, &w));
+}
+
+static void into_cb(iou_stream *s, ssize_t res, size_t got, void *ud)
+{
+	struct iou__wait *w = ud;
+
+	(void)s;
+	w->len = got;
+	iou__wait_done(w, res);
+}
+
+ssize_t iou_task_read_exactly(iou_stream *s, void *buf, size_t n,
+			      int timeout_ms)
+{
+	iou_task *t;
+	struct iou__wait w;
+	int ret = read_prepare(s, timeout_ms, &t);
+
+	if (ret < 0)
+		return ret;
+	if (!buf)
+		return -EINVAL;
+	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = s,
+				.buf = buf, .len = n };
+	/* Buffered in the stream until all n are there, so that a deadline or
+	 * a cancel loses nothing; above max_buffered (-EINVAL) the bytes go
+	 * straight into buf as they come (on an error, w.len of them). */
+	ret = iou_read_exactly(s, n, copy_read_cb, &w);
+	if (ret == -EINVAL)
+		ret = iou_read_exactly_into(s, buf, n, into_cb, &w);
+	return read_wait(&w, ret);
+}
+
+/* ---- writes ------------------------------------------------------------- */
+
+/* A write in flight reads the task's buffer until its callback: it cannot
+ * be abandoned, so cancelling the task lets it end (a write deadline or a
+ * close of the stream ends it sooner). */
+static void write_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	(void)s;
+	iou__wait_done(ud, res);
+}
+
+static int write_prepare(iou_stream *s, int timeout_ms, iou_task **t)
+{
+	int ret = enter(t);
+
+	if (ret < 0)
+		return ret;
+	if (!s)
+		return -EINVAL;
+	return iou_stream_set_write_timeout(s, timeout_arg(timeout_ms));
+}
+
+static ssize_t write_wait(struct iou__wait *w, int ret)
+{
+	if (ret < 0)
+		return ret;
+	return iou__task_wait(w);
+}
+
+ssize_t iou_task_write(iou_stream *s, const void *buf, size_t len,
+		       int timeout_ms)
+{
+	iou_task *t;
+	struct iou__wait w;
+	int ret = write_prepare(s, timeout_ms, &t);
+
+	if (ret < 0)
+		return ret;
+	w = (struct iou__wait){ .task = t, .s = s };
+	return write_wait(&w, iou_write(s, buf, len, write_cb, &w));
+}
+
+ssize_t iou_task_write_all(iou_stream *s, const void *buf, size_t len,
+			   int timeout_ms)
+{
+	iou_task *t;
+	struct iou__wait w;
+	int ret = write_prepare(s, timeout_ms, &t);
+
+	if (ret < 0)
+		return ret;
+	w = (struct iou__wait){ .task = t, .s = s };
+	return write_wait(&w, iou_write_all(s, buf, len, write_cb, &w));
+}
+
+ssize_t iou_task_drain(iou_stream *s, int timeout_ms)
+{
+	iou_task *t;
+	struct iou__wait w;
+	int ret = write_prepare(s, timeout_ms, &t);
+
+	if (ret < 0)
+		return ret;
+	w = (struct iou__wait){ .task = t, .s = s };
+	return write_wait(&w, iou_drain(s, write_cb, &w));
+}
+
+/* ---- connect and close -------------------------------------------------- */
+
+static void connect_cancel(struct iou__wait *w)
+{
+	iou_close(w->s, NULL, NULL); /* the connect callback: -ECANCELED */
+}
+
+static void connect_cb(iou_stream *s, int res, void *ud)
+{
+	struct iou__wait *w = ud;
+
+	(void)s;
+	iou__wait_done(w, res);
+}
+
+int iou_task_connect(const char *host, uint16_t port,
+		     const struct iou_connect_opts *opts, int timeout_ms,
+		     iou_stream **out)
+{
+	struct iou_connect_opts o;
+	struct iou__wait w;
+	iou_task *t;
+	int ret = enter(&t);
+
+	if (ret < 0)
+		return ret;
+	if (!out)
+		return -EINVAL;
+	if (opts)
+		o = *opts;
+	else
+		iou_connect_opts_init(&o);
+	if (timeout_ms >= 0)
+		o.timeout_ms = timeout_arg(timeout_ms);
+	w = (struct iou__wait){ .task = t, .cancel = connect_cancel };
+	ret = iou_tcp_connect(iou__task_loop(t), host, port, &o, connect_cb, &w,
+			      &w.s);
+	if (ret < 0)
+		return ret;
+	ret = (int)iou__task_wait(&w);
+	if (ret < 0)
+		return ret; /* the stream was released after the callback */
+	*out = w.s;
+	return 0;
+}
+
+static void close_cb(iou_stream *s, void *ud)
+{
+	(void)s;
+	iou__wait_done(ud, 0);
+}
+
+int iou_task_close(iou_stream *s, int timeout_ms)
+{
+	iou_task *t = iou__task_current();
+	struct iou__wait w;
+	int ret;
+
+	if (!t)
+		return -EPERM;
+	if (!s)
+		return -EINVAL;
+	/* Also when cancelled: the stream must go, only sooner. */
+	w = (struct iou__wait){ .task = t, .s = s };
+	if (iou__task_cancelled(t))
+		ret = iou_close(s, close_cb, &w);
+	else
+		ret = iou_close_graceful(s, timeout_arg(timeout_ms), close_cb, &w);
+	if (ret < 0)
+		return ret;
+	iou__task_wait(&w);
+	return 0;
+}
