@@ -647,6 +647,25 @@ IOU_EXTERN int iou_task_connect(const char *host, uint16_t port,
 				const struct iou_connect_opts *opts,
 				int timeout_ms, iou_stream **out);
 
+/* A connection handler of a task server: runs in its own task, one per
+ * connection; `s` is closed (gracefully, within 10 s) when it returns, so
+ * the handler must not close it itself. */
+typedef void (*iou_task_handler)(iou_stream *s, void *ud);
+
+/* iou_server_start() whose connections are each handled by
+ * handler(s, ud) in a task of `topts` (may be NULL): aio's
+ * start_tcp_server(host, port, handler).  iou_server_shutdown() works as
+ * for any server: handlers still running at the grace limit are cut (the
+ * call they block in returns -ECONNABORTED or -ECANCELED: clean up and
+ * return), and the done callback runs once every handler returned and its
+ * stream closed.  The server takes opts->on_cut and the streams' user data
+ * (iou_stream_set_data) for itself.  Errors as iou_server_start(). */
+IOU_EXTERN int iou_task_server_start(iou_loop *loop,
+				     const struct iou_server_opts *opts,
+				     iou_task_handler handler, void *ud,
+				     const struct iou_task_opts *topts,
+				     iou_server **out);
+
 /* Close s gracefully (iou_close_graceful() with the timeout; at once if
  * the task was cancelled) and wait until it is closed.  s is invalid
  * afterwards.  0, -EPERM, -EINVAL, IOU_ECLOSED. */

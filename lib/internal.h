@@ -421,6 +421,8 @@ void iou__forward_sources_fail(iou_stream *to, int err);
 void iou__server_conn_closed(iou_server *srv, iou_stream *s);
 /* The stream's idle deadline (0: none); past it, the server cuts it. */
 uint64_t iou__server_idle_check(iou_stream *s);
+/* fn(arg) when the server is freed (after its done callback). */
+void iou__server_set_cleanup(iou_server *srv, void (*fn)(void *), void *arg);
 
 /* ---- tasks (task.c) ----------------------------------------------------- */
 

@@ -39,7 +39,15 @@ struct iou_server {
 	struct iou_server_stats st;
 	iou_server_done_cb done_cb;
 	void *done_ud;
+	void (*cleanup)(void *arg);  /* a layer above (task_server.c) */
+	void *cleanup_arg;
 };
+
+void iou__server_set_cleanup(iou_server *srv, void (*fn)(void *), void *arg)
+{
+	srv->cleanup = fn;
+	srv->cleanup_arg = arg;
+}
 
 void iou_server_opts_init(struct iou_server_opts *o)
 {
@@ -89,6 +97,8 @@ static void free_server(iou_server *srv)
 	work_timer_disarm(srv, &srv->retry);
 	work_timer_disarm(srv, &srv->grace);
 	work_timer_disarm(srv, &srv->notify);
+	if (srv->cleanup)
+		srv->cleanup(srv->cleanup_arg);
 	free(srv);
 }
 

@@ -444,6 +444,79 @@ START_TEST(test_connect_write_read)
 }
 END_TEST
 
+/* ---- a server whose handler is a task ----------------------------------- */
+
+struct tsrv {
+	int handled, ended, sleep_res;
+	int done;
+	uint64_t finished, cut;
+};
+
+/* Echo lines until the end of file; a line "sleep" sleeps 10 s (stuck). */
+static void line_handler(iou_stream *s, void *ud)
+{
+	struct tsrv *t = ud;
+	char line[128];
+	ssize_t n;
+
+	t->handled++;
+	while ((n = iou_task_read_until(s, line, sizeof(line), "\n", 1, -1)) > 0) {
+		if (n == 6 && !memcmp(line, "sleep\n", 6)) {
+			t->sleep_res = iou_task_sleep(10000);
+			break;
+		}
+		if (iou_task_write_all(s, line, (size_t)n, -1) != n)
+			break;
+	}
+	t->ended++;
+}
+
+static void tsrv_done(iou_server *srv, uint64_t finished, uint64_t cut,
+		      void *ud)
+{
+	struct tsrv *t = ud;
+
+	(void)srv;
+	t->finished = finished;
+	t->cut = cut;
+	t->done = 1;
+}
+
+/* Two clients: one leaves after an echo (its handler returns), one makes
+ * its handler sleep; the shutdown's grace limit cancels the sleeping
+ * handler, which returns, and the server finishes. */
+START_TEST(test_task_server_echo_and_shutdown)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct tsrv t = { 0 };
+	iou_server *srv;
+	char buf[16];
+	int a, b;
+
+	ck_assert_int_eq(iou_task_server_start(loop, NULL, line_handler, &t, NULL,
+					       &srv), 0);
+	a = t_connect_loopback(iou_server_port(srv));
+	b = t_connect_loopback(iou_server_port(srv));
+	tsp_set_timeouts(a);
+	ck_assert_int_eq(send(a, "hello\n", 6, 0), 6);
+	while (recv(a, buf, sizeof(buf), MSG_DONTWAIT) != 6)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_int_eq(send(b, "sleep\n", 6, 0), 6);
+	tsp_run_for(loop, 50);
+	ck_assert_int_eq(t.handled, 2);
+	ck_assert_int_eq(iou_server_shutdown(srv, 100, tsrv_done, &t), 0);
+	ck_assert_int_eq(shutdown(a, SHUT_WR), 0); /* a finishes in grace */
+	ck_assert_int_eq(t_run_until(loop, &t.done, 3000), 0);
+	ck_assert_int_eq(t.ended, 2);
+	ck_assert_int_eq(t.sleep_res, -ECANCELED);
+	ck_assert_uint_eq(t.finished, 1);
+	ck_assert_uint_eq(t.cut, 1);
+	close(a);
+	close(b);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *task_suite(void)
 {
 	Suite *s = suite_create("task");
@@ -482,6 +555,7 @@ static Suite *task_suite(void)
 	tcase_add_test(tc, test_read_deadline_loses_nothing);
 	tcase_add_test(tc, test_cancel_blocked_read);
 	tcase_add_test(tc, test_connect_write_read);
+	tcase_add_test(tc, test_task_server_echo_and_shutdown);
 	suite_add_tcase(s, tc);
 	return s;
 }
