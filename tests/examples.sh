@@ -36,7 +36,7 @@ fail() {
 }
 pass() { say "ok: $*"; }
 
-for b in http-get echo-server tcp-client; do
+for b in http-get http-get-task echo-server tcp-client; do
 	if [ ! -x "$EX/$b" ]; then
 		say "FAIL: $EX/$b not built"
 		exit 1
@@ -140,13 +140,13 @@ fi
 # prints the status line, a newline, and the body byte for byte.
 get_ok() {
 	local name=$1 path=$2 status=$3 body=$4 host=${5:-127.0.0.1}
-	run "$name" "$EX/http-get" "$host" "$RPORT" $path
+	run "$name" "$EX/$GET" "$host" "$RPORT" $path
 	expect_rc "$name" 0 || return
 	{ printf '%s\n' "$status"; [ -n "$body" ] && "$R" body "$body"; } >"$TMP/$name.exp"
 	if cmp -s "$TMP/$name.out" "$TMP/$name.exp"; then
-		pass "http-get $name"
+		pass "$GET $name"
 	else
-		fail "http-get $name: stdout differs from the expected $(wc -c <"$TMP/$name.exp") bytes ($(wc -c <"$TMP/$name.out") bytes)"
+		fail "$GET $name: stdout differs from the expected $(wc -c <"$TMP/$name.exp") bytes ($(wc -c <"$TMP/$name.out") bytes)"
 	fi
 }
 
@@ -155,72 +155,75 @@ get_ok() {
 # stdout.
 get_fail() {
 	local name=$1 path=$2 pattern=$3 body=$4 status=$5
-	run "$name" "$EX/http-get" 127.0.0.1 "$RPORT" "$path"
+	run "$name" "$EX/$GET" 127.0.0.1 "$RPORT" "$path"
 	expect_rc "$name" 1 || return
 	if [ -z "$pattern" ]; then
 		if [ -s "$TMP/$name.err" ]; then
-			fail "http-get $name: unexpected stderr '$(head -c 200 "$TMP/$name.err")'"
+			fail "$GET $name: unexpected stderr '$(head -c 200 "$TMP/$name.err")'"
 			return
 		fi
 	elif [ "$(wc -l <"$TMP/$name.err")" -ne 1 ] ||
 		! grep -q -- "$pattern" "$TMP/$name.err"; then
-		fail "http-get $name: stderr '$(head -c 200 "$TMP/$name.err")', want one line matching '$pattern'"
+		fail "$GET $name: stderr '$(head -c 200 "$TMP/$name.err")', want one line matching '$pattern'"
 		return
 	fi
 	{ printf '%s\n' "$status"; [ -n "$body" ] && "$R" body "$body"; } >"$TMP/$name.exp"
 	if cmp -s "$TMP/$name.out" "$TMP/$name.exp"; then
-		pass "http-get $name: exit 1${pattern:+, '$(cat "$TMP/$name.err")'}"
+		pass "$GET $name: exit 1${pattern:+, '$(cat "$TMP/$name.err")'}"
 	else
-		fail "http-get $name: stdout differs from the expected"
+		fail "$GET $name: stdout differs from the expected"
 	fi
 }
 
-get_ok ok /ok "HTTP/1.1 200 OK" ok
-printf 'GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >"$TMP/req.exp"
-if cmp -s "$TMP/req/req_ok" "$TMP/req.exp"; then
-	pass "http-get sends the request byte for byte"
-else
-	fail "http-get request: got '$(cat -v "$TMP/req/req_ok" 2>/dev/null)'"
-fi
-get_ok default-path "" "HTTP/1.1 200 OK" ok
-if [ -f "$TMP/req/req_" ] && head -n 1 "$TMP/req/req_" | grep -q '^GET / HTTP/1.1'; then
-	pass "http-get without PATH asks for /"
-else
-	fail "http-get without PATH: request '$(head -n 1 "$TMP/req/req_" 2>/dev/null | cat -v)'"
-fi
-get_ok lower /lower "HTTP/1.0 201 Created" lower
-get_ok big /big "HTTP/1.1 200 OK" big
-get_ok empty /empty "HTTP/1.1 204 No Content" ""
-get_ok split /split "HTTP/1.1 200 OK" split
-get_ok localhost /ok "HTTP/1.1 200 OK" ok localhost
-if grep -q '^Host: localhost' "$TMP/req/req_ok"; then
-	pass "http-get sends the host name it was given"
-else
-	fail "http-get localhost: request '$(cat -v "$TMP/req/req_ok")'"
-fi
-
-get_fail 404 /404 "" 404 "HTTP/1.1 404 Not Found"
-get_fail nolen /nolen "no Content-Length" "" "HTTP/1.1 200 OK"
-get_fail nohead /nohead "no Content-Length" "" "HTTP/1.0 200 OK"
-get_fail badlen /badlen "malformed Content-Length" "" "HTTP/1.1 200 OK"
-get_fail short /short "short body" short "HTTP/1.1 200 OK"
-get_fail bighead /bighead "header section longer than 65536 bytes" "" "HTTP/1.1 200 OK"
-
-FREE=$("$R" freeport)
-run refused "$EX/http-get" 127.0.0.1 "$FREE" /
-if expect_rc refused 1; then
-	if [ "$(wc -l <"$TMP/refused.err")" -eq 1 ] &&
-		grep -q "cannot connect to 127.0.0.1 port $FREE: .*refused" "$TMP/refused.err"; then
-		pass "http-get to a closed port: '$(cat "$TMP/refused.err")'"
+# Both programs, the callback one and the task one, pass the same checks.
+for GET in http-get http-get-task; do
+	get_ok ok /ok "HTTP/1.1 200 OK" ok
+	printf 'GET /ok HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >"$TMP/req.exp"
+	if cmp -s "$TMP/req/req_ok" "$TMP/req.exp"; then
+		pass "$GET sends the request byte for byte"
 	else
-		fail "http-get to a closed port: stderr '$(cat "$TMP/refused.err")'"
+		fail "$GET request: got '$(cat -v "$TMP/req/req_ok" 2>/dev/null)'"
 	fi
-fi
-# A first label of 64 bytes (DNS allows 63): glibc rejects the name without
-# sending a query, so nothing leaves the host and no resolver timeout waits.
-NOHOST=$(printf 'a%.0s' $(seq 64)).invalid
-run nohost "$EX/http-get" "$NOHOST" 80 /
-expect_rc nohost 1 && pass "http-get to an unknown host: '$(cat "$TMP/nohost.err")'"
+	get_ok default-path "" "HTTP/1.1 200 OK" ok
+	if [ -f "$TMP/req/req_" ] && head -n 1 "$TMP/req/req_" | grep -q '^GET / HTTP/1.1'; then
+		pass "$GET without PATH asks for /"
+	else
+		fail "$GET without PATH: request '$(head -n 1 "$TMP/req/req_" 2>/dev/null | cat -v)'"
+	fi
+	get_ok lower /lower "HTTP/1.0 201 Created" lower
+	get_ok big /big "HTTP/1.1 200 OK" big
+	get_ok empty /empty "HTTP/1.1 204 No Content" ""
+	get_ok split /split "HTTP/1.1 200 OK" split
+	get_ok localhost /ok "HTTP/1.1 200 OK" ok localhost
+	if grep -q '^Host: localhost' "$TMP/req/req_ok"; then
+		pass "$GET sends the host name it was given"
+	else
+		fail "$GET localhost: request '$(cat -v "$TMP/req/req_ok")'"
+	fi
+
+	get_fail 404 /404 "" 404 "HTTP/1.1 404 Not Found"
+	get_fail nolen /nolen "no Content-Length" "" "HTTP/1.1 200 OK"
+	get_fail nohead /nohead "no Content-Length" "" "HTTP/1.0 200 OK"
+	get_fail badlen /badlen "malformed Content-Length" "" "HTTP/1.1 200 OK"
+	get_fail short /short "short body" short "HTTP/1.1 200 OK"
+	get_fail bighead /bighead "header section longer than 65536 bytes" "" "HTTP/1.1 200 OK"
+
+	FREE=$("$R" freeport)
+	run refused "$EX/$GET" 127.0.0.1 "$FREE" /
+	if expect_rc refused 1; then
+		if [ "$(wc -l <"$TMP/refused.err")" -eq 1 ] &&
+			grep -q "cannot connect to 127.0.0.1 port $FREE: .*refused" "$TMP/refused.err"; then
+			pass "$GET to a closed port: '$(cat "$TMP/refused.err")'"
+		else
+			fail "$GET to a closed port: stderr '$(cat "$TMP/refused.err")'"
+		fi
+	fi
+	# A first label of 64 bytes (DNS allows 63): glibc rejects the name without
+	# sending a query, so nothing leaves the host and no resolver timeout waits.
+	NOHOST=$(printf 'a%.0s' $(seq 64)).invalid
+	run nohost "$EX/$GET" "$NOHOST" 80 /
+	expect_rc nohost 1 && pass "$GET to an unknown host: '$(cat "$TMP/nohost.err")'"
+done
 
 # ---- echo-server and tcp-client ---------------------------------------------
 
