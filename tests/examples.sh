@@ -36,7 +36,7 @@ fail() {
 }
 pass() { say "ok: $*"; }
 
-for b in http-get http-get-task echo-server tcp-client; do
+for b in http-get http-get-task echo-server tcp-client tcp-client-task; do
 	if [ ! -x "$EX/$b" ]; then
 		say "FAIL: $EX/$b not built"
 		exit 1
@@ -227,29 +227,31 @@ done
 
 # ---- echo-server and tcp-client ---------------------------------------------
 
-run hello "$EX/tcp-client" 127.0.0.1 "$EPORT" "hello, iou ✓"
-if expect_rc hello 0; then
-	if [ "$(cat "$TMP/hello.out")" = "hello, iou ✓" ]; then
-		pass "tcp-client via echo-server"
-	else
-		fail "tcp-client via echo-server: got '$(cat -v "$TMP/hello.out")'"
+# Both clients, the callback one and the task one, pass the same checks.
+for CLIENT in tcp-client tcp-client-task; do
+	run hello "$EX/$CLIENT" 127.0.0.1 "$EPORT" "hello, iou ✓"
+	if expect_rc hello 0; then
+		if [ "$(cat "$TMP/hello.out")" = "hello, iou ✓" ]; then
+			pass "$CLIENT via echo-server"
+		else
+			fail "$CLIENT via echo-server: got '$(cat -v "$TMP/hello.out")'"
+		fi
 	fi
-fi
+	LONG=$(printf 'line %05d of a message longer than the 1 KiB echo buffer\n' $(seq 1 200))
+	run long "$EX/$CLIENT" 127.0.0.1 "$EPORT" "$LONG"
+	if expect_rc long 0; then
+		if [ "$(cat "$TMP/long.out")" = "$LONG" ]; then
+			pass "$CLIENT via echo-server: ${#LONG} bytes"
+		else
+			fail "$CLIENT via echo-server, ${#LONG} bytes: got $(wc -c <"$TMP/long.out")"
+		fi
+	fi
+done
 if grep -q '^client 127\.0\.0\.1:[0-9][0-9]* connected$' "$TMP/es.err"; then
 	pass "echo-server logs '$(head -n 1 "$TMP/es.err")'"
 else
 	fail "echo-server log: '$(head -c 200 "$TMP/es.err")'"
 fi
-LONG=$(printf 'line %05d of a message longer than the 1 KiB echo buffer\n' $(seq 1 200))
-run long "$EX/tcp-client" 127.0.0.1 "$EPORT" "$LONG"
-if expect_rc long 0; then
-	if [ "$(cat "$TMP/long.out")" = "$LONG" ]; then
-		pass "tcp-client via echo-server: ${#LONG} bytes"
-	else
-		fail "tcp-client via echo-server, ${#LONG} bytes: got $(wc -c <"$TMP/long.out")"
-	fi
-fi
-
 # Graceful shutdown: a client still connected is served to its end, new
 # connections are refused, and the server then exits 0.
 timeout -k 2 15 "$EX/tcp-client" 127.0.0.1 "$EPORT" "still here" \
@@ -289,12 +291,14 @@ if [ -x "$ECHO_BIN" ]; then
 	IEPID=$!
 	PIDS+=("$IEPID")
 	if IEPORT=$(wait_port "$TMP/ie.out" "$IEPID"); then
-		run ie "$EX/tcp-client" 127.0.0.1 "$IEPORT" "echo through iou-echo"
-		if expect_rc ie 0 && [ "$(cat "$TMP/ie.out")" = "echo through iou-echo" ]; then
-			pass "tcp-client via tools/iou-echo"
-		else
-			fail "tcp-client via tools/iou-echo: got '$(cat -v "$TMP/ie.out")'"
-		fi
+		for CLIENT in tcp-client tcp-client-task; do
+			run ie "$EX/$CLIENT" 127.0.0.1 "$IEPORT" "echo through iou-echo"
+			if expect_rc ie 0 && [ "$(cat "$TMP/ie.out")" = "echo through iou-echo" ]; then
+				pass "$CLIENT via tools/iou-echo"
+			else
+				fail "$CLIENT via tools/iou-echo: got '$(cat -v "$TMP/ie.out")'"
+			fi
+		done
 	else
 		fail "tools/iou-echo did not start: $(head -c 300 "$TMP/ie.err")"
 	fi
@@ -305,23 +309,25 @@ else
 fi
 
 # The peer closes: tcp-client ends at once, not after a second of silence.
-t0=$(ms_now)
-run closing "$EX/tcp-client" 127.0.0.1 "$RPORT" $'GET /404 HTTP/1.1\r\n\r\n'
-t1=$(ms_now)
-printf 'HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\nno such page\n' >"$TMP/closing.exp"
-if expect_rc closing 0; then
-	if ! cmp -s "$TMP/closing.out" "$TMP/closing.exp"; then
-		fail "tcp-client, peer closes: got '$(cat -v "$TMP/closing.out")'"
-	elif [ $((t1 - t0)) -ge 900 ]; then
-		fail "tcp-client, peer closes: took $((t1 - t0)) ms"
-	else
-		pass "tcp-client ends when the peer closes ($((t1 - t0)) ms)"
+for CLIENT in tcp-client tcp-client-task; do
+	t0=$(ms_now)
+	run closing "$EX/$CLIENT" 127.0.0.1 "$RPORT" $'GET /404 HTTP/1.1\r\n\r\n'
+	t1=$(ms_now)
+	printf 'HTTP/1.1 404 Not Found\r\nContent-Length: 13\r\n\r\nno such page\n' >"$TMP/closing.exp"
+	if expect_rc closing 0; then
+		if ! cmp -s "$TMP/closing.out" "$TMP/closing.exp"; then
+			fail "$CLIENT, peer closes: got '$(cat -v "$TMP/closing.out")'"
+		elif [ $((t1 - t0)) -ge 900 ]; then
+			fail "$CLIENT, peer closes: took $((t1 - t0)) ms"
+		else
+			pass "$CLIENT ends when the peer closes ($((t1 - t0)) ms)"
+		fi
 	fi
-fi
-run crefused "$EX/tcp-client" 127.0.0.1 "$FREE" x
-if expect_rc crefused 1 && [ "$(wc -l <"$TMP/crefused.err")" -eq 1 ]; then
-	pass "tcp-client to a closed port: '$(cat "$TMP/crefused.err")'"
-fi
+	run crefused "$EX/$CLIENT" 127.0.0.1 "$FREE" x
+	if expect_rc crefused 1 && [ "$(wc -l <"$TMP/crefused.err")" -eq 1 ]; then
+		pass "$CLIENT to a closed port: '$(cat "$TMP/crefused.err")'"
+	fi
+done
 
 # ---- bad usage ----------------------------------------------------------------
 
@@ -333,6 +339,9 @@ usage_case() {
 		fail "usage: ${*#"$EX"/}: exit status $RC, want 2"
 	fi
 }
+usage_case "$EX/http-get-task"
+usage_case "$EX/http-get-task" 127.0.0.1 0
+usage_case "$EX/tcp-client-task" 127.0.0.1 80
 usage_case "$EX/http-get"
 usage_case "$EX/http-get" 127.0.0.1
 usage_case "$EX/http-get" 127.0.0.1 http
