@@ -20,6 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Under --enable-fault-injection internal.h would rename malloc and friends
+ * to the library's fault wrappers, and the definitions below with them. */
+#define IOU__FAULT_NO_WRAP
 #include "internal.h" /* the stream's heap blocks (idle check) */
 #include "iou.h"
 #include "t_helpers.h"
