@@ -9,7 +9,8 @@
  *    errno is never the channel.  iou_strerror() turns any of them into words.
  *  - If a function that takes a callback returns an error, that callback never
  *    runs.  If it returns success, the callback runs exactly once (repeating
- *    timers: once per expiry), always from iou_loop_run()/iou_loop_run_once()
+ *    timers: once per expiry; signal watchers: once per delivery until
+ *    stopped), always from iou_loop_run()/iou_loop_run_once()
  *    and NEVER synchronously from inside the call that queued it.
  *  - Callbacks receive the same kind of signed result: a byte count, 0 for
  *    end-of-file, or a negative error; -ECANCELED when the operation was
@@ -183,7 +184,9 @@ typedef void (*iou_signal_cb)(iou_signal *sig, int signo, void *ud);
  * threads (which inherit the mask), or block the signal in them yourself,
  * else a thread with the signal unblocked takes it (default action: the
  * process ends).  Each delivery goes to one loop: watch a signal on one loop
- * of the process (several watchers on that loop all run).
+ * of the process (several watchers on that loop all run).  The signal's
+ * disposition is left alone; one the process ignores (SIG_IGN) still comes
+ * while the main thread has it blocked too.
  * A started watcher does not keep the loop alive: iou_loop_run() returns
  * when nothing else is left (a server that shut down lets it return), and
  * iou_loop_alive() does not count it.  iou_loop_destroy() returns -EBUSY

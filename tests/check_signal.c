@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Signal watchers: delivery as loop callbacks (raise(), kill() from this or
- * another thread), several signals and watchers, stop before a delivery
- * and from inside a callback, start/stop/start, the signal mask, and how
- * watchers weigh on iou_loop_run() and iou_loop_destroy().
+ * another thread, sigqueue(), an ignored signal), several signals and
+ * watchers, stop before a delivery and from inside a callback,
+ * start/stop/start, the signal mask, and how watchers weigh on
+ * iou_loop_run() and iou_loop_destroy().
  *
  * Every test runs in its own forked child (Check), so masks and pending
  * signals do not leak between tests; with CK_FORK=no each test leaves the
@@ -429,6 +430,24 @@ START_TEST(test_einval)
 }
 END_TEST
 
+/* A signal the process ignores (SIGINT of a background job) still comes:
+ * the kernel queues a blocked signal whatever its disposition. */
+START_TEST(test_ignored_signal_delivers)
+{
+	iou_loop *loop = small_loop();
+	struct seen s = { 0 };
+	iou_signal *sig;
+
+	ck_assert(signal(SIGUSR2, SIG_IGN) != SIG_ERR);
+	ck_assert_int_eq(iou_signal_start(loop, SIGUSR2, on_signal, &s, &sig), 0);
+	ck_assert_int_eq(kill(getpid(), SIGUSR2), 0);
+	ck_assert_int_eq(t_run_until(loop, &s.calls, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(iou_signal_stop(sig), 0);
+	t_loop_destroy(loop);
+	ck_assert(signal(SIGUSR2, SIG_DFL) == SIG_IGN); /* left as it was */
+}
+END_TEST
+
 /* A real-time signal: each queued delivery is its own callback. */
 START_TEST(test_realtime_queued)
 {
@@ -461,6 +480,7 @@ static Suite *signal_suite(void)
 	tcase_add_test(tc, test_two_signals);
 	tcase_add_test(tc, test_kill_from_thread_wakes_loop);
 	tcase_add_test(tc, test_realtime_queued);
+	tcase_add_test(tc, test_ignored_signal_delivers);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("stop");
