@@ -435,16 +435,17 @@ int main(int argc, char **argv)
 			exit(1);
 		}
 	}
-	iou_signal_stop(sigs[0]);
-	iou_signal_stop(sigs[1]);
-	iou_loop_run(main_loop); /* until the watchers' read ended */
-	if (iou_loop_destroy(main_loop) < 0)
-		fprintf(stderr, "iou-echo: loop still busy at exit\n");
+	/* Joined first: a worker counted itself before it woke this loop. */
 	for (int i = 0; i < cfg.threads; i++) {
 		pthread_join(workers[i].tid, NULL);
 		finished += workers[i].finished;
 		cut += workers[i].cut;
 	}
+	iou_signal_stop(sigs[0]);
+	iou_signal_stop(sigs[1]);
+	iou_loop_run(main_loop); /* the watchers' read ended, posts ran */
+	if (iou_loop_destroy(main_loop) < 0)
+		fprintf(stderr, "iou-echo: loop still busy at exit\n");
 	printf("shutdown: %llu connections finished, %llu cut\n",
 	       (unsigned long long)finished, (unsigned long long)cut);
 	free(workers);
