@@ -133,6 +133,8 @@ struct iou_loop {
 	void *free_writes;
 	struct iou__blkcache blocks;
 	unsigned n_writes;          /* allocated, for leak checks */
+	struct iou__sigs *sigs;     /* signal.c: NULL while no watcher (and
+				       no read of theirs) is left */
 #ifdef IOU_FAULT_INJECTION
 	struct iou__fault *fault;   /* fault.c; NULL: no faults */
 #endif
