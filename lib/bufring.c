@@ -23,6 +23,24 @@ static void give_back(struct iou__pool *pool, uint32_t bid)
 	iou__buf_recycle(IOU__CONTAINER_OF(pool, iou_loop, pool), bid);
 }
 
+/* Put buffer bid in the next free ring slot (published at the end of the
+ * turn).  A bundle receive names only its first buffer; the others follow
+ * it in ring order, so remember where each buffer went and which buffer
+ * each slot got, in memory of our own: the ring is shared with the kernel
+ * and we never read it back. */
+static void ring_add(iou_loop *loop, unsigned bid)
+{
+	struct iou__bufring *b = &loop->bufs;
+	uint16_t slot = (uint16_t)(b->br->tail + b->pending);
+
+	b->pos[bid] = slot;
+	b->slot_bid[slot & b->mask] = (uint16_t)bid;
+	io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid),
+			      loop->pool.buf_size, (unsigned short)bid,
+			      (int)b->mask, (int)b->pending);
+	b->pending++;
+}
+
 int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 {
 	struct iou__bufring *b = &loop->bufs;
@@ -53,7 +71,8 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 	}
 	pool->segs = calloc(count, sizeof(*pool->segs));
 	b->pos = calloc(count, sizeof(*b->pos));
-	if (!pool->segs || !b->pos) {
+	b->slot_bid = calloc(count, sizeof(*b->slot_bid));
+	if (!pool->segs || !b->pos || !b->slot_bid) {
 		ret = -ENOMEM;
 		goto err;
 	}
@@ -68,12 +87,9 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 		goto err;
 	}
 	io_uring_buf_ring_init(b->br);
-	for (unsigned bid = 0; bid < count; bid++) {
-		io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid), size,
-				      (unsigned short)bid, (int)b->mask, (int)bid);
-		b->pos[bid] = (uint16_t)bid;
-	}
-	io_uring_buf_ring_advance(b->br, (int)count);
+	for (unsigned bid = 0; bid < count; bid++)
+		ring_add(loop, bid);
+	iou__bufring_publish(loop);
 	return 0;
 err:
 	iou__bufring_teardown(loop);
@@ -94,26 +110,18 @@ void iou__bufring_teardown(iou_loop *loop)
 		munmap(b->br, b->br_bytes);
 	free(pool->segs);
 	free(b->pos);
+	free(b->slot_bid);
 	pool->segs = NULL;
 	b->pos = NULL;
+	b->slot_bid = NULL;
 	pool->base = NULL;
 	b->br = NULL;
 }
 
 void iou__buf_recycle(iou_loop *loop, unsigned bid)
 {
-	struct iou__bufring *b = &loop->bufs;
-
-	/* A bundle receive names only its first buffer; the others follow it
-	 * in ring order, so remember where each buffer went.  The slot is not
-	 * reused before this buffer comes back: every slot from it to the tail
-	 * holds a different buffer. */
-	b->pos[bid] = (uint16_t)(b->br->tail + b->pending);
-	io_uring_buf_ring_add(b->br, iou__buf_addr(loop, bid),
-			      loop->pool.buf_size, (unsigned short)bid,
-			      (int)b->mask, (int)b->pending);
-	b->pending++;
-	b->out--;
+	ring_add(loop, bid);
+	loop->bufs.out--;
 }
 
 void iou__bufring_publish(iou_loop *loop)

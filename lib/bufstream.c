@@ -73,7 +73,17 @@ static void recv_pause_if_full(iou_stream *s)
 }
 
 /* Queue the buffers a receive filled: one, or with a bundle as many as the
- * bytes need, each full but the last, in ring order after the first. */
+ * bytes need, each full but the last, in ring order after the first.
+ *
+ * The CQE names only a bundle's first buffer.  The kernel takes a bundle
+ * from consecutive ring slots, starting at that buffer's, and posts its CQE
+ * before it takes buffers for the next receive: so when we get here, every
+ * receive whose buffers were taken before this one's was handled, the ones
+ * after it still hold theirs, and the slots of this bundle can have been
+ * reused (buffers added at the tail) only for buffers we gave back from
+ * this bundle itself, each after its own id was read.  The ids come from
+ * slot_bid, which we wrote when we filled the slots: what the shared ring
+ * memory says now does not matter. */
 static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 {
 	iou_loop *loop = s->loop;

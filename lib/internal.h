@@ -71,6 +71,9 @@ struct iou__bufring {
 	bool recv_limit;        /* multishot recv takes a byte limit (6.16+;
 				   cleared at the first -EINVAL) */
 	uint16_t *pos;          /* ring slot (tail counter) each buffer sits in */
+	uint16_t *slot_bid;     /* the buffer we put in each ring slot: a
+				   private copy, never read back from the ring
+				   the kernel shares */
 };
 
 
@@ -177,12 +180,12 @@ static inline unsigned char *iou__buf_addr(const iou_loop *loop, unsigned bid)
 	return iou__pool_addr(&loop->pool, bid);
 }
 void iou__buf_recycle(iou_loop *loop, unsigned bid);
-/* The buffer in ring slot `pos` (a tail counter value). */
+/* The buffer we put in ring slot `pos` (a tail counter value). */
 static inline unsigned iou__buf_at(const iou_loop *loop, unsigned pos)
 {
 	const struct iou__bufring *b = &loop->bufs;
 
-	return b->br->bufs[pos & b->mask].bid;
+	return b->slot_bid[pos & b->mask];
 }
 void iou__bufring_publish(iou_loop *loop);
 

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * check_pool: the loop's pool of provided receive buffers as a whole: a
+ * stalled forward cannot take the pool from other streams, bundle buffer ids
+ * across the ring's wrap-around, and pool memory that follows the load
+ * rather than the configured size.  Includes lib/internal.h to look at the
+ * pool (its address range, the ring, write queues).
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "iou.h"
+#include "t_helpers.h"
+#include "t_stream_peer.h"
+
+#define KiB (1024u)
+#define JOIN_MS 20000
+
+static iou_loop *pool_loop(unsigned size, unsigned count)
+{
+	struct iou_loop_opts o;
+
+	iou_loop_opts_init(&o);
+	o.buf_size = size;
+	o.buf_count = count;
+	return t_loop_create_or_skip(&o);
+}
+
+/* Which pool buffer a read view points into. */
+static unsigned bid_of(iou_loop *loop, const void *p)
+{
+	const unsigned char *base = loop->pool.base;
+
+	ck_assert((const unsigned char *)p >= base &&
+		  (const unsigned char *)p < base + (size_t)loop->pool.buf_size *
+							loop->bufs.buf_count);
+	return (unsigned)(((const unsigned char *)p - base) /
+			  loop->pool.buf_size);
+}
+
+/* Reads every byte of the stream `seed` and checks it, noting which pool
+ * buffers the views pointed into. */
+struct reader {
+	iou_loop *loop;
+	uint64_t seed;
+	size_t got, want, chunk;
+	int err, done, bad;
+	uint8_t *seen;             /* per buffer id, or NULL */
+};
+
+static void reader_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	struct reader *r = ud;
+	int ret;
+
+	if (res <= 0) {
+		r->err = res < 0 ? (int)res : -1;
+		r->done = 1;
+		return;
+	}
+	if (r->seen)
+		r->seen[bid_of(r->loop, d)] = 1;
+	if (tsp_mismatch(d, (size_t)res, r->seed, r->got) != (size_t)res)
+		r->bad++;
+	r->got += (size_t)res;
+	if (r->got == r->want) {
+		r->done = 1;
+		return;
+	}
+	if (r->chunk)
+		ret = iou_read_exactly(s, r->want - r->got < r->chunk ?
+					       r->want - r->got : r->chunk,
+				       reader_cb, r);
+	else
+		ret = iou_read(s, 64 * KiB, reader_cb, r);
+	if (ret < 0) {
+		r->err = ret;
+		r->done = 1;
+	}
+}
+
+static void reader_start(iou_stream *s, struct reader *r)
+{
+	r->got = 0;
+	if (r->chunk)
+		ck_assert_int_eq(iou_read_exactly(s, r->chunk, reader_cb, r), 0);
+	else
+		ck_assert_int_eq(iou_read(s, 64 * KiB, reader_cb, r), 0);
+}
+
+/* ======================================================================== */
+/* bundles across the ring's wrap-around                                    */
+/* ======================================================================== */
+
+#ifndef IORING_REGISTER_PBUF_STATUS
+#define IORING_REGISTER_PBUF_STATUS 26
+#endif
+
+struct pbuf_status {
+	uint32_t buf_group;
+	uint32_t head;
+	uint32_t resv[8];
+};
+
+/* The kernel's head of the buffer ring (6.8+), or -1. */
+static int ring_head(iou_loop *loop)
+{
+	struct pbuf_status st = { .buf_group = (uint32_t)loop->bufs.bgid };
+
+	if (syscall(__NR_io_uring_register, loop->ring.ring_fd,
+		    IORING_REGISTER_PBUF_STATUS, &st, 1) < 0)
+		return -1;
+	return (int)(uint16_t)st.head;
+}
+
+/* Write a wrong buffer id into every ring slot the kernel took a buffer
+ * from: after it took one, the slot is memory it may write (it does rewrite
+ * a slot's length when it truncates a buffer) and that the library must not
+ * read the ids of a bundle's buffers from. */
+static void scribble_taken_slots(iou_loop *loop)
+{
+	struct iou__bufring *b = &loop->bufs;
+	int head = ring_head(loop);
+	uint16_t end, avail;
+
+	ck_assert_int_ge(head, 0);
+	end = (uint16_t)(b->br->tail + b->pending);
+	avail = (uint16_t)(end - (uint16_t)head);
+	ck_assert_uint_le(avail, b->buf_count);
+	for (unsigned k = 0; k < b->buf_count - avail; k++) {
+		struct io_uring_buf *e = &b->br->bufs[(uint16_t)(end + k) & b->mask];
+
+		e->bid ^= 1;
+	}
+}
+
+static void bundles_across_the_wrap(int scribble)
+{
+	iou_loop *loop = pool_loop(256, 16);
+	struct reader r = { .loop = loop, .seed = 23, .want = 512 * KiB,
+			    .chunk = 1000 };
+	struct tsp_peer tx;
+	uint64_t end = t_now_ms() + 20000;
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s);
+
+	if (!loop->bufs.bundle) {
+		/* receive bundles came with 6.10 */
+		tsp_close_and_wait(loop, s);
+		close(peer);
+		t_loop_destroy(loop);
+		return;
+	}
+	if (scribble && ring_head(loop) < 0) {
+		/* the ring's head is visible from 6.8 on */
+		tsp_close_and_wait(loop, s);
+		close(peer);
+		t_loop_destroy(loop);
+		return;
+	}
+	/* bursts of many buffers' worth: receives take bundles of up to the
+	 * whole ring, from wherever its head is */
+	tsp_send_start(&tx, peer, r.seed, r.want, 3000, 100, TSP_KEEP);
+	reader_start(s, &r);
+	while (!r.done && t_now_ms() < end) {
+		if (scribble) {
+			/* Bytes arrive meanwhile; the kernel takes buffers
+			 * for them and posts the CQEs in get_events, the
+			 * library handles them in the next turn. */
+			struct timespec ts = { 0, 300000 };
+
+			nanosleep(&ts, NULL);
+			ck_assert_int_ge(io_uring_get_events(&loop->ring), 0);
+			scribble_taken_slots(loop);
+		}
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	}
+	ck_assert_msg(r.done, "read %zu of %zu bytes", r.got, r.want);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_msg(r.bad == 0, "%d reads delivered wrong bytes", r.bad);
+	ck_assert_uint_eq(r.got, r.want);
+	ck_assert_int_eq(tsp_join(&tx, JOIN_MS), 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+
+/* 512 KiB through a ring of 16 buffers of 256 bytes: the ring wraps about
+ * 128 times, receives fill several buffers, every byte arrives in order. */
+START_TEST(bundles_across_the_ring_wrap_keep_every_byte)
+{
+	bundles_across_the_wrap(0);
+}
+END_TEST
+
+/* The same, with the slots the kernel took buffers from overwritten before
+ * the library sees the receives' completions: their ids come from the
+ * library's own records of what it put where. */
+START_TEST(bundle_ids_do_not_come_from_the_shared_ring)
+{
+	bundles_across_the_wrap(1);
+}
+END_TEST
+
+static Suite *pool_suite(void)
+{
+	Suite *s = suite_create("pool");
+	TCase *tc;
+
+	tc = tcase_create("bundle");
+	tcase_set_timeout(tc, 45);
+	tcase_add_test(tc, bundles_across_the_ring_wrap_keep_every_byte);
+	tcase_add_test(tc, bundle_ids_do_not_come_from_the_shared_ring);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return t_run_suite(pool_suite());
+}
