@@ -33,7 +33,8 @@
  * in order and match.  Checked as well: no callback runs from inside
  * the call that queued it, a read that can be served is served by the end of
  * the turn, every provided buffer is in exactly one place (the ring, a CQE,
- * or one stream's queue) and the library's counters agree, buffers given
+ * or one stream's queue) and the library's counters agree (forwards
+ * hold no more buffers than their budget), buffers given
  * back are not touched again (ASan poisoning), and after closing every
  * stream nothing is leaked and every buffer is back in the ring.
  * Any difference: abort().
@@ -849,7 +850,7 @@ static void do_take(struct model *md, size_t cap)
 
 static void check_invariants(void)
 {
-	unsigned count = loop->bufs.buf_count, held = 0, in_ring;
+	unsigned count = loop->bufs.buf_count, held = 0, lent = 0, in_ring;
 	uint8_t *seen = calloc(count, 1);
 
 	CHECK(seen, "out of memory");
@@ -887,6 +888,7 @@ static void check_invariants(void)
 			      w->bid);
 			seen[w->bid] = 1;
 			held++;
+			lent++;
 		}
 		CHECK(bytes == s->rxq.seg_bytes, "stream %d: seg_bytes %zu, counted %zu",
 		      i, s->rxq.seg_bytes, bytes);
@@ -942,6 +944,9 @@ static void check_invariants(void)
 	      count);
 	CHECK(loop->bufs.out == held, "bufs.out %u, held %u", loop->bufs.out,
 	      held);
+	CHECK(loop->bufs.fwd_held == lent && lent <= loop->bufs.fwd_max,
+	      "forwards hold %u buffers, counted %u, budget %u",
+	      loop->bufs.fwd_held, lent, loop->bufs.fwd_max);
 	free(seen);
 }
 

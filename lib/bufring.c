@@ -53,6 +53,11 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 	pool->blocks = &loop->blocks;
 	pool->give_back = give_back;
 	b->buf_count = count;
+	/* A quarter of the pool for forwards' buffers: forwards through
+	 * peers that stopped reading can take no more, and a healthy forward
+	 * holds its buffers for one send each (with the defaults 256 buffers,
+	 * 4 MiB, in flight), so it stays zero copy. */
+	b->fwd_max = count / 4 ? count / 4 : 1;
 	b->mask = (unsigned)io_uring_buf_ring_mask(count);
 	b->bgid = BGID;
 	b->br_bytes = page_round(count * sizeof(struct io_uring_buf));

@@ -227,10 +227,14 @@ static int end_error(const iou_stream *s)
 }
 
 /* Queue the first bytes (at most max) on `to`: a whole received buffer is
- * handed over as it is, spilled bytes or part of a buffer are copied. */
+ * handed over as it is while forwards hold fewer than their budget of pool
+ * buffers; spilled bytes, part of a buffer, or any past the budget are
+ * copied (a target whose peer stops reading keeps what it was given, and
+ * must not keep the pool from every other stream). */
 static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 			 struct iou__write **w, size_t *len)
 {
+	struct iou__bufring *b = &s->loop->bufs;
 	const unsigned char *p;
 	int ret;
 
@@ -240,10 +244,13 @@ static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 	iou__rxq_first(&s->loop->pool, &s->rxq, &p, len);
 	if (*len > max)
 		*len = max;
-	if (iou__rxq_head_is(&s->loop->pool, &s->rxq, *len)) {
+	if (b->fwd_held < b->fwd_max &&
+	    iou__rxq_head_is(&s->loop->pool, &s->rxq, *len)) {
 		ret = iou__stream_queue_forward(to, p, *len, s->rxq.head, 0, w);
-		if (ret == 0)
+		if (ret == 0) {
 			iou__rxq_detach_head(&s->loop->pool, &s->rxq);
+			b->fwd_held++;
+		}
 	} else {
 		size_t cap;
 		unsigned char *copy = iou__blk_get(&s->loop->blocks, *len, &cap);

@@ -66,6 +66,10 @@ struct iou__bufring {
 	unsigned mask;
 	unsigned pending;       /* buffers added but not yet published */
 	unsigned out;           /* buffers held by the kernel or streams */
+	/* Whole buffers forwards handed to write queues (zero copy) and the
+	 * most they may hold at once: a peer that stops reading keeps its
+	 * forward's buffers, so past the budget forwards copy. */
+	unsigned fwd_held, fwd_max;
 	int bgid;
 	bool bundle;            /* receives may fill several buffers */
 	bool recv_limit;        /* multishot recv takes a byte limit (6.16+;

@@ -99,6 +99,214 @@ static void reader_start(iou_stream *s, struct reader *r)
 }
 
 /* ======================================================================== */
+/* forwards through peers that stopped reading                              */
+/* ======================================================================== */
+
+#define NPAIRS 72           /* more than the pool's 64 buffers */
+#define PAIR_BYTES (128 * KiB)
+
+struct pair {
+	iou_stream *src, *dst;
+	int src_peer, dst_peer;
+	size_t forwarded;
+	int calls, err;
+};
+
+static void pair_fwd_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	struct pair *p = ud;
+
+	p->calls++;
+	if (res <= 0) {
+		p->err = res < 0 ? (int)res : -1;
+		return;
+	}
+	p->forwarded += (size_t)res;
+	if (iou_forward(s, p->dst, SIZE_MAX, pair_fwd_cb, p) < 0)
+		p->err = -1;
+}
+
+/* Queue as much of PAIR_BYTES as the socket takes without blocking. */
+static void send_what_fits(int fd, const unsigned char *buf, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		ssize_t n = send(fd, buf + off, len - off, MSG_DONTWAIT);
+
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+}
+
+struct got {
+	ssize_t res;
+	int calls;
+	unsigned char data[64];
+};
+
+static void got_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	struct got *g = ud;
+
+	(void)s;
+	g->res = res;
+	g->calls++;
+	if (res > 0)
+		memcpy(g->data, d, (size_t)res < sizeof(g->data) ?
+					   (size_t)res : sizeof(g->data));
+}
+
+static int total_calls(const struct pair *pairs)
+{
+	int n = 0;
+
+	for (int i = 0; i < NPAIRS; i++)
+		n += pairs[i].calls;
+	return n;
+}
+
+/* A proxy's forwards hand whole receive buffers to the target's writer;
+ * when the target's peer stops reading they stay there.  With more stalled
+ * pairs than the pool has buffers, a stream of nobody's pair must still be
+ * served: forwards take at most their budget of the pool and copy past it. */
+START_TEST(stalled_forwards_leave_the_pool_to_others)
+{
+	iou_loop *loop = pool_loop(4 * KiB, 64);
+	struct iou_stream_opts so, dopt;
+	struct pair *pairs = calloc(NPAIRS, sizeof(*pairs));
+	unsigned char *data = malloc(PAIR_BYTES);
+	int small = 4096, stalled = 0, last_calls = -1;
+	uint64_t quiet_since = t_now_ms(), end = t_now_ms() + 10000;
+	struct got g = { 0 };
+	iou_stream *u;
+	int u_peer;
+
+	ck_assert_ptr_nonnull(pairs);
+	ck_assert_ptr_nonnull(data);
+	tsp_fill(data, PAIR_BYTES, 7, 0);
+	iou_stream_opts_init(&so);
+	so.max_buffered = 32 * KiB;
+	iou_stream_opts_init(&dopt);
+	dopt.sndbuf = small;
+	for (int i = 0; i < NPAIRS; i++) {
+		struct pair *p = &pairs[i];
+
+		p->src_peer = tsp_open_pair(loop, &so, &p->src);
+		p->dst_peer = tsp_open_pair(loop, &dopt, &p->dst);
+		ck_assert_int_eq(setsockopt(p->dst_peer, SOL_SOCKET, SO_RCVBUF,
+					    &small, sizeof(small)), 0);
+		ck_assert_int_eq(iou_forward(p->src, p->dst, SIZE_MAX,
+					     pair_fwd_cb, p), 0);
+		send_what_fits(p->src_peer, data, PAIR_BYTES);
+	}
+	/* Run until the forwards made no progress for a while: stalled. */
+	while (t_now_ms() < end && t_now_ms() - quiet_since < 300) {
+		int calls;
+
+		ck_assert_int_ge(tsp_turn(loop), 0);
+		calls = total_calls(pairs);
+		if (calls != last_calls) {
+			last_calls = calls;
+			quiet_since = t_now_ms();
+		}
+	}
+	for (int i = 0; i < NPAIRS; i++) {
+		ck_assert_int_eq(pairs[i].err, 0);
+		stalled += pairs[i].src->read_kind == IOU__RD_FORWARDING;
+	}
+	ck_assert_int_ge(stalled, 16);
+
+	u_peer = tsp_open_pair(loop, NULL, &u);
+	ck_assert_int_eq(send(u_peer, "hello", 5, 0), 5);
+	ck_assert_int_eq(iou_read(u, sizeof(g.data), got_cb, &g), 0);
+	ck_assert_msg(tsp_run_until(loop, &g.calls, 5000) == 0,
+		      "a read of an unrelated stream was not served: %d "
+		      "stalled forwards hold the pool (%u of %u buffers out)",
+		      stalled, loop->bufs.out, loop->bufs.buf_count);
+	ck_assert_int_eq(g.res, 5);
+	ck_assert_mem_eq(g.data, "hello", 5);
+
+	tsp_close_and_wait(loop, u);
+	close(u_peer);
+	for (int i = 0; i < NPAIRS; i++) {
+		iou_close(pairs[i].src, NULL, NULL);
+		iou_close(pairs[i].dst, NULL, NULL);
+	}
+	t_loop_destroy(loop);
+	for (int i = 0; i < NPAIRS; i++) {
+		close(pairs[i].src_peer);
+		close(pairs[i].dst_peer);
+	}
+	free(pairs);
+	free(data);
+}
+END_TEST
+
+#define HEALTHY_PAIRS 8
+#define HEALTHY_BYTES (4u * 1024 * KiB)
+
+/* Proxies whose peers read stay zero copy: every piece a forward queues
+ * is a whole receive buffer (the budget is not reached). */
+START_TEST(healthy_forwards_stay_zero_copy)
+{
+	iou_loop *loop = pool_loop(16 * KiB, 1024);
+	struct pair pairs[HEALTHY_PAIRS] = { { 0 } };
+	struct tsp_peer tx[HEALTHY_PAIRS], rx[HEALTHY_PAIRS];
+	unsigned long zero_copy = 0, copies = 0;
+	uint64_t end = t_now_ms() + 30000;
+	int done = 0;
+
+	for (int i = 0; i < HEALTHY_PAIRS; i++) {
+		struct pair *p = &pairs[i];
+
+		p->src_peer = tsp_open_pair(loop, NULL, &p->src);
+		p->dst_peer = tsp_open_pair(loop, NULL, &p->dst);
+		ck_assert_int_eq(iou_forward(p->src, p->dst, SIZE_MAX,
+					     pair_fwd_cb, p), 0);
+		tsp_send_start(&tx[i], p->src_peer, 100 + (uint64_t)i,
+			       HEALTHY_BYTES, 0, 0, TSP_KEEP);
+		tsp_recv_start(&rx[i], p->dst_peer, HEALTHY_BYTES, 1,
+			       100 + (uint64_t)i, NULL, 0, TSP_KEEP);
+	}
+	while (done < HEALTHY_PAIRS && t_now_ms() < end) {
+		ck_assert_int_ge(tsp_turn(loop), 0);
+		done = 0;
+		for (int i = 0; i < HEALTHY_PAIRS; i++) {
+			struct iou__write *w;
+
+			ck_assert_int_eq(pairs[i].err, 0);
+			done += pairs[i].forwarded == HEALTHY_BYTES;
+			for (w = pairs[i].dst->wq_head; w; w = w->next) {
+				if (w->bid == IOU__SEG_NONE)
+					copies++;
+				else
+					zero_copy++;
+			}
+		}
+	}
+	ck_assert_int_eq(done, HEALTHY_PAIRS);
+	ck_assert_uint_gt(zero_copy, 0);
+	ck_assert_msg(copies == 0, "healthy forwards copied %lu pieces (%lu "
+		      "zero copy)", copies, zero_copy);
+	for (int i = 0; i < HEALTHY_PAIRS; i++) {
+		ck_assert_int_eq(tsp_join(&tx[i], JOIN_MS), 0);
+		ck_assert_int_eq(tsp_join(&rx[i], JOIN_MS), 0);
+		ck_assert_uint_eq(rx[i].done, HEALTHY_BYTES);
+		ck_assert_uint_eq(rx[i].bad_at, SIZE_MAX);
+		iou_close(pairs[i].src, NULL, NULL);
+		iou_close(pairs[i].dst, NULL, NULL);
+	}
+	t_loop_destroy(loop);
+	for (int i = 0; i < HEALTHY_PAIRS; i++) {
+		close(pairs[i].src_peer);
+		close(pairs[i].dst_peer);
+	}
+}
+END_TEST
+
+/* ======================================================================== */
 /* bundles across the ring's wrap-around                                    */
 /* ======================================================================== */
 
@@ -216,6 +424,12 @@ static Suite *pool_suite(void)
 {
 	Suite *s = suite_create("pool");
 	TCase *tc;
+
+	tc = tcase_create("forward");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, stalled_forwards_leave_the_pool_to_others);
+	tcase_add_test(tc, healthy_forwards_stay_zero_copy);
+	suite_add_tcase(s, tc);
 
 	tc = tcase_create("bundle");
 	tcase_set_timeout(tc, 45);
