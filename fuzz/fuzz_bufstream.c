@@ -32,11 +32,13 @@
  * number of buffered bytes; forwarded bytes must reach the target's socket
  * in order and match.  Checked as well: no callback runs from inside
  * the call that queued it, a read that can be served is served by the end of
- * the turn, every provided buffer is in exactly one place (the ring, a CQE,
- * or one stream's queue) and the library's counters agree (forwards
- * hold no more buffers than their budget), buffers given
- * back are not touched again (ASan poisoning), and after closing every
- * stream nothing is leaked and every buffer is back in the ring.
+ * the turn, every provided buffer in circulation is in exactly one place
+ * (the ring, a CQE, or one stream's queue; the pool grows at the end of a
+ * turn by buffers never used before, up to its size) and the library's
+ * counters agree (forwards hold no more buffers than their budget), buffers
+ * given back are not touched again (ASan poisoning), and after closing
+ * every stream nothing is leaked and every buffer in circulation is back in
+ * the ring.
  * Any difference: abort().
  *
  * iou__buf_recycle is wrapped (-Wl,--wrap=iou__buf_recycle), and the
@@ -140,7 +142,7 @@ struct cqe {
 	uint16_t bids[MAX_BUNDLE];
 };
 
-enum { B_RING, B_KERNEL, B_LIB };
+enum { B_RING, B_KERNEL, B_LIB, B_IDLE /* not in circulation yet */ };
 
 static iou_loop *loop;
 static struct model m[MAX_STREAMS];
@@ -153,6 +155,7 @@ static struct cqe *cq;
 static size_t cq_len, cq_cap;
 static uint16_t khead;      /* the kernel's head in the buffer ring */
 static uint8_t *bstate;     /* per buffer id */
+static unsigned live;       /* buffers the library put in circulation */
 static bool poison;
 static int in_api;          /* inside a call of the public API */
 static int in_cb;
@@ -939,9 +942,9 @@ static void check_invariants(void)
 		      b->bid, bstate[b->bid]);
 		seen[b->bid] = 1;
 	}
-	CHECK(in_ring + held == count,
-	      "buffers: %u in the ring + %u held != %u (leak)", in_ring, held,
-	      count);
+	CHECK(in_ring + held == live,
+	      "buffers: %u in the ring + %u held != %u live (leak)", in_ring,
+	      held, live);
 	CHECK(loop->bufs.out == held, "bufs.out %u, held %u", loop->bufs.out,
 	      held);
 	CHECK(loop->bufs.fwd_held == lent && lent <= loop->bufs.fwd_max,
@@ -996,6 +999,14 @@ static void turn_once(void)
 	}
 	cq_len = 0;
 	iou__streams_turn_end(loop);
+	/* the pool grows only at the end of a turn, by buffers never used */
+	CHECK(loop->bufs.live >= live && loop->bufs.live <= loop->bufs.buf_count,
+	      "live buffers %u -> %u of %u", live, loop->bufs.live,
+	      loop->bufs.buf_count);
+	for (; live < loop->bufs.live; live++) {
+		CHECK(bstate[live] == B_IDLE, "buffer %u joined twice", live);
+		bstate[live] = B_RING;
+	}
 }
 
 /* A turn, then more while streams left work for the next one (the real loop
@@ -1022,7 +1033,7 @@ static void turn(void)
 static void setup(void)
 {
 	unsigned b0 = u8(), b1 = u8(), b2 = u8();
-	unsigned size = 1 + b0 % 48, count = 1u << (b1 % 5);
+	unsigned size = 1 + b0 % 48, count = 1u << (b1 % 7);
 	struct iou__bufring *b = &loop->bufs;
 	int ret;
 
@@ -1034,6 +1045,8 @@ static void setup(void)
 	b->bundle = (b2 / MAX_STREAMS) & 1;
 	bstate = calloc(count, 1);
 	CHECK(bstate, "out of memory");
+	live = b->live;
+	memset(bstate + live, B_IDLE, count - live);
 	khead = 0;
 	poison = size % 8 == 0;
 	if (poison)
@@ -1249,9 +1262,9 @@ static void close_all(void)
 	CHECK(loop->active == 0, "loop->active %llu after closing everything",
 	      (unsigned long long)loop->active);
 	CHECK(loop->bufs.out == 0 && loop->bufs.pending == 0 &&
-		      ring_avail() == loop->bufs.buf_count,
+		      ring_avail() == live,
 	      "buffers not all back: out %u, ring %u of %u", loop->bufs.out,
-	      ring_avail(), loop->bufs.buf_count);
+	      ring_avail(), live);
 	CHECK(iou__list_empty(&loop->starved) && iou__list_empty(&loop->holders) &&
 		      iou__list_empty(&loop->deferred),
 	      "loop lists not empty");

@@ -88,9 +88,11 @@ struct iou_loop_opts {
 	unsigned queue_depth; /* SQ entries, 1..32768, default 512 */
 	unsigned buf_size;    /* bytes per provided receive buffer,
 				 64..1 MiB, default 16384 */
-	unsigned buf_count;   /* receive buffers in the loop's ring, a power
-				 of two 1..32768, default 1024 (16 MiB of
-				 address space, resident only as used) */
+	unsigned buf_count;   /* receive buffers in the loop's ring at most,
+				 a power of two 1..32768, default 1024 (16
+				 MiB of address space, resident only as
+				 used: 16 buffers circulate at first, more
+				 join when receives find none free) */
 	unsigned flags;       /* IOU_LOOP_* */
 };
 

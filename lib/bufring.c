@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* The loop's provided-buffer ring: every stream receives into it.  Buffers
  * go back to the ring as soon as their bytes are consumed; returns are
- * batched and published to the kernel once per turn. */
+ * batched and published to the kernel once per turn.
+ *
+ * The kernel takes buffers in ring order, so every buffer in circulation
+ * gets touched, however light the load: only the first few of the pool
+ * circulate at first, and more join when receives find the ring empty
+ * (-ENOBUFS, at most log2(count / START_LIVE) times per loop).  The pool's
+ * pages so follow the peak load, not the configured size. */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -10,6 +16,8 @@
 #include "internal.h"
 
 #define BGID 0
+/* Buffers in circulation at first: a few connections' worth. */
+#define START_LIVE 16
 
 static size_t page_round(size_t n)
 {
@@ -53,6 +61,7 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 	pool->blocks = &loop->blocks;
 	pool->give_back = give_back;
 	b->buf_count = count;
+	b->live = count < START_LIVE ? count : START_LIVE;
 	/* A quarter of the pool for forwards' buffers: forwards through
 	 * peers that stopped reading can take no more, and a healthy forward
 	 * holds its buffers for one send each (with the defaults 256 buffers,
@@ -92,7 +101,7 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 		goto err;
 	}
 	io_uring_buf_ring_init(b->br);
-	for (unsigned bid = 0; bid < count; bid++)
+	for (unsigned bid = 0; bid < b->live; bid++)
 		ring_add(loop, bid);
 	iou__bufring_publish(loop);
 	return 0;
@@ -127,6 +136,20 @@ void iou__buf_recycle(iou_loop *loop, unsigned bid)
 {
 	ring_add(loop, bid);
 	loop->bufs.out--;
+}
+
+/* Doubling: a burst that needs the whole pool gets it after a few empty
+ * receives, and a light load never touches the rest. */
+bool iou__bufring_grow(iou_loop *loop)
+{
+	struct iou__bufring *b = &loop->bufs;
+	unsigned to = b->live * 2 < b->buf_count ? b->live * 2 : b->buf_count;
+
+	if (b->live == b->buf_count)
+		return false;
+	while (b->live < to)
+		ring_add(loop, b->live++);
+	return true;
 }
 
 void iou__bufring_publish(iou_loop *loop)

@@ -66,6 +66,10 @@ struct iou__bufring {
 	unsigned mask;
 	unsigned pending;       /* buffers added but not yet published */
 	unsigned out;           /* buffers held by the kernel or streams */
+	/* Buffers 0..live-1 circulate (in the ring or out); the others were
+	 * never given to the kernel, so their pages were never touched.  Grows
+	 * when receives find the ring empty (iou__bufring_grow). */
+	unsigned live;
 	/* Whole buffers forwards handed to write queues (zero copy) and the
 	 * most they may hold at once: a peer that stops reading keeps its
 	 * forward's buffers, so past the budget forwards copy. */
@@ -192,6 +196,9 @@ static inline unsigned iou__buf_at(const iou_loop *loop, unsigned pos)
 	return b->slot_bid[pos & b->mask];
 }
 void iou__bufring_publish(iou_loop *loop);
+/* Receives found the ring empty: put more of the pool in circulation.
+ * Returns whether there was any left to add. */
+bool iou__bufring_grow(iou_loop *loop);
 
 /* ---- fault injection (fault.c, ./configure --enable-fault-injection) ---- */
 

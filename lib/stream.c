@@ -167,6 +167,7 @@ static void feed_the_starved(iou_loop *loop)
 
 	if (iou__list_empty(&loop->starved))
 		return;
+	iou__bufring_grow(loop); /* the ring was too small for the load */
 	if (b->out >= b->buf_count) {
 		for (n = loop->holders.next; n != &loop->holders;) {
 			iou_stream *h = IOU__CONTAINER_OF(n, iou_stream, holder_link);

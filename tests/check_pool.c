@@ -98,6 +98,15 @@ static void reader_start(iou_stream *s, struct reader *r)
 		ck_assert_int_eq(iou_read(s, 64 * KiB, reader_cb, r), 0);
 }
 
+static unsigned count_set(const uint8_t *seen, unsigned n)
+{
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		k += seen[i] != 0;
+	return k;
+}
+
 /* ======================================================================== */
 /* forwards through peers that stopped reading                              */
 /* ======================================================================== */
@@ -420,6 +429,132 @@ START_TEST(bundle_ids_do_not_come_from_the_shared_ring)
 }
 END_TEST
 
+/* ======================================================================== */
+/* memory that follows the load                                             */
+/* ======================================================================== */
+
+/* Bytes of the pool's memory that are resident. */
+static size_t pool_resident(iou_loop *loop)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t len = (size_t)loop->pool.buf_size * loop->bufs.buf_count;
+	size_t pages = (len + page - 1) / page, n = 0;
+	unsigned char *vec = malloc(pages);
+
+	ck_assert_ptr_nonnull(vec);
+	ck_assert_int_eq(mincore(loop->pool.base, len, vec), 0);
+	for (size_t i = 0; i < pages; i++)
+		n += vec[i] & 1;
+	free(vec);
+	return n * page;
+}
+
+/* One connection of small messages, one at a time: a handful of buffers
+ * serve it, the rest of the default pool (1024 x 16 KiB) is never touched
+ * and never resident. */
+START_TEST(light_load_touches_few_buffers)
+{
+	iou_loop *loop = pool_loop(16 * KiB, 1024);
+	uint8_t *seen = calloc(1024, 1);
+	struct reader r = { .loop = loop, .seed = 5, .want = 1000 * 100,
+			    .seen = seen };
+	struct tsp_peer tx;
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s);
+	unsigned distinct;
+	size_t resident;
+
+	ck_assert_ptr_nonnull(seen);
+	tsp_send_start(&tx, peer, r.seed, r.want, 100, 300, TSP_KEEP);
+	reader_start(s, &r);
+	ck_assert_int_eq(tsp_run_until(loop, &r.done, 30000), 0);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_int_eq(r.bad, 0);
+	distinct = count_set(seen, 1024);
+	resident = pool_resident(loop);
+	ck_assert_msg(distinct <= 64, "1000 messages of 100 bytes went through "
+		      "%u different buffers", distinct);
+	ck_assert_msg(resident <= 64 * 16 * KiB, "%zu KiB of the pool resident",
+		      resident / KiB);
+	ck_assert_int_eq(tsp_join(&tx, JOIN_MS), 0);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+	free(seen);
+}
+END_TEST
+
+#define BURST_STREAMS 4
+
+static void peek_cb(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	(void)s; (void)d;
+	*(ssize_t *)ud = res;
+}
+
+/* Streams that keep what they received need the whole pool: it grows to
+ * all of it (and no further), the bytes stay intact, and once the pool is
+ * all held the starved-stream rescue still copies idle holders out. */
+START_TEST(burst_gets_the_whole_pool)
+{
+	iou_loop *loop = pool_loop(4 * KiB, 64);
+	iou_stream *s[BURST_STREAMS + 1];
+	int peer[BURST_STREAMS + 1];
+	ssize_t peeked[BURST_STREAMS + 1];
+	unsigned char *data = malloc(64 * KiB);
+	uint64_t end = t_now_ms() + 10000;
+	struct reader r = { .loop = loop, .seed = 9, .want = 200 * KiB };
+	struct tsp_peer tx;
+	int full = 0;
+
+	ck_assert_ptr_nonnull(data);
+	for (int i = 0; i < BURST_STREAMS; i++) {
+		peer[i] = tsp_open_pair(loop, NULL, &s[i]);
+		tsp_fill(data, 64 * KiB, 50 + (uint64_t)i, 0);
+		ck_assert_int_eq(send(peer[i], data, 64 * KiB, 0),
+				 (ssize_t)(64 * KiB));
+		peeked[i] = 0;
+		ck_assert_int_eq(iou_peek(s[i], 1, peek_cb, &peeked[i]), 0);
+	}
+	/* 4 x 64 KiB held: all 64 buffers */
+	while (full < BURST_STREAMS && t_now_ms() < end) {
+		ck_assert_int_ge(tsp_turn(loop), 0);
+		full = 0;
+		for (int i = 0; i < BURST_STREAMS; i++)
+			full += iou_buffered(s[i]) == 64 * KiB;
+	}
+	ck_assert_int_eq(full, BURST_STREAMS);
+	ck_assert_uint_eq(loop->bufs.out, 64);
+	/* a fifth stream: the holders are copied out for it */
+	peer[BURST_STREAMS] = tsp_open_pair(loop, NULL, &s[BURST_STREAMS]);
+	tsp_send_start(&tx, peer[BURST_STREAMS], r.seed, r.want, 0, 0,
+		       TSP_KEEP);
+	reader_start(s[BURST_STREAMS], &r);
+	ck_assert_int_eq(tsp_run_until(loop, &r.done, 20000), 0);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_int_eq(r.bad, 0);
+	ck_assert_int_eq(tsp_join(&tx, JOIN_MS), 0);
+	for (int i = 0; i < BURST_STREAMS; i++) {
+		unsigned char *back = malloc(64 * KiB);
+
+		ck_assert_ptr_nonnull(back);
+		ck_assert_int_eq(peeked[i], 1);
+		ck_assert_int_eq(iou_take_buffer(s[i], back, 64 * KiB),
+				 (ssize_t)(64 * KiB));
+		ck_assert_uint_eq(tsp_mismatch(back, 64 * KiB,
+					       50 + (uint64_t)i, 0),
+				  64 * KiB);
+		free(back);
+	}
+	for (int i = 0; i <= BURST_STREAMS; i++) {
+		tsp_close_and_wait(loop, s[i]);
+		close(peer[i]);
+	}
+	t_loop_destroy(loop);
+	free(data);
+}
+END_TEST
+
 static Suite *pool_suite(void)
 {
 	Suite *s = suite_create("pool");
@@ -435,6 +570,12 @@ static Suite *pool_suite(void)
 	tcase_set_timeout(tc, 45);
 	tcase_add_test(tc, bundles_across_the_ring_wrap_keep_every_byte);
 	tcase_add_test(tc, bundle_ids_do_not_come_from_the_shared_ring);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("memory");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, light_load_touches_few_buffers);
+	tcase_add_test(tc, burst_gets_the_whole_pool);
 	suite_add_tcase(s, tc);
 	return s;
 }
