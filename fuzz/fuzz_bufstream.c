@@ -155,7 +155,7 @@ static struct cqe *cq;
 static size_t cq_len, cq_cap;
 static uint16_t khead;      /* the kernel's head in the buffer ring */
 static uint8_t *bstate;     /* per buffer id */
-static unsigned live;       /* buffers the library put in circulation */
+static unsigned live;       /* buffers in circulation, as the model counts */
 static bool poison;
 static int in_api;          /* inside a call of the public API */
 static int in_cb;
@@ -251,6 +251,12 @@ void __wrap_iou__buf_recycle(iou_loop *l, unsigned bid)
 	      bid, bstate[bid]);
 	bstate[bid] = B_RING;
 	__real_iou__buf_recycle(l, bid);
+	if (l->bufs.nidle && l->bufs.idle[l->bufs.nidle - 1] == bid &&
+	    l->bufs.live == live - 1) {
+		/* the pool shrinks: the buffer left circulation */
+		bstate[bid] = B_IDLE;
+		live--;
+	}
 	if (poison)
 		ASAN_POISON_MEMORY_REGION(iou__buf_addr(l, bid), l->pool.buf_size);
 }
@@ -851,12 +857,15 @@ static void do_take(struct model *md, size_t cap)
 
 /* ---- turns and invariants ----------------------------------------------- */
 
+static void sync_idle(void);
+
 static void check_invariants(void)
 {
 	unsigned count = loop->bufs.buf_count, held = 0, lent = 0, in_ring;
 	uint8_t *seen = calloc(count, 1);
 
 	CHECK(seen, "out of memory");
+	sync_idle();
 	for (int i = 0; i < nstreams; i++) {
 		struct model *md = &m[i];
 		iou_stream *s = md->s;
@@ -953,6 +962,38 @@ static void check_invariants(void)
 	free(seen);
 }
 
+/* Buffers that left the idle stack joined the ring; the stack holds idle
+ * buffers only, each once, and the counts agree. */
+static void sync_idle(void)
+{
+	unsigned count = loop->bufs.buf_count, n = 0;
+	uint8_t *on_stack = calloc(count, 1);
+
+	CHECK(on_stack, "out of memory");
+	CHECK(loop->bufs.nidle + loop->bufs.live == count &&
+		      loop->bufs.idle_clean <= loop->bufs.nidle,
+	      "idle %u (clean %u) + live %u != %u", loop->bufs.nidle,
+	      loop->bufs.idle_clean, loop->bufs.live, count);
+	for (unsigned i = 0; i < loop->bufs.nidle; i++) {
+		unsigned bid = loop->bufs.idle[i];
+
+		CHECK(bid < count && !on_stack[bid] && bstate[bid] == B_IDLE,
+		      "idle stack holds buffer %u (state %d)", bid,
+		      bid < count ? bstate[bid] : -1);
+		on_stack[bid] = 1;
+	}
+	for (unsigned bid = 0; bid < count; bid++) {
+		if (bstate[bid] == B_IDLE && !on_stack[bid]) {
+			bstate[bid] = B_RING;
+			n++;
+		}
+	}
+	CHECK(live + n == loop->bufs.live, "%u buffers joined, live %u -> %u",
+	      n, live, loop->bufs.live);
+	live = loop->bufs.live;
+	free(on_stack);
+}
+
 /* One loop turn, as iou_loop_run_once(): publish returned buffers, submit,
  * dispatch the CQEs, end-of-turn work. */
 static void turn_once(void)
@@ -999,14 +1040,12 @@ static void turn_once(void)
 	}
 	cq_len = 0;
 	iou__streams_turn_end(loop);
-	/* the pool grows only at the end of a turn, by buffers never used */
+	/* the pool grows only at the end of a turn, by idle buffers */
 	CHECK(loop->bufs.live >= live && loop->bufs.live <= loop->bufs.buf_count,
 	      "live buffers %u -> %u of %u", live, loop->bufs.live,
 	      loop->bufs.buf_count);
-	for (; live < loop->bufs.live; live++) {
-		CHECK(bstate[live] == B_IDLE, "buffer %u joined twice", live);
-		bstate[live] = B_RING;
-	}
+	if (loop->bufs.live > live)
+		sync_idle();
 }
 
 /* A turn, then more while streams left work for the next one (the real loop
@@ -1047,6 +1086,10 @@ static void setup(void)
 	CHECK(bstate, "out of memory");
 	live = b->live;
 	memset(bstate + live, B_IDLE, count - live);
+	/* periods of a few turns: the pool shrinks and grows again */
+	b->quiet_ms = 1 + b0 % 64;
+	b->live_min = 1 + b2 % 4;
+	b->period_end = b->quiet_ms;
 	khead = 0;
 	poison = size % 8 == 0;
 	if (poison)

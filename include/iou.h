@@ -92,7 +92,9 @@ struct iou_loop_opts {
 				 a power of two 1..32768, default 1024 (16
 				 MiB of address space, resident only as
 				 used: 16 buffers circulate at first, more
-				 join when receives find none free) */
+				 join when receives find none free, and
+				 after 10 s of lighter load the surplus
+				 leaves and its memory is released) */
 	unsigned flags;       /* IOU_LOOP_* */
 };
 

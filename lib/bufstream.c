@@ -93,6 +93,7 @@ static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 	unsigned n = left ? (left + size - 1) / size : 1;
 	unsigned pos = loop->bufs.pos[first]; /* before recycling changes it */
 
+	loop->bufs.taken += n;
 	for (unsigned i = 0; i < n; i++) {
 		uint32_t bid = i ? iou__buf_at(loop, pos + i) : first;
 		uint32_t len = left < size ? left : size;

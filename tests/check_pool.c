@@ -555,6 +555,77 @@ START_TEST(burst_gets_the_whole_pool)
 }
 END_TEST
 
+#define AFTER_STREAMS 8
+#define AFTER_BYTES (256 * KiB)
+
+/* After a burst that put many buffers in circulation, a light load lets
+ * them leave the ring as they come back, and their pages are released: the
+ * pool's resident memory goes back down.  (The period the load must stay
+ * light is 10 s; shortened here.) */
+START_TEST(memory_returns_after_a_burst)
+{
+	iou_loop *loop = pool_loop(16 * KiB, 1024);
+	iou_stream *s[AFTER_STREAMS];
+	int peer[AFTER_STREAMS];
+	ssize_t peeked[AFTER_STREAMS];
+	unsigned char *data = malloc(AFTER_BYTES);
+	uint64_t end = t_now_ms() + 10000;
+	struct reader r = { .loop = loop, .seed = 77, .want = 2000 * 100 };
+	struct tsp_peer tx;
+	size_t burst, after;
+	int full = 0;
+
+	ck_assert_ptr_nonnull(data);
+	loop->bufs.quiet_ms = 200;
+	loop->bufs.period_end = 0;
+	for (int i = 0; i < AFTER_STREAMS; i++) {
+		peer[i] = tsp_open_pair(loop, NULL, &s[i]);
+		tsp_fill(data, AFTER_BYTES, 60 + (uint64_t)i, 0);
+		ck_assert_int_eq(send(peer[i], data, AFTER_BYTES, 0),
+				 (ssize_t)AFTER_BYTES);
+		peeked[i] = 0;
+		ck_assert_int_eq(iou_peek(s[i], 1, peek_cb, &peeked[i]), 0);
+	}
+	while (full < AFTER_STREAMS && t_now_ms() < end) {
+		ck_assert_int_ge(tsp_turn(loop), 0);
+		full = 0;
+		for (int i = 0; i < AFTER_STREAMS; i++)
+			full += iou_buffered(s[i]) == AFTER_BYTES;
+	}
+	ck_assert_int_eq(full, AFTER_STREAMS);
+	burst = pool_resident(loop);
+	ck_assert_uint_ge(burst, AFTER_STREAMS * AFTER_BYTES / 2);
+	for (int i = 0; i < AFTER_STREAMS; i++) {
+		ck_assert_int_eq(peeked[i], 1);
+		ck_assert_int_eq(iou_take_buffer(s[i], data, AFTER_BYTES),
+				 (ssize_t)AFTER_BYTES);
+		ck_assert_uint_eq(tsp_mismatch(data, AFTER_BYTES,
+					       60 + (uint64_t)i, 0),
+				  AFTER_BYTES);
+		tsp_close_and_wait(loop, s[i]);
+		close(peer[i]);
+	}
+	/* one connection of small messages, then some quiet periods */
+	peer[0] = tsp_open_pair(loop, NULL, &s[0]);
+	tsp_send_start(&tx, peer[0], r.seed, r.want, 100, 300, TSP_KEEP);
+	reader_start(s[0], &r);
+	ck_assert_int_eq(tsp_run_until(loop, &r.done, 30000), 0);
+	ck_assert_int_eq(r.err, 0);
+	ck_assert_int_eq(r.bad, 0);
+	tsp_run_for(loop, 600);
+	after = pool_resident(loop);
+	ck_assert_msg(after <= 64 * 16 * KiB, "%zu KiB of the pool resident "
+		      "after the burst's %zu KiB and %zu messages of 100 bytes",
+		      after / KiB, burst / KiB, r.want / 100);
+	ck_assert_uint_le(loop->bufs.live, 64);
+	ck_assert_int_eq(tsp_join(&tx, JOIN_MS), 0);
+	tsp_close_and_wait(loop, s[0]);
+	close(peer[0]);
+	t_loop_destroy(loop);
+	free(data);
+}
+END_TEST
+
 static Suite *pool_suite(void)
 {
 	Suite *s = suite_create("pool");
@@ -576,6 +647,7 @@ static Suite *pool_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, light_load_touches_few_buffers);
 	tcase_add_test(tc, burst_gets_the_whole_pool);
+	tcase_add_test(tc, memory_returns_after_a_burst);
 	suite_add_tcase(s, tc);
 	return s;
 }
