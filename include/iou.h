@@ -302,7 +302,9 @@ IOU_EXTERN int iou_drain(iou_stream *s, iou_write_cb cb, void *ud);
  * passes the same stream twice; a proxy two streams).  The callback (which
  * gets `from`) receives the count forwarded, 0 at end of file on `from`, or an
  * error of either side.  This is a read on `from` (one at a time) and a write
- * on `to` (ordered with its other writes). */
+ * on `to` (ordered with its other writes).  Bytes wait in the receive buffer
+ * until sent, so forwards whose targets do not send hold buffers of the
+ * loop's pool: forwards hold at most a quarter of it, and copy beyond. */
 IOU_EXTERN int iou_forward(iou_stream *from, iou_stream *to, size_t max,
 			   iou_write_cb cb, void *ud);
 
