@@ -7,8 +7,6 @@
  * pool (its address range, the ring, write queues).
  */
 #include <check.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
