@@ -118,9 +118,13 @@ struct iou_loop_opts {
 	unsigned queue_depth; /* SQ entries, 1..32768, default 512 */
 	unsigned buf_size;    /* bytes per provided receive buffer,
 				 64..1 MiB, default 16384 */
-	unsigned buf_count;   /* receive buffers in the loop's ring, a power
-				 of two 1..32768, default 1024 (16 MiB of
-				 address space, resident only as used) */
+	unsigned buf_count;   /* receive buffers in the loop's ring at most,
+				 a power of two 1..32768, default 1024 (16
+				 MiB of address space, resident only as
+				 used: 16 buffers circulate at first, more
+				 join when receives find none free, and
+				 after 10 s of lighter load the surplus
+				 leaves and its memory is released) */
 	unsigned flags;       /* IOU_LOOP_* */
 };
 
@@ -446,7 +450,9 @@ IOU_EXTERN int iou_drain(iou_stream *s, iou_write_cb cb, void *ud);
  * passes the same stream twice; a proxy two streams).  The callback (which
  * gets `from`) receives the count forwarded, 0 at end of file on `from`, or an
  * error of either side.  This is a read on `from` (one at a time) and a write
- * on `to` (ordered with its other writes). */
+ * on `to` (ordered with its other writes).  Bytes wait in the receive buffer
+ * until sent, so forwards whose targets do not send hold buffers of the
+ * loop's pool: forwards hold at most a quarter of it, and copy beyond. */
 IOU_EXTERN int iou_forward(iou_stream *from, iou_stream *to, size_t max,
 			   iou_write_cb cb, void *ud);
 
