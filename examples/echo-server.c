@@ -21,18 +21,16 @@
  * buffer is enough.  (tools/iou-echo does the same without the copy, with
  * iou_forward().)
  *
- * Signals: iou functions other than iou_loop_post() and iou_loop_stop()
- * belong to the loop's thread, and none may be called from a signal
- * handler.  So SIGINT and SIGTERM are blocked, a helper thread takes them
- * with sigwait(), and it posts the shutdown to the loop.  A second signal
- * ends the process at once.
+ * Signals: no iou function may be called from a signal handler, so
+ * SIGINT and SIGTERM come as loop callbacks (iou_signal_start()), which
+ * start the shutdown.  A second signal ends the process at once.
  *
  * Exit status: 0 after a graceful shutdown, 1 when it cannot run, 2 on bad
- * usage.
+ * usage, 128 + the signal's number after a second signal (130: SIGINT,
+ * 143: SIGTERM).
  */
 #include <errno.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,53 +104,47 @@ static void on_connection(iou_server *srv, iou_stream *s,
 
 /* ---- graceful shutdown --------------------------------------------------- */
 
+struct app {
+	iou_server *srv;
+	iou_signal *sigint, *sigterm;
+	int shutting_down;
+};
+
 static void on_shutdown_done(iou_server *srv, uint64_t finished, uint64_t cut,
 			     void *ud)
 {
+	struct app *a = ud;
+
 	(void)srv;
-	(void)ud;
 	fprintf(stderr, "shutdown: %llu connections finished, %llu cut\n",
 		(unsigned long long)finished, (unsigned long long)cut);
+	/* The watchers alone would not keep iou_loop_run() going, but the
+	 * loop can only be destroyed once they are stopped. */
+	iou_signal_stop(a->sigint);
+	iou_signal_stop(a->sigterm);
 }
 
-/* Runs on the loop's thread, posted by signal_main(). */
-static void begin_shutdown(void *ud)
+/* SIGINT or SIGTERM, on the loop's thread. */
+static void on_signal(iou_signal *sig, int signo, void *ud)
 {
-	iou_server *srv = ud;
+	struct app *a = ud;
 
+	(void)sig;
+	if (a->shutting_down) {
+		fprintf(stderr, "echo-server: second signal, exiting now\n");
+		_exit(128 + signo);
+	}
+	a->shutting_down = 1;
 	fprintf(stderr, "shutting down: waiting up to %d s for clients\n",
 		GRACE_MS / 1000);
-	iou_server_shutdown(srv, GRACE_MS, on_shutdown_done, NULL);
-}
-
-struct signal_args {
-	sigset_t set;
-	iou_loop *loop;
-	iou_server *srv;
-};
-
-static void *signal_main(void *arg)
-{
-	struct signal_args *a = arg;
-	int sig;
-
-	while (sigwait(&a->set, &sig) != 0)
-		;
-	/* The server lives until its shutdown completes, so this is safe. */
-	iou_loop_post(a->loop, begin_shutdown, a->srv);
-	while (sigwait(&a->set, &sig) != 0)
-		;
-	fprintf(stderr, "echo-server: second signal, exiting now\n");
-	_exit(1);
+	iou_server_shutdown(a->srv, GRACE_MS, on_shutdown_done, a);
 }
 
 int main(int argc, char **argv)
 {
-	struct signal_args sa;
+	struct app a = { 0 };
 	struct iou_server_opts o;
 	iou_loop *loop;
-	iou_server *srv;
-	pthread_t tid;
 	unsigned long port = 8080;
 	char *end;
 	int ret;
@@ -171,13 +163,6 @@ int main(int argc, char **argv)
 		}
 	}
 
-	/* Block the signals before any thread starts: every thread inherits
-	 * the mask, so only sigwait() in signal_main() sees them. */
-	sigemptyset(&sa.set);
-	sigaddset(&sa.set, SIGINT);
-	sigaddset(&sa.set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sa.set, NULL);
-
 	ret = iou_loop_create(&loop, NULL);
 	if (ret < 0) {
 		fprintf(stderr, "echo-server: cannot create the event loop: %s\n",
@@ -187,24 +172,28 @@ int main(int argc, char **argv)
 	iou_server_opts_init(&o);
 	o.host = "127.0.0.1";
 	o.port = (uint16_t)port;
-	ret = iou_server_start(loop, &o, on_connection, NULL, &srv);
+	ret = iou_server_start(loop, &o, on_connection, NULL, &a.srv);
 	if (ret < 0) {
 		fprintf(stderr, "echo-server: cannot listen on 127.0.0.1 port %lu: %s\n",
 			port, iou_strerror(ret));
 		iou_loop_destroy(loop);
 		return 1;
 	}
-	printf("listening on 127.0.0.1:%u\n", (unsigned)iou_server_port(srv));
-	fflush(stdout);
-
-	sa.loop = loop;
-	sa.srv = srv;
-	if (pthread_create(&tid, NULL, signal_main, &sa) != 0) {
-		fprintf(stderr, "echo-server: cannot start the signal thread\n");
+	/* The signals are blocked from here on (this program has no other
+	 * threads, which would have to block them too). */
+	ret = iou_signal_start(loop, SIGINT, on_signal, &a, &a.sigint);
+	if (ret == 0)
+		ret = iou_signal_start(loop, SIGTERM, on_signal, &a, &a.sigterm);
+	if (ret < 0) {
+		fprintf(stderr, "echo-server: cannot watch signals: %s\n",
+			iou_strerror(ret));
 		return 1;
 	}
+	printf("listening on 127.0.0.1:%u\n", (unsigned)iou_server_port(a.srv));
+	fflush(stdout);
 
-	/* Runs until the shutdown closed the server and every connection. */
+	/* Runs until the shutdown closed the server and every connection,
+	 * and the watchers stopped. */
 	ret = iou_loop_run(loop);
 	if (ret < 0) {
 		fprintf(stderr, "echo-server: event loop failed: %s\n",
@@ -212,5 +201,5 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	iou_loop_destroy(loop);
-	return 0; /* the signal thread, blocked in sigwait(), ends with us */
+	return 0;
 }

@@ -32,10 +32,13 @@
  * errors, and the number of buffered bytes; forwarded bytes must reach the
  * target's socket in order and match.  Checked as well: no callback runs
  * from inside the call that queued it, a read that can be served is served
- * by the end of the turn, every provided buffer is in exactly one place
- * (the ring, a CQE, or one stream's queue) and the library's counters
- * agree, buffers given back are not touched again (ASan poisoning), and
- * after closing every stream nothing is leaked and every buffer is back in
+ * by the end of the turn, every provided buffer in circulation is in exactly
+ * one place (the ring, a CQE, or one stream's queue; the pool grows at the
+ * end of a turn by buffers never used before, up to its size) and the
+ * library's counters agree (forwards hold no more buffers than their
+ * budget), buffers given back are not touched again (ASan poisoning), and
+ * after closing every stream nothing is leaked and every buffer in
+ * circulation is back in
  * the ring.
  * Any difference: abort().
  *
@@ -140,7 +143,7 @@ struct cqe {
 	uint16_t bids[MAX_BUNDLE];
 };
 
-enum { B_RING, B_KERNEL, B_LIB };
+enum { B_RING, B_KERNEL, B_LIB, B_IDLE /* not in circulation yet */ };
 
 static iou_loop *loop;
 static struct model m[MAX_STREAMS];
@@ -153,6 +156,7 @@ static struct cqe *cq;
 static size_t cq_len, cq_cap;
 static uint16_t khead;      /* the kernel's head in the buffer ring */
 static uint8_t *bstate;     /* per buffer id */
+static unsigned live;       /* buffers in circulation, as the model counts */
 static bool poison;
 static int in_api;          /* inside a call of the public API */
 static int in_cb;
@@ -248,6 +252,12 @@ void __wrap_iou__buf_recycle(iou_loop *l, unsigned bid)
 	      bid, bstate[bid]);
 	bstate[bid] = B_RING;
 	__real_iou__buf_recycle(l, bid);
+	if (l->bufs.nidle && l->bufs.idle[l->bufs.nidle - 1] == bid &&
+	    l->bufs.live == live - 1) {
+		/* the pool shrinks: the buffer left circulation */
+		bstate[bid] = B_IDLE;
+		live--;
+	}
 	if (poison)
 		ASAN_POISON_MEMORY_REGION(iou__buf_addr(l, bid), l->pool.buf_size);
 }
@@ -858,12 +868,15 @@ static void do_take(struct model *md, size_t cap)
 
 /* ---- turns and invariants ----------------------------------------------- */
 
+static void sync_idle(void);
+
 static void check_invariants(void)
 {
-	unsigned count = loop->bufs.buf_count, held = 0, in_ring;
+	unsigned count = loop->bufs.buf_count, held = 0, lent = 0, in_ring;
 	uint8_t *seen = calloc(count, 1);
 
 	CHECK(seen, "out of memory");
+	sync_idle();
 	for (int i = 0; i < nstreams; i++) {
 		struct model *md = &m[i];
 		iou_stream *s = md->s;
@@ -898,6 +911,7 @@ static void check_invariants(void)
 			      w->bid);
 			seen[w->bid] = 1;
 			held++;
+			lent++;
 		}
 		CHECK(bytes == s->rxq.seg_bytes, "stream %d: seg_bytes %zu, counted %zu",
 		      i, s->rxq.seg_bytes, bytes);
@@ -948,12 +962,47 @@ static void check_invariants(void)
 		      b->bid, bstate[b->bid]);
 		seen[b->bid] = 1;
 	}
-	CHECK(in_ring + held == count,
-	      "buffers: %u in the ring + %u held != %u (leak)", in_ring, held,
-	      count);
+	CHECK(in_ring + held == live,
+	      "buffers: %u in the ring + %u held != %u live (leak)", in_ring,
+	      held, live);
 	CHECK(loop->bufs.out == held, "bufs.out %u, held %u", loop->bufs.out,
 	      held);
+	CHECK(loop->bufs.fwd_held == lent && lent <= loop->bufs.fwd_max,
+	      "forwards hold %u buffers, counted %u, budget %u",
+	      loop->bufs.fwd_held, lent, loop->bufs.fwd_max);
 	free(seen);
+}
+
+/* Buffers that left the idle stack joined the ring; the stack holds idle
+ * buffers only, each once, and the counts agree. */
+static void sync_idle(void)
+{
+	unsigned count = loop->bufs.buf_count, n = 0;
+	uint8_t *on_stack = calloc(count, 1);
+
+	CHECK(on_stack, "out of memory");
+	CHECK(loop->bufs.nidle + loop->bufs.live == count &&
+		      loop->bufs.idle_clean <= loop->bufs.nidle,
+	      "idle %u (clean %u) + live %u != %u", loop->bufs.nidle,
+	      loop->bufs.idle_clean, loop->bufs.live, count);
+	for (unsigned i = 0; i < loop->bufs.nidle; i++) {
+		unsigned bid = loop->bufs.idle[i];
+
+		CHECK(bid < count && !on_stack[bid] && bstate[bid] == B_IDLE,
+		      "idle stack holds buffer %u (state %d)", bid,
+		      bid < count ? bstate[bid] : -1);
+		on_stack[bid] = 1;
+	}
+	for (unsigned bid = 0; bid < count; bid++) {
+		if (bstate[bid] == B_IDLE && !on_stack[bid]) {
+			bstate[bid] = B_RING;
+			n++;
+		}
+	}
+	CHECK(live + n == loop->bufs.live, "%u buffers joined, live %u -> %u",
+	      n, live, loop->bufs.live);
+	live = loop->bufs.live;
+	free(on_stack);
 }
 
 /* One loop turn, as iou_loop_run_once(): publish returned buffers, submit,
@@ -1002,6 +1051,12 @@ static void turn_once(void)
 	}
 	cq_len = 0;
 	iou__streams_turn_end(loop);
+	/* the pool grows only at the end of a turn, by idle buffers */
+	CHECK(loop->bufs.live >= live && loop->bufs.live <= loop->bufs.buf_count,
+	      "live buffers %u -> %u of %u", live, loop->bufs.live,
+	      loop->bufs.buf_count);
+	if (loop->bufs.live > live)
+		sync_idle();
 }
 
 /* A turn, then more while streams left work for the next one (the real loop
@@ -1028,7 +1083,7 @@ static void turn(void)
 static void setup(void)
 {
 	unsigned b0 = u8(), b1 = u8(), b2 = u8();
-	unsigned size = 1 + b0 % 48, count = 1u << (b1 % 5);
+	unsigned size = 1 + b0 % 48, count = 1u << (b1 % 7);
 	struct iou__bufring *b = &loop->bufs;
 	int ret;
 
@@ -1040,6 +1095,12 @@ static void setup(void)
 	b->bundle = (b2 / MAX_STREAMS) & 1;
 	bstate = calloc(count, 1);
 	CHECK(bstate, "out of memory");
+	live = b->live;
+	memset(bstate + live, B_IDLE, count - live);
+	/* periods of a few turns: the pool shrinks and grows again */
+	b->quiet_ms = 1 + b0 % 64;
+	b->live_min = 1 + b2 % 4;
+	b->period_end = b->quiet_ms;
 	khead = 0;
 	poison = size % 8 == 0;
 	if (poison)
@@ -1255,9 +1316,9 @@ static void close_all(void)
 	CHECK(loop->active == 0, "loop->active %llu after closing everything",
 	      (unsigned long long)loop->active);
 	CHECK(loop->bufs.out == 0 && loop->bufs.pending == 0 &&
-		      ring_avail() == loop->bufs.buf_count,
+		      ring_avail() == live,
 	      "buffers not all back: out %u, ring %u of %u", loop->bufs.out,
-	      ring_avail(), loop->bufs.buf_count);
+	      ring_avail(), live);
 	CHECK(iou__list_empty(&loop->starved) && iou__list_empty(&loop->holders) &&
 		      iou__list_empty(&loop->deferred),
 	      "loop lists not empty");

@@ -9,7 +9,8 @@
  *    errno is never the channel.  iou_strerror() turns any of them into words.
  *  - If a function that takes a callback returns an error, that callback never
  *    runs.  If it returns success, the callback runs exactly once (repeating
- *    timers: once per expiry), always from iou_loop_run()/iou_loop_run_once()
+ *    timers: once per expiry; signal watchers: once per delivery until
+ *    stopped), always from iou_loop_run()/iou_loop_run_once()
  *    and NEVER synchronously from inside the call that queued it.
  *  - Callbacks receive the same kind of signed result: a byte count, 0 for
  *    end-of-file, or a negative error; -ECANCELED when the operation was
@@ -117,9 +118,13 @@ struct iou_loop_opts {
 	unsigned queue_depth; /* SQ entries, 1..32768, default 512 */
 	unsigned buf_size;    /* bytes per provided receive buffer,
 				 64..1 MiB, default 16384 */
-	unsigned buf_count;   /* receive buffers in the loop's ring, a power
-				 of two 1..32768, default 1024 (16 MiB of
-				 address space, resident only as used) */
+	unsigned buf_count;   /* receive buffers in the loop's ring at most,
+				 a power of two 1..32768, default 1024 (16
+				 MiB of address space, resident only as
+				 used: 16 buffers circulate at first, more
+				 join when receives find none free, and
+				 after 10 s of lighter load the surplus
+				 leaves and its memory is released) */
 	unsigned flags;       /* IOU_LOOP_* */
 };
 
@@ -137,8 +142,8 @@ IOU_EXTERN int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 
 /* Destroy a loop that has no work left (see iou_loop_alive()).  Returns
  * -EBUSY and changes nothing while streams, servers, timers, posted
- * callbacks or in-flight operations remain: close them and run the loop
- * until it returns first.  -EINVAL for NULL. */
+ * callbacks, in-flight operations or started signal watchers remain: close
+ * or stop them and run the loop until it returns first.  -EINVAL for NULL. */
 IOU_EXTERN int iou_loop_destroy(iou_loop *loop);
 
 /* Run until the loop has no work left or iou_loop_stop() was called.
@@ -162,7 +167,8 @@ IOU_EXTERN void iou_loop_stop(iou_loop *loop);
 IOU_EXTERN int iou_loop_post(iou_loop *loop, void (*fn)(void *ud), void *ud);
 
 /* 1 if the loop has work (in-flight operations, open streams or servers,
- * active timers, posted callbacks, pending name look-ups), else 0. */
+ * active timers, posted callbacks, pending name look-ups), else 0.  Signal
+ * watchers do not count (see iou_signal_start()). */
 IOU_EXTERN int iou_loop_alive(const iou_loop *loop);
 
 /* The loop's cached monotonic clock in milliseconds, updated once per turn. */
@@ -188,6 +194,52 @@ IOU_EXTERN int iou_timer_start(iou_loop *loop, uint64_t after_ms,
 /* Stop and free a timer; its callback never runs afterwards.  May be called
  * from the timer's own callback.  Errors: -EINVAL. */
 IOU_EXTERN int iou_timer_cancel(iou_timer *t);
+
+/* ------------------------------------------------------------------------ */
+/* Signals                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* No iou function is async-signal-safe, so a server that stops on SIGINT or
+ * SIGTERM takes them as loop callbacks instead: the loop reads them from a
+ * signalfd through its ring. */
+
+typedef struct iou_signal iou_signal;
+
+/* Runs on the loop's thread once per delivery of `signo` (the kernel merges
+ * deliveries of a standard signal that arrive before the loop reads them:
+ * one callback for those).  The watcher stays started until
+ * iou_signal_stop(). */
+typedef void (*iou_signal_cb)(iou_signal *sig, int signo, void *ud);
+
+/* Watch `signo` on `loop`: block it in the calling thread's signal mask
+ * and call cb(sig, signo, ud) for each delivery, from iou_loop_run*().
+ * Other threads keep their own masks: start watchers before creating
+ * threads (which inherit the mask), or block the signal in them yourself,
+ * else a thread with the signal unblocked takes it (default action: the
+ * process ends).  Each delivery goes to one loop: watch a signal on one loop
+ * of the process (several watchers on that loop all run).  The signal's
+ * disposition is left alone; one the process ignores (SIG_IGN) still comes
+ * while the main thread has it blocked too.
+ * A started watcher does not keep the loop alive: iou_loop_run() returns
+ * when nothing else is left (a server that shut down lets it return), and
+ * iou_loop_alive() does not count it.  iou_loop_destroy() returns -EBUSY
+ * until every watcher of the loop is stopped.
+ * Errors: -EINVAL (NULL loop, cb or out; not a signal; SIGKILL, SIGSTOP, or
+ * a signal the C library keeps for itself), -ENOMEM, -errno from
+ * signalfd(2) (-EMFILE, ...), -EAGAIN (no SQE). */
+IOU_EXTERN int iou_signal_start(iou_loop *loop, int signo, iou_signal_cb cb,
+				void *ud, iou_signal **out);
+
+/* Stop and free a watcher: its callback never runs afterwards, also for a
+ * delivery the loop read in the same turn.  May be called from any
+ * callback on the loop's thread, the watcher's own included.  When the
+ * last watcher of a signal in this thread stops, the signal is unblocked
+ * again unless it was blocked before the first start (a delivery still
+ * pending then takes its default action or the process's handler).  When
+ * the last watcher of the loop stops, the signalfd read is cancelled: that
+ * counts as work until its completion, so run the loop until it returns
+ * before iou_loop_destroy().  Call it once per watcher.  Errors: -EINVAL. */
+IOU_EXTERN int iou_signal_stop(iou_signal *sig);
 
 /* ------------------------------------------------------------------------ */
 /* Streams                                                                  */
@@ -398,7 +450,9 @@ IOU_EXTERN int iou_drain(iou_stream *s, iou_write_cb cb, void *ud);
  * passes the same stream twice; a proxy two streams).  The callback (which
  * gets `from`) receives the count forwarded, 0 at end of file on `from`, or an
  * error of either side.  This is a read on `from` (one at a time) and a write
- * on `to` (ordered with its other writes). */
+ * on `to` (ordered with its other writes).  Bytes wait in the receive buffer
+ * until sent, so forwards whose targets do not send hold buffers of the
+ * loop's pool: forwards hold at most a quarter of it, and copy beyond. */
 IOU_EXTERN int iou_forward(iou_stream *from, iou_stream *to, size_t max,
 			   iou_write_cb cb, void *ud);
 
@@ -539,9 +593,8 @@ typedef void (*iou_server_done_cb)(iou_server *srv, uint64_t finished,
  * wait until the application has closed every connection, drain every
  * operation, and call cb (may be NULL).  Calling it again while the
  * shutdown runs returns IOU_ECLOSED and changes nothing.  Loop thread only:
- * from another thread, go through iou_loop_post(); for signals, take them
- * with signalfd or sigwait() on a thread and post from there (no iou
- * function is async-signal-safe). */
+ * from another thread, go through iou_loop_post(); for signals, call it from
+ * an iou_signal_start() callback (no iou function is async-signal-safe). */
 IOU_EXTERN int iou_server_shutdown(iou_server *srv, unsigned grace_ms,
 				   iou_server_done_cb cb, void *ud);
 

@@ -75,7 +75,17 @@ static void recv_pause_if_full(iou_stream *s)
 }
 
 /* Queue the buffers a receive filled: one, or with a bundle as many as the
- * bytes need, each full but the last, in ring order after the first. */
+ * bytes need, each full but the last, in ring order after the first.
+ *
+ * The CQE names only a bundle's first buffer.  The kernel takes a bundle
+ * from consecutive ring slots, starting at that buffer's, and posts its CQE
+ * before it takes buffers for the next receive: so when we get here, every
+ * receive whose buffers were taken before this one's was handled, the ones
+ * after it still hold theirs, and the slots of this bundle can have been
+ * reused (buffers added at the tail) only for buffers we gave back from
+ * this bundle itself, each after its own id was read.  The ids come from
+ * slot_bid, which we wrote when we filled the slots: what the shared ring
+ * memory says now does not matter. */
 static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 {
 	iou_loop *loop = s->loop;
@@ -86,6 +96,7 @@ static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 	unsigned n = left ? (left + size - 1) / size : 1;
 	unsigned pos = loop->bufs.pos[first]; /* before recycling changes it */
 
+	loop->bufs.taken += n;
 	for (unsigned i = 0; i < n; i++) {
 		uint32_t bid = i ? iou__buf_at(loop, pos + i) : first;
 		uint32_t len = left < size ? left : size;
@@ -257,10 +268,14 @@ static int end_error(const iou_stream *s)
 }
 
 /* Queue the first bytes (at most max) on `to`: a whole received buffer is
- * handed over as it is, spilled bytes or part of a buffer are copied. */
+ * handed over as it is while forwards hold fewer than their budget of pool
+ * buffers; spilled bytes, part of a buffer, or any past the budget are
+ * copied (a target whose peer stops reading keeps what it was given, and
+ * must not keep the pool from every other stream). */
 static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 			 struct iou__write **w, size_t *len)
 {
+	struct iou__bufring *b = &s->loop->bufs;
 	const unsigned char *p;
 	int ret;
 
@@ -270,10 +285,13 @@ static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 	iou__rxq_first(&s->loop->pool, &s->rxq, &p, len);
 	if (*len > max)
 		*len = max;
-	if (iou__rxq_head_is(&s->loop->pool, &s->rxq, *len)) {
+	if (b->fwd_held < b->fwd_max &&
+	    iou__rxq_head_is(&s->loop->pool, &s->rxq, *len)) {
 		ret = iou__stream_queue_forward(to, p, *len, s->rxq.head, 0, w);
-		if (ret == 0)
+		if (ret == 0) {
 			iou__rxq_detach_head(&s->loop->pool, &s->rxq);
+			b->fwd_held++;
+		}
 	} else {
 		size_t cap;
 		unsigned char *copy = iou__blk_get(&s->loop->blocks, *len, &cap);

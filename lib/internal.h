@@ -69,11 +69,33 @@ struct iou__bufring {
 	unsigned mask;
 	unsigned pending;       /* buffers added but not yet published */
 	unsigned out;           /* buffers held by the kernel or streams */
+	/* Buffers in circulation (in the ring or out); the others sit on the
+	 * idle stack, the ones used last on top, and the pages of those below
+	 * idle_clean were released or never touched.  live grows when receives
+	 * find the ring empty (iou__bufring_grow); after a period in which the
+	 * load needed far fewer (peak), returned buffers leave circulation
+	 * until live is down to live_max (buf_count: not shrinking). */
+	unsigned live, live_max;
+	unsigned live_min;      /* never shrinks below */
+	uint16_t *idle;
+	unsigned nidle, idle_clean;
+	unsigned taken;         /* buffers receives filled since the publish */
+	unsigned out_mark;      /* out at the publish */
+	unsigned peak;          /* most buffers a turn needed this period */
+	unsigned quiet_ms;      /* length of a period */
+	uint64_t period_end;    /* loop clock */
+	/* Whole buffers forwards handed to write queues (zero copy) and the
+	 * most they may hold at once: a peer that stops reading keeps its
+	 * forward's buffers, so past the budget forwards copy. */
+	unsigned fwd_held, fwd_max;
 	int bgid;
 	bool bundle;            /* receives may fill several buffers */
 	bool recv_limit;        /* multishot recv takes a byte limit (6.16+;
 				   cleared at the first -EINVAL) */
 	uint16_t *pos;          /* ring slot (tail counter) each buffer sits in */
+	uint16_t *slot_bid;     /* the buffer we put in each ring slot: a
+				   private copy, never read back from the ring
+				   the kernel shares */
 };
 
 
@@ -134,6 +156,8 @@ struct iou_loop {
 	struct iou__blkcache blocks;
 	unsigned n_writes;          /* allocated, for leak checks */
 	struct iou__tasks *tasks;   /* task.c, from the first task on */
+	struct iou__sigs *sigs;     /* signal.c: NULL while no watcher (and
+				       no read of theirs) is left */
 #ifdef IOU_FAULT_INJECTION
 	struct iou__fault *fault;   /* fault.c; NULL: no faults */
 #endif
@@ -181,14 +205,17 @@ static inline unsigned char *iou__buf_addr(const iou_loop *loop, unsigned bid)
 	return iou__pool_addr(&loop->pool, bid);
 }
 void iou__buf_recycle(iou_loop *loop, unsigned bid);
-/* The buffer in ring slot `pos` (a tail counter value). */
+/* The buffer we put in ring slot `pos` (a tail counter value). */
 static inline unsigned iou__buf_at(const iou_loop *loop, unsigned pos)
 {
 	const struct iou__bufring *b = &loop->bufs;
 
-	return b->br->bufs[pos & b->mask].bid;
+	return b->slot_bid[pos & b->mask];
 }
 void iou__bufring_publish(iou_loop *loop);
+/* Receives found the ring empty: put more of the pool in circulation (and
+ * stop shrinking).  Returns whether there was any left to add. */
+bool iou__bufring_grow(iou_loop *loop);
 
 /* ---- fault injection (fault.c, ./configure --enable-fault-injection) ---- */
 

@@ -245,7 +245,8 @@ int iou_loop_destroy(iou_loop *loop)
 {
 	if (!loop)
 		return -EINVAL;
-	if (loop->in_run || iou_loop_alive(loop))
+	/* Signal watchers keep no loop running, but they must be stopped. */
+	if (loop->in_run || iou_loop_alive(loop) || loop->sigs)
 		return -EBUSY;
 	loop->destroying = true;
 	/* The wake read is the kernel's until its CQE: cancel it and wait.

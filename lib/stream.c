@@ -202,6 +202,7 @@ static void feed_the_starved(iou_loop *loop)
 
 	if (iou__list_empty(&loop->starved))
 		return;
+	iou__bufring_grow(loop); /* the ring was too small for the load */
 	if (b->out >= b->buf_count) {
 		for (n = loop->holders.next; n != &loop->holders;) {
 			iou_stream *h = IOU__CONTAINER_OF(n, iou_stream, holder_link);
@@ -212,7 +213,8 @@ static void feed_the_starved(iou_loop *loop)
 				iou__list_del(&h->holder_link);
 		}
 		if (b->out >= b->buf_count)
-			return; /* all in flight in sends: they come back */
+			return; /* no memory for the spills, or forwards hold
+				 * a tiny pool (fwd_max): buffers come back */
 	}
 	while (!iou__list_empty(&loop->starved)) {
 		iou_stream *s = IOU__CONTAINER_OF(loop->starved.next, iou_stream,
@@ -362,8 +364,10 @@ static void write_finish(iou_stream *s, ssize_t res)
 		s->wq_tail = NULL;
 	s->wq_bytes -= w->len - w->done;
 	if (w->kind == W_FORWARD) {
-		if (w->bid != IOU__SEG_NONE)
+		if (w->bid != IOU__SEG_NONE) {
 			iou__buf_recycle(s->loop, w->bid);
+			s->loop->bufs.fwd_held--;
+		}
 		if (w->cb_stream)
 			iou__forward_done(w->cb_stream, w, res);
 	} else {

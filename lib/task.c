@@ -295,7 +295,7 @@ static void task_main(void *arg)
 
 /* A first frame for iou__ctx_switch() to pop: its return goes to
  * iou__ctx_entry with the entry function and argument in registers. */
-static void *frame_init(unsigned char *top, void (*fn)(void *), void *arg)
+void *iou__ctx_init(unsigned char *top, void (*fn)(void *), void *arg)
 {
 	uintptr_t t = (uintptr_t)top & ~(uintptr_t)15;
 #if defined(__x86_64__)
@@ -362,7 +362,7 @@ int iou_task_spawn(iou_loop *loop, iou_task_fn fn, void *arg,
 	t->fn = fn;
 	t->arg = arg;
 	t->detached = !out;
-	t->sp = frame_init((unsigned char *)t, task_main, t);
+	t->sp = iou__ctx_init((unsigned char *)t, task_main, t);
 	iou__timer_init(&t->timer, NULL);
 	loop->active++; /* a task is work until it ended (and was joined) */
 	make_ready(t, 0);

@@ -284,6 +284,34 @@ else
 	fail "echo-server shutdown: status $STATUS, stderr '$(tail -n 2 "$TMP/es.err")'"
 fi
 
+# A second signal during the grace period ends it at once, with 128 + the
+# signal's number (SIGINT: 130).  A connection held open keeps it in grace.
+"$EX/echo-server" 0 >"$TMP/es2.out" 2>"$TMP/es2.err" </dev/null &
+ES2PID=$!
+PIDS+=("$ES2PID")
+if E2PORT=$(wait_port "$TMP/es2.out" "$ES2PID") &&
+	exec 3<>"/dev/tcp/127.0.0.1/$E2PORT"; then
+	for ((i = 0; i < 100; i++)); do
+		grep -q connected "$TMP/es2.err" && break
+		sleep 0.02
+	done
+	kill -TERM "$ES2PID"
+	for ((i = 0; i < 100; i++)); do
+		grep -q '^shutting down' "$TMP/es2.err" && break
+		sleep 0.02
+	done
+	kill -INT "$ES2PID"
+	wait_exit "$ES2PID" 3000
+	exec 3>&-
+	if [ "$STATUS" = 130 ] && grep -q '^echo-server: second signal, exiting now$' "$TMP/es2.err"; then
+		pass "echo-server: second signal in the grace period, exit 130"
+	else
+		fail "echo-server second signal: status $STATUS, stderr '$(tail -n 2 "$TMP/es2.err")'"
+	fi
+else
+	fail "echo-server did not start or take a connection: $(head -c 300 "$TMP/es2.err")"
+fi
+
 # ---- tcp-client against tools/iou-echo and the responder --------------------
 
 if [ -x "$ECHO_BIN" ]; then

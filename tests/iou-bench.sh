@@ -139,7 +139,7 @@ EOF
 
 if ! start_server echo0 "$ECHO" -p 0 -q; then
 	if grep -q 'cannot create the event loop' "$TMP/echo0.err"; then
-		echo "SKIP io_uring unavailable: $(head -n 1 "$TMP/echo0.err")"
+		echo "SKIP: io_uring unavailable: $(head -n 1 "$TMP/echo0.err")"
 		exit 77
 	fi
 	echo "FAIL iou-echo did not start: $(head -n 3 "$TMP/echo0.err")"

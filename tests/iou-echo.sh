@@ -186,7 +186,8 @@ test_threads() {
 	else
 		fail "-t 2: $(head -c 500 "$TMP/threads.ec")"
 	fi
-	# Each thread has its own ring: both must have completed work.
+	# Each thread has its own ring: both must have completed work (the main
+	# thread's, for the signals, only waits).
 	for f in /proc/"$SPID"/fd/*; do
 		[ "$(readlink "$f" 2>/dev/null)" = "anon_inode:[io_uring]" ] || continue
 		n=$((n + 1))
@@ -203,7 +204,7 @@ test_threads() {
 		else
 			fail "-t 2: $n io_uring fds"
 		fi
-	elif [ "$n" = 2 ] && [ "$busy" = 2 ]; then
+	elif [ "$n" = 3 ] && [ "$busy" = 2 ]; then
 		pass "-t 2: both threads' rings served connections"
 	else
 		fail "-t 2: $n rings, $busy of them busy"
@@ -272,15 +273,17 @@ test_sigterm_busy() {
 	fi
 }
 
-# A second SIGTERM while the grace period runs ends the process at once.
+# A second signal while the grace period runs ends the process at once,
+# with 128 + its number: test_second_signal SIGNAL STATUS [iou-echo args].
 test_second_signal() {
-	local cpid t0 took
-	start_server sig2 -q -g 20 || { fail "second signal: server did not start"; return; }
-	"$EC" busy "$PORT" 10 15 "$TMP/sig2.ready" >"$TMP/sig2.ec" 2>&1 &
+	local sig=$1 want=$2 name=sig2$1 cpid t0 took
+	shift 2
+	start_server "$name" -q -g 20 "$@" || { fail "second signal: server did not start"; return; }
+	"$EC" busy "$PORT" 10 15 "$TMP/$name.ready" >"$TMP/$name.ec" 2>&1 &
 	cpid=$!
 	PIDS+=("$cpid")
 	for ((i = 0; i < 250; i++)); do
-		[ -e "$TMP/sig2.ready" ] && break
+		[ -e "$TMP/$name.ready" ] && break
 		sleep 0.02
 	done
 	kill -TERM "$SPID"
@@ -290,15 +293,17 @@ test_second_signal() {
 		return
 	fi
 	t0=$(ms_now)
-	kill -TERM "$SPID"
+	kill -"$sig" "$SPID"
 	wait_exit "$SPID" 3000
 	took=$(($(ms_now) - t0))
 	if [ "$STATUS" = running ]; then
-		fail "second signal: still running after 3 s"
-	elif [ "$took" -gt 1000 ] || [ "$STATUS" != 1 ]; then
-		fail "second signal: exit status $STATUS after $took ms"
+		fail "second SIG$sig${*:+ ($*)}: still running after 3 s"
+	elif [ "$took" -gt 1000 ] || [ "$STATUS" != "$want" ]; then
+		fail "second SIG$sig${*:+ ($*)}: exit status $STATUS after $took ms, want $want"
+	elif ! grep -q '^iou-echo: second signal, exiting now$' "$TMP/$name.err"; then
+		fail "second SIG$sig${*:+ ($*)}: stderr '$(head -c 300 "$TMP/$name.err")'"
 	else
-		pass "second SIGTERM in the grace period: exit 1 after $took ms"
+		pass "second SIG$sig${*:+ ($*)} in the grace period: exit $want after $took ms"
 	fi
 	kill "$cpid" 2>/dev/null
 	wait "$cpid" 2>/dev/null
@@ -572,7 +577,8 @@ test_half_close
 test_threads
 test_threads_exit
 test_sigterm_busy
-test_second_signal
+test_second_signal TERM 143
+test_second_signal INT 130 -t 2
 test_bad_usage
 test_busy_port
 test_help_version

@@ -5,10 +5,13 @@
  * Every received byte goes back on the same connection, sent straight from
  * the receive buffer (iou_forward).  One event loop per thread, each with
  * its own SO_REUSEPORT listener.  SIGINT/SIGTERM start a graceful
- * shutdown; a second one ends the process at once.
+ * shutdown; a second one ends the process at once.  The main thread takes
+ * the signals on a loop of its own (iou_signal_start()) and posts the
+ * shutdown to the workers.
  *
  * Exit status: 0 after a clean shutdown (or -h/-V), 1 when it cannot run
- * (cannot listen, io_uring unavailable, a second signal), 2 on bad usage.
+ * (cannot listen, io_uring unavailable), 2 on bad usage, 128 + the signal's
+ * number when a second signal ended it (130: SIGINT, 143: SIGTERM).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -62,10 +65,9 @@ static struct config cfg = {
 	.grace_s = 10.0,
 };
 static atomic_ulong open_conns;
-/* Workers whose loop ended.  SIGUSR1 only wakes main: two workers ending
- * together send two signals that may merge into one pending SIGUSR1. */
+/* Workers whose loop ended; each also wakes the main thread's loop. */
 static atomic_int workers_done;
-static pthread_t main_thread;
+static iou_loop *main_loop;
 
 static void usage(FILE *f)
 {
@@ -248,7 +250,7 @@ static void on_server_done(iou_server *srv, uint64_t finished, uint64_t cut,
 	w->srv = NULL;
 }
 
-/* Posted to each loop by the main thread when the first signal arrives. */
+/* Posted to each worker's loop when the first signal arrives. */
 static void begin_shutdown(void *ud)
 {
 	struct worker *w = ud;
@@ -256,6 +258,11 @@ static void begin_shutdown(void *ud)
 
 	if (w->srv)
 		iou_server_shutdown(w->srv, grace_ms, on_server_done, w);
+}
+
+static void wake_main(void *ud)
+{
+	(void)ud;
 }
 
 static void worker_started(struct worker *w, int err)
@@ -300,7 +307,10 @@ static void *worker_main(void *arg)
 	if (iou_loop_destroy(w->loop) < 0)
 		fprintf(stderr, "iou-echo: loop still busy at exit\n");
 	atomic_fetch_add(&workers_done, 1);
-	pthread_kill(main_thread, SIGUSR1); /* wake main to count again */
+	/* Wake main to count again.  Stop wakes it without allocating, but
+	 * leaves its run_once() turns without waits: the fallback only. */
+	if (iou_loop_post(main_loop, wake_main, NULL) < 0)
+		iou_loop_stop(main_loop);
 	return NULL;
 }
 
@@ -340,28 +350,65 @@ static void report_start_error(const struct worker *w, int err)
 			cfg.host, (unsigned)cfg.port, iou_strerror(err));
 }
 
+/* SIGINT or SIGTERM, on the main thread's loop. */
+static void on_signal(iou_signal *sig, int signo, void *ud)
+{
+	static int shutting_down;
+	struct worker *workers = ud;
+
+	(void)sig;
+	if (shutting_down) {
+		fprintf(stderr, "iou-echo: second signal, exiting now\n");
+		_exit(128 + signo);
+	}
+	shutting_down = 1;
+	for (int i = 0; i < cfg.threads; i++)
+		iou_loop_post(workers[i].loop, begin_shutdown, &workers[i]);
+}
+
+/* The main thread's loop: no server, only the signals (blocked from here on
+ * in this thread and in every worker, which inherits the mask). */
+static int main_loop_start(struct worker *workers, iou_signal *sigs[2])
+{
+	struct iou_loop_opts o;
+	int ret;
+
+	iou_loop_opts_init(&o);
+	o.queue_depth = 8;
+	o.buf_size = 64;
+	o.buf_count = 1;
+	ret = iou_loop_create(&main_loop, &o);
+	if (ret < 0) {
+		fprintf(stderr, "iou-echo: cannot create the event loop: %s\n",
+			iou_strerror(ret));
+		return ret;
+	}
+	ret = iou_signal_start(main_loop, SIGINT, on_signal, workers, &sigs[0]);
+	if (ret == 0)
+		ret = iou_signal_start(main_loop, SIGTERM, on_signal, workers,
+				       &sigs[1]);
+	if (ret < 0)
+		fprintf(stderr, "iou-echo: cannot watch signals: %s\n",
+			iou_strerror(ret));
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	struct worker *workers;
-	sigset_t sigs;
-	int shutting_down = 0, sig, ret;
+	iou_signal *sigs[2];
+	int ret;
 	uint64_t finished = 0, cut = 0;
 
 	parse_args(argc, argv);
 	raise_fd_limit();
-	main_thread = pthread_self();
-	/* Signals are taken by the main thread only, with sigwait. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGUSR1);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
 	workers = calloc((size_t)cfg.threads, sizeof(*workers));
 	if (!workers) {
 		fprintf(stderr, "iou-echo: out of memory\n");
 		return 1;
 	}
+	if (main_loop_start(workers, sigs) < 0)
+		exit(1);
 	for (int i = 0; i < cfg.threads; i++) {
 		workers[i].index = i;
 		/* With port 0 the first listener picks the port, the rest share it. */
@@ -378,24 +425,27 @@ int main(int argc, char **argv)
 		printf("listening on %s:%u\n", cfg.host, (unsigned)workers[0].port);
 	fflush(stdout);
 
+	/* The watchers keep no loop running: turn by turn until every worker
+	 * ended (each one wakes this loop when it does). */
 	while (atomic_load(&workers_done) < cfg.threads) {
-		if (sigwait(&sigs, &sig) != 0)
-			continue;
-		if (sig == SIGUSR1)
-			continue;
-		if (shutting_down) {
-			fprintf(stderr, "iou-echo: second signal, exiting now\n");
-			_exit(1);
+		ret = iou_loop_run_once(main_loop, -1);
+		if (ret < 0) {
+			fprintf(stderr, "iou-echo: event loop failed: %s\n",
+				iou_strerror(ret));
+			exit(1);
 		}
-		shutting_down = 1;
-		for (int i = 0; i < cfg.threads; i++)
-			iou_loop_post(workers[i].loop, begin_shutdown, &workers[i]);
 	}
+	/* Joined first: a worker counted itself before it woke this loop. */
 	for (int i = 0; i < cfg.threads; i++) {
 		pthread_join(workers[i].tid, NULL);
 		finished += workers[i].finished;
 		cut += workers[i].cut;
 	}
+	iou_signal_stop(sigs[0]);
+	iou_signal_stop(sigs[1]);
+	iou_loop_run(main_loop); /* the watchers' read ended, posts ran */
+	if (iou_loop_destroy(main_loop) < 0)
+		fprintf(stderr, "iou-echo: loop still busy at exit\n");
 	printf("shutdown: %llu connections finished, %llu cut\n",
 	       (unsigned long long)finished, (unsigned long long)cut);
 	free(workers);
