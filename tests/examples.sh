@@ -36,7 +36,7 @@ fail() {
 }
 pass() { say "ok: $*"; }
 
-for b in http-get http-get-task echo-server tcp-client tcp-client-task; do
+for b in http-get http-get-task echo-server echo-server-task tcp-client tcp-client-task; do
 	if [ ! -x "$EX/$b" ]; then
 		say "FAIL: $EX/$b not built"
 		exit 1
@@ -227,90 +227,103 @@ done
 
 # ---- echo-server and tcp-client ---------------------------------------------
 
-# Both clients, the callback one and the task one, pass the same checks.
-for CLIENT in tcp-client tcp-client-task; do
-	run hello "$EX/$CLIENT" 127.0.0.1 "$EPORT" "hello, iou ✓"
-	if expect_rc hello 0; then
-		if [ "$(cat "$TMP/hello.out")" = "hello, iou ✓" ]; then
-			pass "$CLIENT via echo-server"
-		else
-			fail "$CLIENT via echo-server: got '$(cat -v "$TMP/hello.out")'"
+# Both servers, the callback one and the task one, pass the same checks.
+for ES in echo-server echo-server-task; do
+	if [ "$ES" != echo-server ]; then
+		"$EX/$ES" 0 >"$TMP/es.out" 2>"$TMP/es.err" </dev/null &
+		ESPID=$!
+		PIDS+=("$ESPID")
+		if ! EPORT=$(wait_port "$TMP/es.out" "$ESPID"); then
+			fail "$ES did not start: $(head -c 300 "$TMP/es.err")"
+			continue
 		fi
 	fi
-	LONG=$(printf 'line %05d of a message longer than the 1 KiB echo buffer\n' $(seq 1 200))
-	run long "$EX/$CLIENT" 127.0.0.1 "$EPORT" "$LONG"
-	if expect_rc long 0; then
-		if [ "$(cat "$TMP/long.out")" = "$LONG" ]; then
-			pass "$CLIENT via echo-server: ${#LONG} bytes"
-		else
-			fail "$CLIENT via echo-server, ${#LONG} bytes: got $(wc -c <"$TMP/long.out")"
-		fi
-	fi
-done
-if grep -q '^client 127\.0\.0\.1:[0-9][0-9]* connected$' "$TMP/es.err"; then
-	pass "echo-server logs '$(head -n 1 "$TMP/es.err")'"
-else
-	fail "echo-server log: '$(head -c 200 "$TMP/es.err")'"
-fi
-# Graceful shutdown: a client still connected is served to its end, new
-# connections are refused, and the server then exits 0.
-timeout -k 2 15 "$EX/tcp-client" 127.0.0.1 "$EPORT" "still here" \
-	>"$TMP/grace.out" 2>"$TMP/grace.err" </dev/null &
-CPID=$!
-PIDS+=("$CPID")
-for ((i = 0; i < 100; i++)); do
-	[ -s "$TMP/grace.out" ] && break
-	sleep 0.02
-done
-kill -TERM "$ESPID"
-sleep 0.2
-if kill -0 "$ESPID" 2>/dev/null && [ "$(awk '{ print $3 }' "/proc/$ESPID/stat")" != Z ]; then
-	pass "echo-server waits for a connected client after SIGTERM"
-else
-	fail "echo-server exited with a client still connected"
-fi
-run after "$EX/tcp-client" 127.0.0.1 "$EPORT" x
-expect_rc after 1 && pass "echo-server refuses new clients while shutting down"
-wait_exit "$CPID" 5000
-if [ "$STATUS" = 0 ] && [ "$(cat "$TMP/grace.out")" = "still here" ]; then
-	pass "the connected client was served to its end"
-else
-	fail "client during shutdown: status $STATUS, got '$(cat -v "$TMP/grace.out")'"
-fi
-wait_exit "$ESPID" 5000
-if [ "$STATUS" = 0 ] && grep -q '^shutdown: 1 connections finished, 0 cut$' "$TMP/es.err"; then
-	pass "echo-server: graceful shutdown, exit 0"
-else
-	fail "echo-server shutdown: status $STATUS, stderr '$(tail -n 2 "$TMP/es.err")'"
-fi
 
-# A second signal during the grace period ends it at once, with 128 + the
-# signal's number (SIGINT: 130).  A connection held open keeps it in grace.
-"$EX/echo-server" 0 >"$TMP/es2.out" 2>"$TMP/es2.err" </dev/null &
-ES2PID=$!
-PIDS+=("$ES2PID")
-if E2PORT=$(wait_port "$TMP/es2.out" "$ES2PID") &&
-	exec 3<>"/dev/tcp/127.0.0.1/$E2PORT"; then
-	for ((i = 0; i < 100; i++)); do
-		grep -q connected "$TMP/es2.err" && break
-		sleep 0.02
+	# Both clients, the callback one and the task one, pass the same checks.
+	for CLIENT in tcp-client tcp-client-task; do
+		run hello "$EX/$CLIENT" 127.0.0.1 "$EPORT" "hello, iou ✓"
+		if expect_rc hello 0; then
+			if [ "$(cat "$TMP/hello.out")" = "hello, iou ✓" ]; then
+				pass "$CLIENT via $ES"
+			else
+				fail "$CLIENT via $ES: got '$(cat -v "$TMP/hello.out")'"
+			fi
+		fi
+		LONG=$(printf 'line %05d of a message longer than the 1 KiB echo buffer\n' $(seq 1 200))
+		run long "$EX/$CLIENT" 127.0.0.1 "$EPORT" "$LONG"
+		if expect_rc long 0; then
+			if [ "$(cat "$TMP/long.out")" = "$LONG" ]; then
+				pass "$CLIENT via $ES: ${#LONG} bytes"
+			else
+				fail "$CLIENT via $ES, ${#LONG} bytes: got $(wc -c <"$TMP/long.out")"
+			fi
+		fi
 	done
-	kill -TERM "$ES2PID"
-	for ((i = 0; i < 100; i++)); do
-		grep -q '^shutting down' "$TMP/es2.err" && break
-		sleep 0.02
-	done
-	kill -INT "$ES2PID"
-	wait_exit "$ES2PID" 3000
-	exec 3>&-
-	if [ "$STATUS" = 130 ] && grep -q '^echo-server: second signal, exiting now$' "$TMP/es2.err"; then
-		pass "echo-server: second signal in the grace period, exit 130"
+	if grep -q '^client 127\.0\.0\.1:[0-9][0-9]* connected$' "$TMP/es.err"; then
+		pass "$ES logs '$(head -n 1 "$TMP/es.err")'"
 	else
-		fail "echo-server second signal: status $STATUS, stderr '$(tail -n 2 "$TMP/es2.err")'"
+		fail "$ES log: '$(head -c 200 "$TMP/es.err")'"
 	fi
-else
-	fail "echo-server did not start or take a connection: $(head -c 300 "$TMP/es2.err")"
-fi
+	# Graceful shutdown: a client still connected is served to its end, new
+	# connections are refused, and the server then exits 0.
+	timeout -k 2 15 "$EX/tcp-client" 127.0.0.1 "$EPORT" "still here" \
+		>"$TMP/grace.out" 2>"$TMP/grace.err" </dev/null &
+	CPID=$!
+	PIDS+=("$CPID")
+	for ((i = 0; i < 100; i++)); do
+		[ -s "$TMP/grace.out" ] && break
+		sleep 0.02
+	done
+	kill -TERM "$ESPID"
+	sleep 0.2
+	if kill -0 "$ESPID" 2>/dev/null && [ "$(awk '{ print $3 }' "/proc/$ESPID/stat")" != Z ]; then
+		pass "$ES waits for a connected client after SIGTERM"
+	else
+		fail "$ES exited with a client still connected"
+	fi
+	run after "$EX/tcp-client" 127.0.0.1 "$EPORT" x
+	expect_rc after 1 && pass "$ES refuses new clients while shutting down"
+	wait_exit "$CPID" 5000
+	if [ "$STATUS" = 0 ] && [ "$(cat "$TMP/grace.out")" = "still here" ]; then
+		pass "the connected client was served to its end"
+	else
+		fail "client during shutdown: status $STATUS, got '$(cat -v "$TMP/grace.out")'"
+	fi
+	wait_exit "$ESPID" 5000
+	if [ "$STATUS" = 0 ] && grep -q '^shutdown: 1 connections finished, 0 cut$' "$TMP/es.err"; then
+		pass "$ES: graceful shutdown, exit 0"
+	else
+		fail "$ES shutdown: status $STATUS, stderr '$(tail -n 2 "$TMP/es.err")'"
+	fi
+
+	# A second signal during the grace period ends it at once, with 128 + the
+	# signal's number (SIGINT: 130).  A connection held open keeps it in grace.
+	"$EX/$ES" 0 >"$TMP/es2.out" 2>"$TMP/es2.err" </dev/null &
+	ES2PID=$!
+	PIDS+=("$ES2PID")
+	if E2PORT=$(wait_port "$TMP/es2.out" "$ES2PID") &&
+		exec 3<>"/dev/tcp/127.0.0.1/$E2PORT"; then
+		for ((i = 0; i < 100; i++)); do
+			grep -q connected "$TMP/es2.err" && break
+			sleep 0.02
+		done
+		kill -TERM "$ES2PID"
+		for ((i = 0; i < 100; i++)); do
+			grep -q '^shutting down' "$TMP/es2.err" && break
+			sleep 0.02
+		done
+		kill -INT "$ES2PID"
+		wait_exit "$ES2PID" 3000
+		exec 3>&-
+		if [ "$STATUS" = 130 ] && grep -q '^echo-server: second signal, exiting now$' "$TMP/es2.err"; then
+			pass "$ES: second signal in the grace period, exit 130"
+		else
+			fail "$ES second signal: status $STATUS, stderr '$(tail -n 2 "$TMP/es2.err")'"
+		fi
+	else
+		fail "$ES did not start or take a connection: $(head -c 300 "$TMP/es2.err")"
+	fi
+done
 
 # ---- tcp-client against tools/iou-echo and the responder --------------------
 
@@ -376,6 +389,7 @@ usage_case "$EX/http-get" 127.0.0.1 http
 usage_case "$EX/http-get" 127.0.0.1 0
 usage_case "$EX/http-get" 127.0.0.1 80 no-slash
 usage_case "$EX/http-get" 127.0.0.1 80 / extra
+usage_case "$EX/echo-server-task" nope
 usage_case "$EX/echo-server" nope
 usage_case "$EX/echo-server" 70000
 usage_case "$EX/echo-server" 1 2
