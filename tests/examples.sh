@@ -266,6 +266,7 @@ for ES in echo-server echo-server-task; do
 	fi
 	# Graceful shutdown: a client still connected is served to its end, new
 	# connections are refused, and the server then exits 0.
+	rm -f "$TMP/grace.out" # the last round's: not this client's answer
 	timeout -k 2 15 "$EX/tcp-client" 127.0.0.1 "$EPORT" "still here" \
 		>"$TMP/grace.out" 2>"$TMP/grace.err" </dev/null &
 	CPID=$!
