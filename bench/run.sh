@@ -29,7 +29,10 @@
 # Environment
 #   BENCH_DURATION  measured seconds per run (default 3; BENCH_QUICK: 1)
 #   BENCH_ROUNDS    rounds (default 3; BENCH_QUICK: 1)
-#   BENCH_SERVERS   comma-separated subset of iou-echo,epoll-echo,uring-echo
+#   BENCH_SERVERS   comma-separated subset of
+#                   iou-echo,iou-echo-tasks,epoll-echo,uring-echo
+#                   (iou-echo-tasks: iou-echo --tasks, a task per connection)
+#   BENCH_CONFIGS   subset of c50 c1 c50x16k pipe16 c1000 (space-separated)
 #   BENCH_QUICK=1   1 round of 1 s each (CI smoke test)
 #   BENCH_WARMUP    about how long the client warms up before counting, used
 #                   only for time-outs and the time budget (default 1)
@@ -62,9 +65,9 @@ CLIENT=${BENCH_CLIENT:-$B/tools/iou-bench}
 IDLE_N=${BENCH_IDLE_CONNS:-10000}
 BUDGET=${BENCH_BUDGET:-285}
 HOST=127.0.0.1
-ALL_SERVERS="iou-echo epoll-echo uring-echo"
+ALL_SERVERS="iou-echo iou-echo-tasks epoll-echo uring-echo"
 WANT=$(printf '%s\n' "${BENCH_SERVERS:-$ALL_SERVERS}" | tr ',' ' ')
-CONFIGS="c50 c1 c50x16k pipe16 c1000"
+CONFIGS=${BENCH_CONFIGS:-"c50 c1 c50x16k pipe16 c1000"}
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 T0=$(date +%s)
 
@@ -101,7 +104,7 @@ elapsed() { echo $(($(date +%s) - T0)); }
 
 server_bin() {
 	case $1 in
-	iou-echo) echo "$B/tools/iou-echo" ;;
+	iou-echo | iou-echo-tasks) echo "$B/tools/iou-echo" ;;
 	*) echo "$B/bench/$1" ;;
 	esac
 }
@@ -109,6 +112,7 @@ server_bin() {
 server_args() {
 	case $1 in
 	iou-echo) echo "-p 0 -q" ;;
+	iou-echo-tasks) echo "-p 0 -q --tasks" ;;
 	*) echo "-H $HOST -p 0" ;;
 	esac
 }

@@ -693,6 +693,14 @@ IOU_EXTERN ssize_t iou_task_write_all(iou_stream *s, const void *buf,
 				      size_t len, int timeout_ms);
 IOU_EXTERN ssize_t iou_task_drain(iou_stream *s, int timeout_ms);
 
+/* Forward the next received bytes (up to max) from `from` to `to` without
+ * copying (iou_forward()): the count, 0 at end of file on `from`, or an
+ * error of either side.  The deadline is the read's on `from`; once the
+ * bytes are queued on `to`, the call waits for their send (a cancel then
+ * takes effect when it ends). */
+IOU_EXTERN ssize_t iou_task_forward(iou_stream *from, iou_stream *to,
+				    size_t max, int timeout_ms);
+
 /* Connect (host names resolved off the loop's thread); *out gets the
  * connected stream, which the task closes.  timeout_ms covers look-up and
  * connect (-1: opts->timeout_ms).  Errors as iou_tcp_connect()'s. */

@@ -202,6 +202,20 @@ ssize_t iou_task_drain(iou_stream *s, int timeout_ms)
 	return write_wait(&w, iou_drain(s, write_cb, &w));
 }
 
+/* Forward: a read on `from` (its deadline) and a write on `to`. */
+ssize_t iou_task_forward(iou_stream *from, iou_stream *to, size_t max,
+			 int timeout_ms)
+{
+	iou_task *t;
+	struct iou__wait w;
+	int ret = read_prepare(from, timeout_ms, &t);
+
+	if (ret < 0)
+		return ret;
+	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = from };
+	return write_wait(&w, iou_forward(from, to, max, write_cb, &w));
+}
+
 /* ---- connect and close -------------------------------------------------- */
 
 static void connect_cancel(struct iou__wait *w)

@@ -36,6 +36,7 @@ struct config {
 	unsigned long max_conns;
 	double idle_s;
 	int quiet;
+	int tasks;
 };
 
 struct worker {
@@ -80,6 +81,7 @@ static void usage(FILE *f)
 		"  -g, --grace SECONDS      graceful-shutdown limit, fractional allowed (default 10)\n"
 		"      --max-conns N        at most N open connections (per process); more are closed at once\n"
 		"      --idle-timeout SECONDS  close a connection that sends nothing that long (default 0 = never)\n"
+		"      --tasks              a task per connection (blocking-style handler) instead of callbacks\n"
 		"  -q, --quiet              no per-connection log lines\n"
 		"  -h, --help               usage on stdout, exit 0\n"
 		"  -V, --version            version on stdout, exit 0\n");
@@ -122,7 +124,7 @@ static double parse_seconds(const char *s, const char *what)
 
 static void parse_args(int argc, char **argv)
 {
-	enum { OPT_MAX_CONNS = 256, OPT_IDLE };
+	enum { OPT_MAX_CONNS = 256, OPT_IDLE, OPT_TASKS };
 	static const struct option longs[] = {
 		{ "host", required_argument, NULL, 'H' },
 		{ "port", required_argument, NULL, 'p' },
@@ -131,6 +133,7 @@ static void parse_args(int argc, char **argv)
 		{ "max-conns", required_argument, NULL, OPT_MAX_CONNS },
 		{ "idle-timeout", required_argument, NULL, OPT_IDLE },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "tasks", no_argument, NULL, OPT_TASKS },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -165,6 +168,9 @@ static void parse_args(int argc, char **argv)
 			break;
 		case 'q':
 			cfg.quiet = 1;
+			break;
+		case OPT_TASKS:
+			cfg.tasks = 1;
 			break;
 		case 'h':
 			usage(stdout);
@@ -237,6 +243,32 @@ static void on_connection(iou_server *srv, iou_stream *s,
 		iou_close(s, on_closed, c);
 }
 
+/* The same server in task style (--tasks): one task per connection, its
+ * stream closed when the handler returns. */
+static void echo_task(iou_stream *s, void *ud)
+{
+	struct conn c;
+	uint16_t port = 0;
+	char host[INET6_ADDRSTRLEN];
+
+	(void)ud;
+	if (atomic_fetch_add(&open_conns, 1) >= cfg.max_conns && cfg.max_conns)
+		goto out; /* the process-wide limit */
+	if (!cfg.quiet) {
+		if (iou_peer_address(s, host, sizeof(host), &port) < 0)
+			snprintf(host, sizeof(host), "?");
+		snprintf(c.peer, sizeof(c.peer), strchr(host, ':') ? "[%s]:%u" :
+			 "%s:%u", host, (unsigned)port);
+		fprintf(stderr, "client %s connected\n", c.peer);
+	}
+	while (iou_task_forward(s, s, SIZE_MAX, -1) > 0)
+		;
+	if (!cfg.quiet)
+		fprintf(stderr, "client %s disconnected\n", c.peer);
+out:
+	atomic_fetch_sub(&open_conns, 1);
+}
+
 /* ---- workers ------------------------------------------------------------ */
 
 static void on_server_done(iou_server *srv, uint64_t finished, uint64_t cut,
@@ -294,7 +326,11 @@ static void *worker_main(void *arg)
 	so.idle_timeout_ms = (unsigned)(cfg.idle_s * 1000.0 + 0.5);
 	if (cfg.idle_s > 0 && !so.idle_timeout_ms)
 		so.idle_timeout_ms = 1; /* a tiny timeout, not "never" */
-	ret = iou_server_start(w->loop, &so, on_connection, w, &w->srv);
+	if (cfg.tasks)
+		ret = iou_task_server_start(w->loop, &so, echo_task, w, NULL,
+					    &w->srv);
+	else
+		ret = iou_server_start(w->loop, &so, on_connection, w, &w->srv);
 	if (ret == 0)
 		w->port = iou_server_port(w->srv);
 	worker_started(w, ret);
