@@ -32,10 +32,10 @@ trap 'exit 1' INT TERM
 
 say() { printf '%s\n' "$*"; }
 fail() {
-	say "FAIL: $*"
+	say "FAIL: ${MODE_ARGS:+[$MODE_ARGS] }$*"
 	FAILS=$((FAILS + 1))
 }
-pass() { say "ok: $*"; }
+pass() { say "ok: ${MODE_ARGS:+[$MODE_ARGS] }$*"; }
 
 if [ ! -x "$ECHO_BIN" ]; then
 	say "FAIL: $ECHO_BIN not built"
@@ -54,6 +54,7 @@ fi
 
 SPID=
 PORT=
+MODE_ARGS=
 
 # start_server NAME [iou-echo args...]: starts iou-echo -p 0 with the args,
 # output in $TMP/NAME.out and .err; sets SPID and PORT.  Returns 1 if no
@@ -62,7 +63,7 @@ start_server() {
 	local name=$1 i
 	shift
 	: >"$TMP/$name.out" # exists before the child opens it
-	"$ECHO_BIN" -p 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" </dev/null &
+	"$ECHO_BIN" -p 0 $MODE_ARGS "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" </dev/null &
 	SPID=$!
 	PIDS+=("$SPID")
 	PORT=
@@ -236,6 +237,7 @@ test_threads_exit() {
 test_sigterm_busy() {
 	local cpid t0 took line fin cut
 	start_server term -q -g 1 || { fail "SIGTERM: server did not start"; return; }
+	rm -f "$TMP/term.ready" # an earlier round's
 	"$EC" busy "$PORT" 100 15 "$TMP/term.ready" >"$TMP/term.ec" 2>&1 &
 	cpid=$!
 	PIDS+=("$cpid")
@@ -279,6 +281,7 @@ test_second_signal() {
 	local sig=$1 want=$2 name=sig2$1 cpid t0 took
 	shift 2
 	start_server "$name" -q -g 20 "$@" || { fail "second signal: server did not start"; return; }
+	rm -f "$TMP/$name.ready" # an earlier round's
 	"$EC" busy "$PORT" 10 15 "$TMP/$name.ready" >"$TMP/$name.ec" 2>&1 &
 	cpid=$!
 	PIDS+=("$cpid")
@@ -289,7 +292,8 @@ test_second_signal() {
 	kill -TERM "$SPID"
 	sleep 0.3
 	if ! kill -0 "$SPID" 2>/dev/null; then
-		fail "second signal: server gone before the second signal"
+		wait_exit "$SPID" 100
+		fail "second signal: server gone before the second signal (status $STATUS, stderr '$(tail -c 300 "$TMP/$name.err")', clients '$(tail -c 200 "$TMP/$name.ec")')"
 		return
 	fi
 	t0=$(ms_now)
@@ -380,7 +384,7 @@ test_fd_limit() {
 	local pid i t0 c0 c1 wall cpu hz st
 	hz=$(getconf CLK_TCK)
 	: >"$TMP/fd.out"
-	(ulimit -n 64 && exec "$ECHO_BIN" -p 0 -q) >"$TMP/fd.out" 2>"$TMP/fd.err" </dev/null &
+	(ulimit -n 64 && exec "$ECHO_BIN" -p 0 -q $MODE_ARGS) >"$TMP/fd.out" 2>"$TMP/fd.err" </dev/null &
 	pid=$!
 	PIDS+=("$pid")
 	PORT=
@@ -570,23 +574,28 @@ test_bad_host() {
 	done
 }
 
-test_listening_line
-test_echo_sizes
-test_concurrent
-test_half_close
-test_threads
-test_threads_exit
-test_sigterm_busy
-test_second_signal TERM 143
-test_second_signal INT 130 -t 2
+# The server's behaviour, with callbacks and with a task per connection
+# (--tasks): the same checks.
+for MODE_ARGS in "" --tasks; do
+	test_listening_line
+	test_echo_sizes
+	test_concurrent
+	test_half_close
+	test_threads
+	test_threads_exit
+	test_sigterm_busy
+	test_second_signal TERM 143
+	test_second_signal INT 130 -t 2
+	test_fd_limit
+	test_max_conns
+	test_idle_timeout
+	test_conn_log
+	test_ipv6
+done
+MODE_ARGS=
 test_bad_usage
 test_busy_port
 test_help_version
-test_fd_limit
-test_max_conns
-test_idle_timeout
-test_conn_log
-test_ipv6
 test_bad_host
 
 say "iou-echo.sh: $FAILS failed, $((SECONDS - START)) s"
