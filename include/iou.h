@@ -112,9 +112,10 @@ IOU_EXTERN int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
  * until it returns first.  -EINVAL for NULL. */
 IOU_EXTERN int iou_loop_destroy(iou_loop *loop);
 
-/* Run until the loop has no work left or iou_loop_stop() was called.
- * Returns 0 when out of work, 1 when stopped, or a negative error from the
- * ring (the loop stays usable). */
+/* Run until the loop has no work left or a turn took a stop request (see
+ * iou_loop_stop()).  Returns 0 when out of work, 1 when stopped, or a
+ * negative error from the ring (the loop stays usable).  With no work left
+ * it runs no turn, so a pending stop request stays pending. */
 IOU_EXTERN int iou_loop_run(iou_loop *loop);
 
 /* Run one turn: submit what is queued, wait up to `timeout_ms` (0: do not
@@ -123,8 +124,14 @@ IOU_EXTERN int iou_loop_run(iou_loop *loop);
  * completions handled (>= 0), or a negative error. */
 IOU_EXTERN int iou_loop_run_once(iou_loop *loop, int timeout_ms);
 
-/* Ask iou_loop_run() to return after the current turn.  Any thread; wakes a
- * loop that is blocked in the kernel at once. */
+/* Request a stop: a one-shot request that the turn in progress takes when
+ * it ends (a loop blocked in the kernel wakes at once; with no turn in
+ * progress, the next turn takes it and does not block).  The iou_loop_run()
+ * containing that turn then returns 1; an iou_loop_run_once() turn just
+ * returns as usual.  Either way the request is used up: the next
+ * iou_loop_run_once(loop, -1) blocks again and the next iou_loop_run() runs
+ * until out of work or stopped anew.  Several requests before a turn takes
+ * them count as one.  Any thread. */
 IOU_EXTERN void iou_loop_stop(iou_loop *loop);
 
 /* Run fn(ud) on the loop's thread during a coming turn.  Any thread; wakes

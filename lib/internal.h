@@ -91,7 +91,7 @@ struct iou__list {
 struct iou_loop {
 	struct io_uring ring;
 	unsigned setup_flags;
-	bool stop;
+	bool stop;                  /* the last turn took a stop request */
 	bool in_run;
 	uint64_t now;               /* ms, monotonic, cached per turn */
 

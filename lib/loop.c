@@ -373,7 +373,8 @@ static int wait_budget(iou_loop *loop, int timeout_ms)
 {
 	int next;
 
-	if (timeout_ms == 0 || loop->stop ||
+	if (timeout_ms == 0 ||
+	    __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
 	    __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) ||
 	    !iou__list_empty(&loop->deferred))
 		return 0;
@@ -406,8 +407,14 @@ static int ring_wait(iou_loop *loop, int wait_ms)
 	return ret < 0 ? ret : 0;
 }
 
+/* The loop whose turn runs on this thread: a stop or post made from its
+ * callbacks needs no wake-up (the wait is over, and the next turn's wait
+ * sees the request), and writing one would end the next wait early. */
+static _Thread_local iou_loop *turn_loop;
+
 int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 {
+	iou_loop *outer = turn_loop;
 	int ret, n;
 
 	if (!loop || timeout_ms < -1)
@@ -428,12 +435,16 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 		loop->now = iou__clock_ms();
 	ret = ring_wait(loop, wait_budget(loop, timeout_ms));
 	loop->now = iou__clock_ms();
+	turn_loop = loop;
 	n = dispatch_cqes(loop);
 	n += iou__timers_run(loop);
 	n += run_posts(loop);
 	iou__streams_turn_end(loop);
-	if (__atomic_exchange_n(&loop->stop_requested, 0, __ATOMIC_ACQ_REL))
-		loop->stop = true;
+	turn_loop = outer;
+	/* This turn takes a stop request, whether made before it or by its
+	 * callbacks; the next turn waits as usual. */
+	loop->stop = __atomic_exchange_n(&loop->stop_requested, 0,
+					 __ATOMIC_SEQ_CST) != 0;
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_turn_end();
 #endif
@@ -445,16 +456,13 @@ int iou_loop_run(iou_loop *loop)
 {
 	if (!loop)
 		return -EINVAL;
-	loop->stop = false;
 	while (iou_loop_alive(loop)) {
 		int ret = iou_loop_run_once(loop, -1);
 
 		if (ret < 0)
 			return ret;
-		if (loop->stop) {
-			loop->stop = false;
+		if (loop->stop)
 			return 1;
-		}
 	}
 	return 0;
 }
@@ -463,6 +471,8 @@ static void wake(iou_loop *loop)
 {
 	uint64_t one = 1;
 
+	if (turn_loop == loop)
+		return;
 	if (__atomic_exchange_n(&loop->wake_pending, 1, __ATOMIC_SEQ_CST))
 		return; /* a write is already on its way */
 	while (write(loop->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
@@ -473,7 +483,8 @@ void iou_loop_stop(iou_loop *loop)
 {
 	if (!loop)
 		return;
-	__atomic_store_n(&loop->stop_requested, 1, __ATOMIC_RELEASE);
+	/* seq_cst, as the wake-up's flag: see wake_complete() */
+	__atomic_store_n(&loop->stop_requested, 1, __ATOMIC_SEQ_CST);
 	wake(loop);
 }
 

@@ -164,6 +164,12 @@ static void noop_timer_cb(iou_timer *t, void *ud)
 	(void)ud;
 }
 
+static void count_timer_cb(iou_timer *t, void *ud)
+{
+	(void)t;
+	(*(int *)ud)++;
+}
+
 static void noop_post(void *ud)
 {
 	(void)ud;
@@ -543,6 +549,57 @@ START_TEST(test_stop_from_post)
 	ck_assert_int_eq(iou_loop_post(loop, stop_post, loop), 0);
 	ck_assert_int_eq(iou_loop_run(loop), 1);
 	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* A stop is one request: the run_once turn that takes it returns at once,
+ * and the next run_once(-1) blocks again (it used to return at once for
+ * ever, spinning until the 300 ms timer fired). */
+START_TEST(test_stop_then_run_once_blocks)
+{
+	iou_loop *loop = small_loop();
+	uint64_t t0 = t_now_ms();
+	long turns = 0;
+	int fired = 0;
+	iou_timer *t;
+
+	ck_assert_int_eq(iou_timer_start(loop, 300, 0, count_timer_cb, &fired,
+					 &t), 0);
+	iou_loop_stop(loop);
+	ck_assert_int_ge(iou_loop_run_once(loop, -1), 0);
+	ck_assert_uint_lt(t_now_ms() - t0, 250); /* the stop ended the wait */
+	while (!fired && turns < 10000000 && t_now_ms() - t0 < 5000) {
+		ck_assert_int_ge(iou_loop_run_once(loop, -1), 0);
+		turns++;
+	}
+	ck_assert_int_eq(fired, 1);
+	ck_assert_msg(turns <= 5, "%ld turns before the timer fired", turns);
+	ck_assert_uint_ge(t_now_ms() - t0, 290);
+	/* Consumed: run() finds no request left and runs out of work. */
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* From a callback: the run_once turn that runs it takes the request. */
+START_TEST(test_stop_inside_run_once)
+{
+	iou_loop *loop = small_loop();
+	struct stopper s = { .loop = loop, .stop_at = 1 };
+	iou_timer *t;
+	int fired = 0;
+	uint64_t t0;
+
+	ck_assert_int_eq(iou_timer_start(loop, 0, 0, stop_timer_cb, &s, &t), 0);
+	ck_assert_int_eq(t_run_until(loop, &s.fired, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(iou_timer_start(loop, 200, 0, count_timer_cb, &fired,
+					 &t), 0);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_loop_run_once(loop, -1), 1);
+	ck_assert_int_eq(fired, 1);
+	ck_assert_uint_ge(t_now_ms() - t0, 190);
 	ck_assert_int_eq(iou_loop_run(loop), 0);
 	ck_assert_int_eq(iou_loop_destroy(loop), 0);
 }
@@ -1051,6 +1108,33 @@ START_TEST(test_stop_from_thread)
 }
 END_TEST
 
+/* A stop requested from another thread while no turn runs is taken by the
+ * next run(), which returns 1 after one turn; the run() after that runs
+ * until out of work. */
+START_TEST(test_stop_from_thread_before_run)
+{
+	iou_loop *loop = small_loop();
+	struct poster p = { .loop = loop, .delay_ms = 0, .stop = true };
+	pthread_t th;
+	iou_timer *t;
+	int fired = 0;
+	uint64_t t0;
+
+	ck_assert_int_eq(iou_timer_start(loop, 60000, 0, noop_timer_cb, NULL, &t), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, poster_thread, &p), 0);
+	pthread_join(th, NULL);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_loop_run(loop), 1);
+	ck_assert_uint_lt(t_now_ms() - t0, 1000);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_timer_start(loop, 100, 0, count_timer_cb, &fired,
+					 &t), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(fired, 1);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 enum { POST_THREADS = 4, POSTS_PER_THREAD = 5000 };
 
 struct order_state {
@@ -1532,6 +1616,8 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_run_once_timeout_zero);
 	tcase_add_test(tc, test_run_once_timeout_waits);
 	tcase_add_test(tc, test_run_once_reentry);
+	tcase_add_test(tc, test_stop_then_run_once_blocks);
+	tcase_add_test(tc, test_stop_inside_run_once);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("timers");
@@ -1553,6 +1639,7 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_post_wakes_blocked_loop);
 	tcase_add_test(tc, test_post_wakes_loop_with_far_timer);
 	tcase_add_test(tc, test_stop_from_thread);
+	tcase_add_test(tc, test_stop_from_thread_before_run);
 	tcase_add_test(tc, test_post_many_threads_order);
 	tcase_add_test(tc, test_post_from_callback);
 	tcase_add_test(tc, test_post_einval);
