@@ -157,8 +157,11 @@ typedef void (*iou_timer_cb)(iou_timer *t, void *ud);
 /* Start a timer that fires after `after_ms` milliseconds and then, if
  * `repeat_ms` > 0, every `repeat_ms`.  Timers that expire in the same turn
  * fire in deadline order (start order for equal deadlines).  Timers cost no
- * SQE: the loop waits with the nearest deadline as its timeout.
- * Errors: -EINVAL, -ENOMEM. */
+ * SQE: the loop waits with the nearest deadline as its timeout.  *out gets
+ * the handle for iou_timer_cancel(); a one-shot timer (repeat_ms == 0) may
+ * pass NULL for out when it will never be cancelled (it frees itself after
+ * its callback); a repeating one needs it.
+ * Errors: -EINVAL (also: out NULL with repeat_ms > 0), -ENOMEM. */
 IOU_EXTERN int iou_timer_start(iou_loop *loop, uint64_t after_ms,
 			       uint64_t repeat_ms, iou_timer_cb cb, void *ud,
 			       iou_timer **out);

@@ -970,6 +970,28 @@ START_TEST(test_timer_cancel_many)
 }
 END_TEST
 
+/* A one-shot timer needs no handle: it fires once and frees itself. */
+START_TEST(test_timer_oneshot_no_handle)
+{
+	iou_loop *loop = small_loop();
+	int fired = 0;
+
+	ck_assert_int_eq(iou_timer_start(loop, 0, 0, count_timer_cb, &fired,
+					 NULL), 0);
+	ck_assert_int_eq(iou_timer_start(loop, 20, 0, count_timer_cb, &fired,
+					 NULL), 0);
+	ck_assert_int_eq(fired, 0); /* never from inside the call */
+	ck_assert_int_eq(iou_loop_alive(loop), 1);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(fired, 2);
+	/* A repeating timer can only be stopped through its handle. */
+	ck_assert_int_eq(iou_timer_start(loop, 1, 1, count_timer_cb, &fired,
+					 NULL), -EINVAL);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
 START_TEST(test_timer_einval)
 {
 	iou_loop *loop = small_loop();
@@ -978,7 +1000,7 @@ START_TEST(test_timer_einval)
 
 	ck_assert_int_eq(iou_timer_start(NULL, 1, 0, noop_timer_cb, NULL, &t), -EINVAL);
 	ck_assert_int_eq(iou_timer_start(loop, 1, 0, NULL, NULL, &t), -EINVAL);
-	ck_assert_int_eq(iou_timer_start(loop, 1, 0, noop_timer_cb, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(iou_timer_start(loop, 1, 5, noop_timer_cb, NULL, NULL), -EINVAL);
 	ck_assert_int_eq(iou_timer_start(loop, big, 0, noop_timer_cb, NULL, &t), -EINVAL);
 	ck_assert_int_eq(iou_timer_start(loop, UINT64_MAX, 0, noop_timer_cb, NULL, &t), -EINVAL);
 	ck_assert_int_eq(iou_timer_start(loop, 1, big, noop_timer_cb, NULL, &t), -EINVAL);
@@ -1632,6 +1654,7 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_timer_cancel_other_same_turn);
 	tcase_add_test(tc, test_timer_cancel_many);
 	tcase_add_test(tc, test_timer_einval);
+	tcase_add_test(tc, test_timer_oneshot_no_handle);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("post");
