@@ -109,7 +109,11 @@ IOU_EXTERN int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 /* Destroy a loop that has no work left (see iou_loop_alive()).  Returns
  * -EBUSY and changes nothing while streams, servers, timers, posted
  * callbacks or in-flight operations remain: close them and run the loop
- * until it returns first.  -EINVAL for NULL. */
+ * until it returns first.  -EINVAL for NULL.  A posted callback may run
+ * before its iou_loop_post() returned on the posting thread: destroy waits
+ * for such calls (and iou_loop_stop()'s) to return, so a loop may be
+ * destroyed as soon as the last posted callback ran; no post or stop may
+ * start once destroy was called. */
 IOU_EXTERN int iou_loop_destroy(iou_loop *loop);
 
 /* Run until the loop has no work left or a turn took a stop request (see

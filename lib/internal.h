@@ -113,10 +113,13 @@ struct iou_loop {
 	struct iou__op wake_op;
 	bool wake_armed;
 	bool destroying;            /* no more wake-up reads */
-	pthread_mutex_t post_lock;
-	struct iou__post *post_head, **post_tail;
-	int wake_pending;           /* atomic: a write to wake_fd is on its way */
-	int stop_requested;         /* atomic, set by iou_loop_stop() */
+	/* The fields other threads touch, only ever through __atomic
+	 * builtins: posted callbacks, newest first (a lock-free stack that
+	 * any thread pushes onto and the loop takes whole), and two flags. */
+	struct iou__post *post_head;
+	int wake_pending;           /* a write to wake_fd is on its way */
+	int stop_requested;         /* set by iou_loop_stop() */
+	int posters;                /* calls of iou_loop_post/stop under way */
 
 	/* streams that wait for provided buffers (-ENOBUFS) */
 	struct iou__list starved;

@@ -2,6 +2,7 @@
 /* The ring engine: set-up with feature fallbacks, SQE acquisition, one
  * submit-and-wait per turn, batched CQE dispatch, cross-thread wake-up. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -155,7 +156,12 @@ static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 	iou_loop *loop = IOU__CONTAINER_OF(op, iou_loop, wake_op);
 
 	loop->wake_armed = false;
-	/* Posts made from now on must write the eventfd again. */
+	/* Posts made from now on must write the eventfd again.  A poster
+	 * publishes its request, then sets wake_pending; here the flag is
+	 * cleared before this turn looks for requests (run_posts() and the
+	 * stop check come after dispatch).  All four accesses are seq_cst, so
+	 * a poster that still saw the flag set (and wrote nothing) published
+	 * before this turn looks: no request waits without a wake-up. */
 	__atomic_store_n(&loop->wake_pending, 0, __ATOMIC_SEQ_CST);
 	if (cqe->res == -ECANCELED)
 		return; /* iou_loop_destroy() asked for it */
@@ -181,11 +187,9 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 		return -ENOMEM;
 	loop->wake_fd = -1;
 	loop->wake_op.complete = wake_complete;
-	loop->post_tail = &loop->post_head;
 	iou__list_init(&loop->starved);
 	iou__list_init(&loop->deferred);
 	iou__list_init(&loop->holders);
-	pthread_mutex_init(&loop->post_lock, NULL);
 
 	ret = ring_init(loop, opts->queue_depth, opts->flags);
 	if (ret < 0)
@@ -228,7 +232,6 @@ err_bufs:
 err_ring:
 	io_uring_queue_exit(&loop->ring);
 err_free:
-	pthread_mutex_destroy(&loop->post_lock);
 	free(loop);
 	return ret;
 }
@@ -238,7 +241,7 @@ int iou_loop_alive(const iou_loop *loop)
 	if (!loop)
 		return 0;
 	return loop->active > 0 ||
-	       __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) != NULL;
+	       __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED) != NULL;
 }
 
 int iou_loop_destroy(iou_loop *loop)
@@ -256,6 +259,11 @@ int iou_loop_destroy(iou_loop *loop)
 			break;
 		iou_loop_run_once(loop, 10);
 	}
+	/* A post's callback may have run, and brought the application here,
+	 * before that iou_loop_post() (or a stop) on another thread finished
+	 * its wake-up: let it leave the loop first. */
+	while (__atomic_load_n(&loop->posters, __ATOMIC_SEQ_CST))
+		sched_yield();
 	io_uring_queue_exit(&loop->ring);
 	iou__bufring_teardown(loop);
 	close(loop->wake_fd);
@@ -266,7 +274,6 @@ int iou_loop_destroy(iou_loop *loop)
 		loop->free_writes = next;
 	}
 	iou__blk_cache_free(&loop->blocks);
-	pthread_mutex_destroy(&loop->post_lock);
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_fini(loop);
 #endif
@@ -347,16 +354,20 @@ static int dispatch_cqes(iou_loop *loop)
 	return (int)n;
 }
 
+/* Take every posted callback at once and run them oldest first. */
 static int run_posts(iou_loop *loop)
 {
-	struct iou__post *p;
+	struct iou__post *p, *lifo;
 	int n = 0;
 
-	pthread_mutex_lock(&loop->post_lock);
-	p = loop->post_head;
-	loop->post_head = NULL;
-	loop->post_tail = &loop->post_head;
-	pthread_mutex_unlock(&loop->post_lock);
+	lifo = __atomic_exchange_n(&loop->post_head, NULL, __ATOMIC_SEQ_CST);
+	for (p = NULL; lifo;) {
+		struct iou__post *next = lifo->next;
+
+		lifo->next = p;
+		p = lifo;
+		lifo = next;
+	}
 	while (p) {
 		struct iou__post *next = p->next;
 
@@ -375,7 +386,7 @@ static int wait_budget(iou_loop *loop, int timeout_ms)
 
 	if (timeout_ms == 0 ||
 	    __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
-	    __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) ||
+	    __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED) ||
 	    !iou__list_empty(&loop->deferred))
 		return 0;
 	next = iou__timers_next_ms(loop);
@@ -483,9 +494,11 @@ void iou_loop_stop(iou_loop *loop)
 {
 	if (!loop)
 		return;
+	__atomic_add_fetch(&loop->posters, 1, __ATOMIC_SEQ_CST);
 	/* seq_cst, as the wake-up's flag: see wake_complete() */
 	__atomic_store_n(&loop->stop_requested, 1, __ATOMIC_SEQ_CST);
 	wake(loop);
+	__atomic_sub_fetch(&loop->posters, 1, __ATOMIC_SEQ_CST);
 }
 
 int iou_loop_post(iou_loop *loop, void (*fn)(void *ud), void *ud)
@@ -497,14 +510,20 @@ int iou_loop_post(iou_loop *loop, void (*fn)(void *ud), void *ud)
 	p = malloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	p->next = NULL;
 	p->fn = fn;
 	p->ud = ud;
-	pthread_mutex_lock(&loop->post_lock);
-	*loop->post_tail = p;
-	loop->post_tail = &p->next;
-	pthread_mutex_unlock(&loop->post_lock);
+	/* Counted before the push: once pushed, the callback may run and the
+	 * loop be destroyed, which waits for this call to end. */
+	__atomic_add_fetch(&loop->posters, 1, __ATOMIC_SEQ_CST);
+	/* Push onto the list's head; run_posts() takes the whole list and
+	 * reverses it, so each thread's posts run in the order made.  seq_cst:
+	 * see wake_complete(). */
+	p->next = __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED);
+	while (!__atomic_compare_exchange_n(&loop->post_head, &p->next, p, true,
+					    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+		;
 	wake(loop);
+	__atomic_sub_fetch(&loop->posters, 1, __ATOMIC_SEQ_CST);
 	return 0;
 }
 

@@ -1157,6 +1157,47 @@ START_TEST(test_stop_from_thread_before_run)
 }
 END_TEST
 
+static void *post_once_thread(void *arg)
+{
+	struct poster *p = arg;
+
+	if (p->stop)
+		iou_loop_stop(p->loop);
+	else
+		ck_assert_int_eq(iou_loop_post(p->loop, set_flag_post, p->flag), 0);
+	return NULL;
+}
+
+/* The loop may be destroyed as soon as a posted callback ran, while the
+ * iou_loop_post() (or iou_loop_stop()) that brought it may still be writing
+ * its wake-up on the other thread: destroy waits for it.  (Under TSan or
+ * ASan, the old code's close and free raced with that write.) */
+START_TEST(test_destroy_right_after_post)
+{
+	for (int i = 0; i < 100; i++) {
+		iou_loop *loop = small_loop();
+		int flag = 0;
+		struct poster p = { .loop = loop, .flag = &flag, .stop = i & 1 };
+		pthread_t th;
+
+		ck_assert_int_eq(pthread_create(&th, NULL, post_once_thread, &p), 0);
+		if (p.stop) {
+			iou_timer *t;
+
+			ck_assert_int_eq(iou_timer_start(loop, 60000, 0,
+							 noop_timer_cb, NULL, &t), 0);
+			ck_assert_int_eq(iou_loop_run(loop), 1);
+			ck_assert_int_eq(iou_timer_cancel(t), 0);
+		} else {
+			while (!__atomic_load_n(&flag, __ATOMIC_ACQUIRE))
+				ck_assert_int_ge(iou_loop_run_once(loop, -1), 0);
+		}
+		ck_assert_int_eq(iou_loop_destroy(loop), 0);
+		pthread_join(th, NULL);
+	}
+}
+END_TEST
+
 enum { POST_THREADS = 4, POSTS_PER_THREAD = 5000 };
 
 struct order_state {
@@ -1663,6 +1704,7 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_post_wakes_loop_with_far_timer);
 	tcase_add_test(tc, test_stop_from_thread);
 	tcase_add_test(tc, test_stop_from_thread_before_run);
+	tcase_add_test(tc, test_destroy_right_after_post);
 	tcase_add_test(tc, test_post_many_threads_order);
 	tcase_add_test(tc, test_post_from_callback);
 	tcase_add_test(tc, test_post_einval);
