@@ -170,7 +170,7 @@ static void try_next(struct conn_req *c)
 		}
 		sqe = iou__get_sqe(c->loop);
 		if (!sqe) {
-			c->err = -EAGAIN;
+			c->err = -ENOMEM;
 			close(c->fd);
 			c->fd = -1;
 			break;
@@ -192,8 +192,10 @@ static void deadline_fire(struct iou__timer *t)
 
 	c->timed_out = true;
 	if (c->connecting) {
-		/* its CQE (-ECANCELED) reports the timeout */
-		iou__cancel_op(c->loop, &c->op);
+		/* its CQE (-ECANCELED) reports the timeout; out of memory for
+		 * the cancel: again next turn */
+		if (iou__cancel_op(c->loop, &c->op) < 0)
+			iou__timer_arm(c->loop, &c->deadline, c->loop->now + 1);
 	} else if (!c->done) {
 		finish(c, NULL, -ETIMEDOUT); /* still resolving */
 	}

@@ -88,9 +88,14 @@ struct iou__list {
 	struct iou__list *prev, *next;
 };
 
+struct iou__sqe_chunk;
+
 struct iou_loop {
 	struct io_uring ring;
 	unsigned setup_flags;
+	/* SQEs waiting for room in the ring, oldest first (loop.c) */
+	struct iou__sqe_chunk *ovf_head, *ovf_tail, *ovf_spare;
+	unsigned ovf_first;         /* next SQE to copy in ovf_head */
 	bool stop;                  /* the last turn took a stop request */
 	bool in_run;
 	uint64_t now;               /* ms, monotonic, cached per turn */
@@ -157,6 +162,9 @@ static inline void iou__list_del(struct iou__list *n)
 }
 
 /* loop.c */
+/* An SQE to fill at once (before the next call): from the ring, or, when
+ * the ring is full and the kernel takes nothing, from the loop's overflow
+ * queue, submitted as room appears.  NULL only when out of memory. */
 struct io_uring_sqe *iou__get_sqe(iou_loop *loop);
 void iou__op_submitted(iou_loop *loop);   /* an op now in flight: +1 active */
 void iou__op_done(iou_loop *loop);        /* its final CQE arrived: -1 active */

@@ -136,6 +136,116 @@ static int enter_check(iou_loop *loop)
 	return ret < 0 ? ret : 0;
 }
 
+/* ---- SQ overflow -------------------------------------------------------- */
+
+/* SQEs made while the ring was full and the kernel took none (it refuses
+ * SQEs when it cannot allocate requests, for one) wait here, in order, for
+ * room; as libxev's io_uring backend does with its unqueued list.  Chunks,
+ * so an SQE handed out never moves until it is copied into the ring. */
+#define SQE_CHUNK 64
+
+struct iou__sqe_chunk {
+	struct iou__sqe_chunk *next;
+	unsigned n;                 /* SQEs handed out of this chunk */
+	struct io_uring_sqe sqes[SQE_CHUNK];
+};
+
+static struct io_uring_sqe *ovf_push(iou_loop *loop)
+{
+	struct iou__sqe_chunk *c = loop->ovf_tail;
+	struct io_uring_sqe *sqe;
+
+	if (!c || c->n == SQE_CHUNK) {
+		c = loop->ovf_spare;
+		if (c)
+			loop->ovf_spare = NULL;
+		else if (!(c = malloc(sizeof(*c))))
+			return NULL;
+		c->next = NULL;
+		c->n = 0;
+		if (loop->ovf_tail) {
+			loop->ovf_tail->next = c;
+		} else {
+			loop->ovf_head = c;
+			loop->ovf_first = 0;
+		}
+		loop->ovf_tail = c;
+	}
+	sqe = &c->sqes[c->n++];
+	memset(sqe, 0, sizeof(*sqe));
+	return sqe;
+}
+
+/* Copy the oldest waiting SQE into the ring slot `to`. */
+static void ovf_pop(iou_loop *loop, struct io_uring_sqe *to)
+{
+	struct iou__sqe_chunk *c = loop->ovf_head;
+
+	*to = c->sqes[loop->ovf_first++];
+	if (loop->ovf_first < c->n)
+		return;
+	/* Drained (a tail chunk too: the next push starts a new one). */
+	loop->ovf_head = c->next;
+	if (!loop->ovf_head)
+		loop->ovf_tail = NULL;
+	loop->ovf_first = 0;
+	if (loop->ovf_spare)
+		free(c);
+	else
+		loop->ovf_spare = c;
+}
+
+/* Move waiting SQEs into the ring, submitting whenever it is full; stops
+ * when none wait, or when the ring is full and the kernel took nothing
+ * (they go out in a later turn). */
+static void sq_flush(iou_loop *loop)
+{
+	for (;;) {
+		struct io_uring_sqe *sqe = NULL;
+
+		if (loop->ovf_head)
+			sqe = io_uring_get_sqe(&loop->ring);
+		if (sqe) {
+			ovf_pop(loop, sqe);
+			continue;
+		}
+		if (io_uring_sq_space_left(&loop->ring))
+			return; /* nothing waits */
+		FAULT_SQ(loop);
+		if (io_uring_submit(&loop->ring) <= 0)
+			return;
+		if (!loop->ovf_head)
+			return;
+	}
+}
+
+static void ovf_free(iou_loop *loop)
+{
+	while (loop->ovf_head) {
+		struct iou__sqe_chunk *c = loop->ovf_head;
+
+		loop->ovf_head = c->next;
+		free(c);
+	}
+	free(loop->ovf_spare);
+	loop->ovf_tail = loop->ovf_spare = NULL;
+}
+
+/* A full SQ is submitted, or the SQE waits in the overflow queue: no caller
+ * ever sees SQ pressure.  Once one SQE waits there, every later one does,
+ * so SQEs reach the kernel in the order they were made. */
+struct io_uring_sqe *iou__get_sqe(iou_loop *loop)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!loop->ovf_head && (sqe = io_uring_get_sqe(&loop->ring)))
+		return sqe;
+	sq_flush(loop);
+	if (!loop->ovf_head && (sqe = io_uring_get_sqe(&loop->ring)))
+		return sqe;
+	return ovf_push(loop); /* NULL: out of memory */
+}
+
 static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 
 static int wake_arm(iou_loop *loop)
@@ -274,24 +384,12 @@ int iou_loop_destroy(iou_loop *loop)
 		loop->free_writes = next;
 	}
 	iou__blk_cache_free(&loop->blocks);
+	ovf_free(loop);
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_fini(loop);
 #endif
 	free(loop);
 	return 0;
-}
-
-struct io_uring_sqe *iou__get_sqe(iou_loop *loop)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
-
-	/* A full SQ is flushed, never an error. */
-	for (int i = 0; !sqe && i < 8; i++) {
-		FAULT_SQ(loop);
-		io_uring_submit(&loop->ring);
-		sqe = io_uring_get_sqe(&loop->ring);
-	}
-	return sqe;
 }
 
 void iou__op_submitted(iou_loop *loop)
@@ -384,7 +482,7 @@ static int wait_budget(iou_loop *loop, int timeout_ms)
 {
 	int next;
 
-	if (timeout_ms == 0 ||
+	if (timeout_ms == 0 || loop->ovf_head ||
 	    __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
 	    __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED) ||
 	    !iou__list_empty(&loop->deferred))
@@ -444,6 +542,9 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 	 * now must not wait a whole extra timeout. */
 	if (iou__timers_next_ms(loop) >= 0)
 		loop->now = iou__clock_ms();
+	/* SQEs that found the ring full go out with this turn's submit;
+	 * should some still wait, the wait does not block. */
+	sq_flush(loop);
 	ret = ring_wait(loop, wait_budget(loop, timeout_ms));
 	loop->now = iou__clock_ms();
 	turn_loop = loop;
