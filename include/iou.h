@@ -85,7 +85,10 @@ typedef struct iou_timer iou_timer;
 					  fill several */
 
 struct iou_loop_opts {
-	unsigned queue_depth; /* SQ entries, 1..32768, default 512 */
+	unsigned queue_depth; /* SQ entries, 1..32768, default 512; not a
+				 limit on operations: those that find the SQ
+				 full wait in the loop, in order, and go out
+				 as it drains */
 	unsigned buf_size;    /* bytes per provided receive buffer,
 				 64..1 MiB, default 16384 */
 	unsigned buf_count;   /* receive buffers in the loop's ring, a power
