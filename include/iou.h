@@ -115,7 +115,10 @@ typedef struct iou_timer iou_timer;
 					  fill several */
 
 struct iou_loop_opts {
-	unsigned queue_depth; /* SQ entries, 1..32768, default 512 */
+	unsigned queue_depth; /* SQ entries, 1..32768, default 512; not a
+				 limit on operations: those that find the SQ
+				 full wait in the loop, in order, and go out
+				 as it drains */
 	unsigned buf_size;    /* bytes per provided receive buffer,
 				 64..1 MiB, default 16384 */
 	unsigned buf_count;   /* receive buffers in the loop's ring at most,
@@ -143,12 +146,17 @@ IOU_EXTERN int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 /* Destroy a loop that has no work left (see iou_loop_alive()).  Returns
  * -EBUSY and changes nothing while streams, servers, timers, posted
  * callbacks, in-flight operations or started signal watchers remain: close
- * or stop them and run the loop until it returns first.  -EINVAL for NULL. */
+ * or stop them and run the loop until it returns first.  -EINVAL for NULL.
+ * A posted callback may run before its iou_loop_post() returned on the
+ * posting thread: destroy waits for such calls (and iou_loop_stop()'s) to
+ * return, so a loop may be destroyed as soon as the last posted callback
+ * ran; no post or stop may start once destroy was called. */
 IOU_EXTERN int iou_loop_destroy(iou_loop *loop);
 
-/* Run until the loop has no work left or iou_loop_stop() was called.
- * Returns 0 when out of work, 1 when stopped, or a negative error from the
- * ring (the loop stays usable). */
+/* Run until the loop has no work left or a turn took a stop request (see
+ * iou_loop_stop()).  Returns 0 when out of work, 1 when stopped, or a
+ * negative error from the ring (the loop stays usable).  With no work left
+ * it runs no turn, so a pending stop request stays pending. */
 IOU_EXTERN int iou_loop_run(iou_loop *loop);
 
 /* Run one turn: submit what is queued, wait up to `timeout_ms` (0: do not
@@ -157,8 +165,14 @@ IOU_EXTERN int iou_loop_run(iou_loop *loop);
  * completions handled (>= 0), or a negative error. */
 IOU_EXTERN int iou_loop_run_once(iou_loop *loop, int timeout_ms);
 
-/* Ask iou_loop_run() to return after the current turn.  Any thread; wakes a
- * loop that is blocked in the kernel at once. */
+/* Request a stop: a one-shot request that the turn in progress takes when
+ * it ends (a loop blocked in the kernel wakes at once; with no turn in
+ * progress, the next turn takes it and does not block).  The iou_loop_run()
+ * containing that turn then returns 1; an iou_loop_run_once() turn just
+ * returns as usual.  Either way the request is used up: the next
+ * iou_loop_run_once(loop, -1) blocks again and the next iou_loop_run() runs
+ * until out of work or stopped anew.  Several requests before a turn takes
+ * them count as one.  Any thread. */
 IOU_EXTERN void iou_loop_stop(iou_loop *loop);
 
 /* Run fn(ud) on the loop's thread during a coming turn.  Any thread; wakes
@@ -185,8 +199,11 @@ typedef void (*iou_timer_cb)(iou_timer *t, void *ud);
 /* Start a timer that fires after `after_ms` milliseconds and then, if
  * `repeat_ms` > 0, every `repeat_ms`.  Timers that expire in the same turn
  * fire in deadline order (start order for equal deadlines).  Timers cost no
- * SQE: the loop waits with the nearest deadline as its timeout.
- * Errors: -EINVAL, -ENOMEM. */
+ * SQE: the loop waits with the nearest deadline as its timeout.  *out gets
+ * the handle for iou_timer_cancel(); a one-shot timer (repeat_ms == 0) may
+ * pass NULL for out when it will never be cancelled (it frees itself after
+ * its callback); a repeating one needs it.
+ * Errors: -EINVAL (also: out NULL with repeat_ms > 0), -ENOMEM. */
 IOU_EXTERN int iou_timer_start(iou_loop *loop, uint64_t after_ms,
 			       uint64_t repeat_ms, iou_timer_cb cb, void *ud,
 			       iou_timer **out);

@@ -247,10 +247,15 @@ static void deadline_fire(struct iou__timer *t)
 	struct conn_req *c = IOU__CONTAINER_OF(t, struct conn_req, deadline);
 
 	c->timed_out = true;
-	if (c->connecting)
-		cancel_connect_op(c); /* its CQE reports the timeout */
-	else if (c->job)
+	if (c->connecting) {
+		/* its CQE reports the timeout; out of memory for the cancel:
+		 * again next turn */
+		cancel_connect_op(c);
+		if (!c->cancel_sent)
+			iou__timer_arm(c->loop, &c->deadline, c->loop->now + 1);
+	} else if (c->job) {
 		finish(c, -ETIMEDOUT); /* still resolving */
+	}
 }
 
 /* iou_close() of a connecting stream (at the end of a turn): the connect
@@ -260,10 +265,13 @@ void iou__connect_cancel(iou_stream *s)
 {
 	struct conn_req *c = s->conn;
 
-	if (c->connecting)
+	if (c->connecting) {
 		cancel_connect_op(c);
-	else
+		if (!c->cancel_sent)
+			iou__stream_poke(s); /* out of memory: again */
+	} else {
 		finish(c, -ECANCELED);
+	}
 }
 
 static int set_addrs(struct sockaddr_storage **addrs, size_t *naddrs, size_t n)

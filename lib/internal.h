@@ -113,10 +113,15 @@ struct iou__list {
 	struct iou__list *prev, *next;
 };
 
+struct iou__sqe_chunk;
+
 struct iou_loop {
 	struct io_uring ring;
 	unsigned setup_flags;
-	bool stop;
+	/* SQEs waiting for room in the ring, oldest first (loop.c) */
+	struct iou__sqe_chunk *ovf_head, *ovf_tail, *ovf_spare;
+	unsigned ovf_first;         /* next SQE to copy in ovf_head */
+	bool stop;                  /* the last turn took a stop request */
 	bool in_run;
 	uint64_t now;               /* ms, monotonic, cached per turn */
 
@@ -138,10 +143,13 @@ struct iou_loop {
 	struct iou__op wake_op;
 	bool wake_armed;
 	bool destroying;            /* no more wake-up reads */
-	pthread_mutex_t post_lock;
-	struct iou__post *post_head, **post_tail;
-	int wake_pending;           /* atomic: a write to wake_fd is on its way */
-	int stop_requested;         /* atomic, set by iou_loop_stop() */
+	/* The fields other threads touch, only ever through __atomic
+	 * builtins: posted callbacks, newest first (a lock-free stack that
+	 * any thread pushes onto and the loop takes whole), and two flags. */
+	struct iou__post *post_head;
+	int wake_pending;           /* a write to wake_fd is on its way */
+	int stop_requested;         /* set by iou_loop_stop() */
+	int posters;                /* calls of iou_loop_post/stop under way */
 
 	/* streams that wait for provided buffers (-ENOBUFS) */
 	struct iou__list starved;
@@ -182,6 +190,9 @@ static inline void iou__list_del(struct iou__list *n)
 }
 
 /* loop.c */
+/* An SQE to fill at once (before the next call): from the ring, or, when
+ * the ring is full and the kernel takes nothing, from the loop's overflow
+ * queue, submitted as room appears.  NULL only when out of memory. */
 struct io_uring_sqe *iou__get_sqe(iou_loop *loop);
 void iou__op_submitted(iou_loop *loop);   /* an op now in flight: +1 active */
 void iou__op_done(iou_loop *loop);        /* its final CQE arrived: -1 active */

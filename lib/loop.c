@@ -2,6 +2,7 @@
 /* The ring engine: set-up with feature fallbacks, SQE acquisition, one
  * submit-and-wait per turn, batched CQE dispatch, cross-thread wake-up. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -135,6 +136,116 @@ static int enter_check(iou_loop *loop)
 	return ret < 0 ? ret : 0;
 }
 
+/* ---- SQ overflow -------------------------------------------------------- */
+
+/* SQEs made while the ring was full and the kernel took none (it refuses
+ * SQEs when it cannot allocate requests, for one) wait here, in order, for
+ * room; as libxev's io_uring backend does with its unqueued list.  Chunks,
+ * so an SQE handed out never moves until it is copied into the ring. */
+#define SQE_CHUNK 64
+
+struct iou__sqe_chunk {
+	struct iou__sqe_chunk *next;
+	unsigned n;                 /* SQEs handed out of this chunk */
+	struct io_uring_sqe sqes[SQE_CHUNK];
+};
+
+static struct io_uring_sqe *ovf_push(iou_loop *loop)
+{
+	struct iou__sqe_chunk *c = loop->ovf_tail;
+	struct io_uring_sqe *sqe;
+
+	if (!c || c->n == SQE_CHUNK) {
+		c = loop->ovf_spare;
+		if (c)
+			loop->ovf_spare = NULL;
+		else if (!(c = malloc(sizeof(*c))))
+			return NULL;
+		c->next = NULL;
+		c->n = 0;
+		if (loop->ovf_tail) {
+			loop->ovf_tail->next = c;
+		} else {
+			loop->ovf_head = c;
+			loop->ovf_first = 0;
+		}
+		loop->ovf_tail = c;
+	}
+	sqe = &c->sqes[c->n++];
+	memset(sqe, 0, sizeof(*sqe));
+	return sqe;
+}
+
+/* Copy the oldest waiting SQE into the ring slot `to`. */
+static void ovf_pop(iou_loop *loop, struct io_uring_sqe *to)
+{
+	struct iou__sqe_chunk *c = loop->ovf_head;
+
+	*to = c->sqes[loop->ovf_first++];
+	if (loop->ovf_first < c->n)
+		return;
+	/* Drained (a tail chunk too: the next push starts a new one). */
+	loop->ovf_head = c->next;
+	if (!loop->ovf_head)
+		loop->ovf_tail = NULL;
+	loop->ovf_first = 0;
+	if (loop->ovf_spare)
+		free(c);
+	else
+		loop->ovf_spare = c;
+}
+
+/* Move waiting SQEs into the ring, submitting whenever it is full; stops
+ * when none wait, or when the ring is full and the kernel took nothing
+ * (they go out in a later turn). */
+static void sq_flush(iou_loop *loop)
+{
+	for (;;) {
+		struct io_uring_sqe *sqe = NULL;
+
+		if (loop->ovf_head)
+			sqe = io_uring_get_sqe(&loop->ring);
+		if (sqe) {
+			ovf_pop(loop, sqe);
+			continue;
+		}
+		if (io_uring_sq_space_left(&loop->ring))
+			return; /* nothing waits */
+		FAULT_SQ(loop);
+		if (io_uring_submit(&loop->ring) <= 0)
+			return;
+		if (!loop->ovf_head)
+			return;
+	}
+}
+
+static void ovf_free(iou_loop *loop)
+{
+	while (loop->ovf_head) {
+		struct iou__sqe_chunk *c = loop->ovf_head;
+
+		loop->ovf_head = c->next;
+		free(c);
+	}
+	free(loop->ovf_spare);
+	loop->ovf_tail = loop->ovf_spare = NULL;
+}
+
+/* A full SQ is submitted, or the SQE waits in the overflow queue: no caller
+ * ever sees SQ pressure.  Once one SQE waits there, every later one does,
+ * so SQEs reach the kernel in the order they were made. */
+struct io_uring_sqe *iou__get_sqe(iou_loop *loop)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!loop->ovf_head && (sqe = io_uring_get_sqe(&loop->ring)))
+		return sqe;
+	sq_flush(loop);
+	if (!loop->ovf_head && (sqe = io_uring_get_sqe(&loop->ring)))
+		return sqe;
+	return ovf_push(loop); /* NULL: out of memory */
+}
+
 static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
 
 static int wake_arm(iou_loop *loop)
@@ -155,7 +266,12 @@ static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 	iou_loop *loop = IOU__CONTAINER_OF(op, iou_loop, wake_op);
 
 	loop->wake_armed = false;
-	/* Posts made from now on must write the eventfd again. */
+	/* Posts made from now on must write the eventfd again.  A poster
+	 * publishes its request, then sets wake_pending; here the flag is
+	 * cleared before this turn looks for requests (run_posts() and the
+	 * stop check come after dispatch).  All four accesses are seq_cst, so
+	 * a poster that still saw the flag set (and wrote nothing) published
+	 * before this turn looks: no request waits without a wake-up. */
 	__atomic_store_n(&loop->wake_pending, 0, __ATOMIC_SEQ_CST);
 	if (cqe->res == -ECANCELED)
 		return; /* iou_loop_destroy() asked for it */
@@ -181,11 +297,9 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 		return -ENOMEM;
 	loop->wake_fd = -1;
 	loop->wake_op.complete = wake_complete;
-	loop->post_tail = &loop->post_head;
 	iou__list_init(&loop->starved);
 	iou__list_init(&loop->deferred);
 	iou__list_init(&loop->holders);
-	pthread_mutex_init(&loop->post_lock, NULL);
 
 	ret = ring_init(loop, opts->queue_depth, opts->flags);
 	if (ret < 0)
@@ -228,7 +342,6 @@ err_bufs:
 err_ring:
 	io_uring_queue_exit(&loop->ring);
 err_free:
-	pthread_mutex_destroy(&loop->post_lock);
 	free(loop);
 	return ret;
 }
@@ -238,7 +351,7 @@ int iou_loop_alive(const iou_loop *loop)
 	if (!loop)
 		return 0;
 	return loop->active > 0 ||
-	       __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) != NULL;
+	       __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED) != NULL;
 }
 
 int iou_loop_destroy(iou_loop *loop)
@@ -257,6 +370,11 @@ int iou_loop_destroy(iou_loop *loop)
 			break;
 		iou_loop_run_once(loop, 10);
 	}
+	/* A post's callback may have run, and brought the application here,
+	 * before that iou_loop_post() (or a stop) on another thread finished
+	 * its wake-up: let it leave the loop first. */
+	while (__atomic_load_n(&loop->posters, __ATOMIC_SEQ_CST))
+		sched_yield();
 	io_uring_queue_exit(&loop->ring);
 	iou__bufring_teardown(loop);
 	close(loop->wake_fd);
@@ -268,25 +386,12 @@ int iou_loop_destroy(iou_loop *loop)
 	}
 	iou__blk_cache_free(&loop->blocks);
 	iou__tasks_free(loop);
-	pthread_mutex_destroy(&loop->post_lock);
+	ovf_free(loop);
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_fini(loop);
 #endif
 	free(loop);
 	return 0;
-}
-
-struct io_uring_sqe *iou__get_sqe(iou_loop *loop)
-{
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
-
-	/* A full SQ is flushed, never an error. */
-	for (int i = 0; !sqe && i < 8; i++) {
-		FAULT_SQ(loop);
-		io_uring_submit(&loop->ring);
-		sqe = io_uring_get_sqe(&loop->ring);
-	}
-	return sqe;
 }
 
 void iou__op_submitted(iou_loop *loop)
@@ -349,16 +454,20 @@ static int dispatch_cqes(iou_loop *loop)
 	return (int)n;
 }
 
+/* Take every posted callback at once and run them oldest first. */
 static int run_posts(iou_loop *loop)
 {
-	struct iou__post *p;
+	struct iou__post *p, *lifo;
 	int n = 0;
 
-	pthread_mutex_lock(&loop->post_lock);
-	p = loop->post_head;
-	loop->post_head = NULL;
-	loop->post_tail = &loop->post_head;
-	pthread_mutex_unlock(&loop->post_lock);
+	lifo = __atomic_exchange_n(&loop->post_head, NULL, __ATOMIC_SEQ_CST);
+	for (p = NULL; lifo;) {
+		struct iou__post *next = lifo->next;
+
+		lifo->next = p;
+		p = lifo;
+		lifo = next;
+	}
 	while (p) {
 		struct iou__post *next = p->next;
 
@@ -375,8 +484,9 @@ static int wait_budget(iou_loop *loop, int timeout_ms)
 {
 	int next;
 
-	if (timeout_ms == 0 || loop->stop ||
-	    __atomic_load_n(&loop->post_head, __ATOMIC_ACQUIRE) ||
+	if (timeout_ms == 0 || loop->ovf_head ||
+	    __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
+	    __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED) ||
 	    !iou__list_empty(&loop->deferred) || iou__tasks_ready(loop))
 		return 0;
 	next = iou__timers_next_ms(loop);
@@ -408,8 +518,14 @@ static int ring_wait(iou_loop *loop, int wait_ms)
 	return ret < 0 ? ret : 0;
 }
 
+/* The loop whose turn runs on this thread: a stop or post made from its
+ * callbacks needs no wake-up (the wait is over, and the next turn's wait
+ * sees the request), and writing one would end the next wait early. */
+static _Thread_local iou_loop *turn_loop;
+
 int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 {
+	iou_loop *outer = turn_loop;
 	int ret, n;
 
 	if (!loop || timeout_ms < -1)
@@ -428,16 +544,23 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 	 * now must not wait a whole extra timeout. */
 	if (iou__timers_next_ms(loop) >= 0)
 		loop->now = iou__clock_ms();
+	/* SQEs that found the ring full go out with this turn's submit;
+	 * should some still wait, the wait does not block. */
+	sq_flush(loop);
 	ret = ring_wait(loop, wait_budget(loop, timeout_ms));
 	loop->now = iou__clock_ms();
+	turn_loop = loop;
 	n = dispatch_cqes(loop);
 	n += iou__timers_run(loop);
 	n += run_posts(loop);
 	/* Tasks first: what they queue goes out with this turn's submit. */
 	iou__tasks_turn_end(loop);
 	iou__streams_turn_end(loop);
-	if (__atomic_exchange_n(&loop->stop_requested, 0, __ATOMIC_ACQ_REL))
-		loop->stop = true;
+	turn_loop = outer;
+	/* This turn takes a stop request, whether made before it or by its
+	 * callbacks; the next turn waits as usual. */
+	loop->stop = __atomic_exchange_n(&loop->stop_requested, 0,
+					 __ATOMIC_SEQ_CST) != 0;
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_turn_end();
 #endif
@@ -449,16 +572,13 @@ int iou_loop_run(iou_loop *loop)
 {
 	if (!loop)
 		return -EINVAL;
-	loop->stop = false;
 	while (iou_loop_alive(loop)) {
 		int ret = iou_loop_run_once(loop, -1);
 
 		if (ret < 0)
 			return ret;
-		if (loop->stop) {
-			loop->stop = false;
+		if (loop->stop)
 			return 1;
-		}
 	}
 	return 0;
 }
@@ -467,6 +587,8 @@ static void wake(iou_loop *loop)
 {
 	uint64_t one = 1;
 
+	if (turn_loop == loop)
+		return;
 	if (__atomic_exchange_n(&loop->wake_pending, 1, __ATOMIC_SEQ_CST))
 		return; /* a write is already on its way */
 	while (write(loop->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
@@ -477,8 +599,11 @@ void iou_loop_stop(iou_loop *loop)
 {
 	if (!loop)
 		return;
-	__atomic_store_n(&loop->stop_requested, 1, __ATOMIC_RELEASE);
+	__atomic_add_fetch(&loop->posters, 1, __ATOMIC_SEQ_CST);
+	/* seq_cst, as the wake-up's flag: see wake_complete() */
+	__atomic_store_n(&loop->stop_requested, 1, __ATOMIC_SEQ_CST);
 	wake(loop);
+	__atomic_sub_fetch(&loop->posters, 1, __ATOMIC_SEQ_CST);
 }
 
 int iou_loop_post(iou_loop *loop, void (*fn)(void *ud), void *ud)
@@ -490,14 +615,20 @@ int iou_loop_post(iou_loop *loop, void (*fn)(void *ud), void *ud)
 	p = malloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	p->next = NULL;
 	p->fn = fn;
 	p->ud = ud;
-	pthread_mutex_lock(&loop->post_lock);
-	*loop->post_tail = p;
-	loop->post_tail = &p->next;
-	pthread_mutex_unlock(&loop->post_lock);
+	/* Counted before the push: once pushed, the callback may run and the
+	 * loop be destroyed, which waits for this call to end. */
+	__atomic_add_fetch(&loop->posters, 1, __ATOMIC_SEQ_CST);
+	/* Push onto the list's head; run_posts() takes the whole list and
+	 * reverses it, so each thread's posts run in the order made.  seq_cst:
+	 * see wake_complete(). */
+	p->next = __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED);
+	while (!__atomic_compare_exchange_n(&loop->post_head, &p->next, p, true,
+					    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+		;
 	wake(loop);
+	__atomic_sub_fetch(&loop->posters, 1, __ATOMIC_SEQ_CST);
 	return 0;
 }
 

@@ -109,10 +109,15 @@ static void check_done(iou_server *srv)
 
 	if (!srv->shutting_down)
 		return;
-	/* The cancel found no SQE in iou_server_shutdown(): again. */
-	if (srv->accept_armed && !srv->accept_cancelled &&
-	    iou__cancel_op(srv->loop, &srv->accept_op) == 0)
-		srv->accept_cancelled = true;
+	/* The cancel found no SQE in iou_server_shutdown(): again, and if
+	 * memory is still short, once more after a pause (retry_fire). */
+	if (srv->accept_armed && !srv->accept_cancelled) {
+		if (iou__cancel_op(srv->loop, &srv->accept_op) == 0)
+			srv->accept_cancelled = true;
+		else
+			work_timer_arm(srv, &srv->retry,
+				       srv->loop->now + BACKOFF_MIN_MS);
+	}
 	if (!srv->notified || srv->accept_armed || srv->st.open)
 		return;
 	if (cb)
@@ -249,7 +254,10 @@ static void retry_fire(struct iou__timer *t)
 	iou_server *srv = IOU__CONTAINER_OF(t, iou_server, retry);
 
 	srv->loop->active--;
-	arm_accept(srv);
+	if (srv->shutting_down)
+		check_done(srv); /* the accept's cancel found no SQE */
+	else
+		arm_accept(srv);
 }
 
 static int listen_socket(const struct iou_server_opts *o, uint16_t *port)

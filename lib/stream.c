@@ -165,6 +165,16 @@ static void shutdown_write_if_due(iou_stream *s);
 static void close_progress(iou_stream *s);
 static void flush_progress(iou_stream *s);
 
+/* SHUT_RD ends the receive; out of memory for the cancel, the stream
+ * tries again at the end of the next turn. */
+static void cancel_recv_for_shutdown(iou_stream *s)
+{
+	if (iou__cancel_op(s->loop, &s->recv_op) == 0)
+		s->flags |= IOU__S_RECV_CANCEL;
+	else
+		iou__stream_poke(s);
+}
+
 static void stream_process(iou_stream *s)
 {
 	if (s->flags & IOU__S_CLOSING) {
@@ -188,6 +198,9 @@ static void stream_process(iou_stream *s)
 	if (s->wq_head && !(s->flags & IOU__S_SEND_ARMED))
 		start_send(s);
 	shutdown_write_if_due(s);
+	if ((s->flags & (IOU__S_RD_SHUT | IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL)) ==
+	    (IOU__S_RD_SHUT | IOU__S_RECV_ARMED))
+		cancel_recv_for_shutdown(s);
 }
 
 /* Starved streams (their multishot recv ended with -ENOBUFS) re-arm once
@@ -702,9 +715,8 @@ int iou_shutdown(iou_stream *s, int how)
 	if (how != SHUT_WR && !(s->flags & IOU__S_RD_SHUT)) {
 		s->flags |= IOU__S_RD_SHUT;
 		if ((s->flags & (IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL)) ==
-		    IOU__S_RECV_ARMED &&
-		    iou__cancel_op(s->loop, &s->recv_op) == 0)
-			s->flags |= IOU__S_RECV_CANCEL;
+		    IOU__S_RECV_ARMED)
+			cancel_recv_for_shutdown(s);
 		if (s->flags & IOU__S_STARVED) {
 			iou__list_del(&s->starved_link);
 			s->flags &= ~IOU__S_STARVED;

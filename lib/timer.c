@@ -170,7 +170,9 @@ int iou_timer_start(iou_loop *loop, uint64_t after_ms, uint64_t repeat_ms,
 	struct iou_timer *t;
 	int ret;
 
-	if (!loop || !cb || !out || after_ms > UINT32_MAX * 1000ull ||
+	/* A repeating timer is stopped only through its handle. */
+	if (!loop || !cb || (!out && repeat_ms) ||
+	    after_ms > UINT32_MAX * 1000ull ||
 	    repeat_ms > UINT32_MAX * 1000ull)
 		return -EINVAL;
 	t = calloc(1, sizeof(*t));
@@ -187,7 +189,8 @@ int iou_timer_start(iou_loop *loop, uint64_t after_ms, uint64_t repeat_ms,
 		return ret;
 	}
 	loop->active++;
-	*out = t;
+	if (out)
+		*out = t;
 	return 0;
 }
 

@@ -12,6 +12,8 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -162,6 +164,12 @@ static void noop_timer_cb(iou_timer *t, void *ud)
 {
 	(void)t;
 	(void)ud;
+}
+
+static void count_timer_cb(iou_timer *t, void *ud)
+{
+	(void)t;
+	(*(int *)ud)++;
 }
 
 static void noop_post(void *ud)
@@ -548,6 +556,57 @@ START_TEST(test_stop_from_post)
 }
 END_TEST
 
+/* A stop is one request: the run_once turn that takes it returns at once,
+ * and the next run_once(-1) blocks again (it used to return at once for
+ * ever, spinning until the 300 ms timer fired). */
+START_TEST(test_stop_then_run_once_blocks)
+{
+	iou_loop *loop = small_loop();
+	uint64_t t0 = t_now_ms();
+	long turns = 0;
+	int fired = 0;
+	iou_timer *t;
+
+	ck_assert_int_eq(iou_timer_start(loop, 300, 0, count_timer_cb, &fired,
+					 &t), 0);
+	iou_loop_stop(loop);
+	ck_assert_int_ge(iou_loop_run_once(loop, -1), 0);
+	ck_assert_uint_lt(t_now_ms() - t0, 250); /* the stop ended the wait */
+	while (!fired && turns < 10000000 && t_now_ms() - t0 < 5000) {
+		ck_assert_int_ge(iou_loop_run_once(loop, -1), 0);
+		turns++;
+	}
+	ck_assert_int_eq(fired, 1);
+	ck_assert_msg(turns <= 5, "%ld turns before the timer fired", turns);
+	ck_assert_uint_ge(t_now_ms() - t0, 290);
+	/* Consumed: run() finds no request left and runs out of work. */
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
+/* From a callback: the run_once turn that runs it takes the request. */
+START_TEST(test_stop_inside_run_once)
+{
+	iou_loop *loop = small_loop();
+	struct stopper s = { .loop = loop, .stop_at = 1 };
+	iou_timer *t;
+	int fired = 0;
+	uint64_t t0;
+
+	ck_assert_int_eq(iou_timer_start(loop, 0, 0, stop_timer_cb, &s, &t), 0);
+	ck_assert_int_eq(t_run_until(loop, &s.fired, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(iou_timer_start(loop, 200, 0, count_timer_cb, &fired,
+					 &t), 0);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_loop_run_once(loop, -1), 1);
+	ck_assert_int_eq(fired, 1);
+	ck_assert_uint_ge(t_now_ms() - t0, 190);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
 START_TEST(test_run_once_timeout_zero)
 {
 	iou_loop *loop = small_loop();
@@ -913,6 +972,28 @@ START_TEST(test_timer_cancel_many)
 }
 END_TEST
 
+/* A one-shot timer needs no handle: it fires once and frees itself. */
+START_TEST(test_timer_oneshot_no_handle)
+{
+	iou_loop *loop = small_loop();
+	int fired = 0;
+
+	ck_assert_int_eq(iou_timer_start(loop, 0, 0, count_timer_cb, &fired,
+					 NULL), 0);
+	ck_assert_int_eq(iou_timer_start(loop, 20, 0, count_timer_cb, &fired,
+					 NULL), 0);
+	ck_assert_int_eq(fired, 0); /* never from inside the call */
+	ck_assert_int_eq(iou_loop_alive(loop), 1);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(fired, 2);
+	/* A repeating timer can only be stopped through its handle. */
+	ck_assert_int_eq(iou_timer_start(loop, 1, 1, count_timer_cb, &fired,
+					 NULL), -EINVAL);
+	ck_assert_int_eq(iou_loop_alive(loop), 0);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
 START_TEST(test_timer_einval)
 {
 	iou_loop *loop = small_loop();
@@ -921,7 +1002,7 @@ START_TEST(test_timer_einval)
 
 	ck_assert_int_eq(iou_timer_start(NULL, 1, 0, noop_timer_cb, NULL, &t), -EINVAL);
 	ck_assert_int_eq(iou_timer_start(loop, 1, 0, NULL, NULL, &t), -EINVAL);
-	ck_assert_int_eq(iou_timer_start(loop, 1, 0, noop_timer_cb, NULL, NULL), -EINVAL);
+	ck_assert_int_eq(iou_timer_start(loop, 1, 5, noop_timer_cb, NULL, NULL), -EINVAL);
 	ck_assert_int_eq(iou_timer_start(loop, big, 0, noop_timer_cb, NULL, &t), -EINVAL);
 	ck_assert_int_eq(iou_timer_start(loop, UINT64_MAX, 0, noop_timer_cb, NULL, &t), -EINVAL);
 	ck_assert_int_eq(iou_timer_start(loop, 1, big, noop_timer_cb, NULL, &t), -EINVAL);
@@ -1048,6 +1129,79 @@ START_TEST(test_stop_from_thread)
 	if (tick)
 		ck_assert_int_eq(iou_timer_cancel(tick), 0);
 	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A stop requested from another thread while no turn runs is taken by the
+ * next run(), which returns 1 after one turn; the run() after that runs
+ * until out of work. */
+START_TEST(test_stop_from_thread_before_run)
+{
+	iou_loop *loop = small_loop();
+	struct poster p = { .loop = loop, .delay_ms = 0, .stop = true };
+	pthread_t th;
+	iou_timer *t;
+	int fired = 0;
+	uint64_t t0;
+
+	ck_assert_int_eq(iou_timer_start(loop, 60000, 0, noop_timer_cb, NULL, &t), 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, poster_thread, &p), 0);
+	pthread_join(th, NULL);
+	t0 = t_now_ms();
+	ck_assert_int_eq(iou_loop_run(loop), 1);
+	ck_assert_uint_lt(t_now_ms() - t0, 1000);
+	ck_assert_int_eq(iou_timer_cancel(t), 0);
+	ck_assert_int_eq(iou_timer_start(loop, 100, 0, count_timer_cb, &fired,
+					 &t), 0);
+	ck_assert_int_eq(iou_loop_run(loop), 0);
+	ck_assert_int_eq(fired, 1);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+static void *post_once_thread(void *arg)
+{
+	struct poster *p = arg;
+
+	if (p->stop)
+		iou_loop_stop(p->loop);
+	else
+		ck_assert_int_eq(iou_loop_post(p->loop, set_flag_post, p->flag), 0);
+	return NULL;
+}
+
+/* The loop may be destroyed as soon as a posted callback ran, while the
+ * iou_loop_post() (or iou_loop_stop()) that brought it may still be writing
+ * its wake-up on the other thread: destroy waits for it.  (Under TSan or
+ * ASan, the old code's close and free raced with that write.) */
+START_TEST(test_destroy_right_after_post)
+{
+	int rounds = t_under_valgrind() ? 10 : 100;
+
+	for (int i = 0; i < rounds; i++) {
+		iou_loop *loop = small_loop();
+		int flag = 0;
+		struct poster p = { .loop = loop, .flag = &flag, .stop = i & 1 };
+		iou_timer *t, *tick = NULL;
+		pthread_t th;
+
+		ck_assert_int_eq(iou_timer_start(loop, 60000, 0, noop_timer_cb,
+						 NULL, &t), 0);
+		if (t_under_valgrind()) /* wait in slices, see t_under_valgrind() */
+			ck_assert_int_eq(iou_timer_start(loop, 10, 10, valgrind_tick,
+							 NULL, &tick), 0);
+		ck_assert_int_eq(pthread_create(&th, NULL, post_once_thread, &p), 0);
+		if (p.stop)
+			ck_assert_int_eq(iou_loop_run(loop), 1);
+		else
+			while (!__atomic_load_n(&flag, __ATOMIC_ACQUIRE))
+				ck_assert_int_ge(iou_loop_run_once(loop, -1), 0);
+		ck_assert_int_eq(iou_timer_cancel(t), 0);
+		if (tick)
+			ck_assert_int_eq(iou_timer_cancel(tick), 0);
+		ck_assert_int_eq(iou_loop_destroy(loop), 0);
+		pthread_join(th, NULL);
+	}
 }
 END_TEST
 
@@ -1502,6 +1656,424 @@ START_TEST(test_version)
 END_TEST
 
 /* ======================================================================== */
+/* a full SQ: no work lost, none starved                                    */
+/* ======================================================================== */
+
+/* While sq_refuse is set, io_uring_submit() takes no SQE (-EAGAIN), as
+ * io_uring_enter() does when the kernel cannot allocate requests; only each
+ * turn's own submit-and-wait gets them out.  An SQE made while the ring is
+ * full then has to wait.  (The Makefile links this suite with
+ * -Wl,--wrap=io_uring_submit.) */
+static int sq_refuse;
+int __real_io_uring_submit(struct io_uring *ring);
+int __wrap_io_uring_submit(struct io_uring *ring);
+
+int __wrap_io_uring_submit(struct io_uring *ring)
+{
+	if (sq_refuse)
+		return -EAGAIN;
+	return __real_io_uring_submit(ring);
+}
+
+/* A two-entry SQ that refuses early submits. */
+static iou_loop *tiny_loop(void)
+{
+	struct iou_loop_opts o = small_opts();
+	iou_loop *loop;
+
+	o.queue_depth = 2;
+	loop = t_loop_create_or_skip(&o);
+	sq_refuse = 1;
+	return loop;
+}
+
+static int sq_full_ms(void)
+{
+	return t_under_valgrind() ? 30000 : 5000;
+}
+
+/* Traffic that fills the ring in every turn before timers and end-of-turn
+ * work run: four NOPs, each replaced when it completes (as a busy loop's
+ * completions queue work); as many as the engine takes. */
+struct chatter {
+	struct iou__op op;
+	iou_loop *loop;
+	int inflight;
+	bool stop;
+};
+
+static void chatter_fill(struct chatter *c)
+{
+	while (!c->stop && c->inflight < 4) {
+		struct io_uring_sqe *sqe = iou__get_sqe(c->loop);
+
+		if (!sqe)
+			return;
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, &c->op);
+		iou__op_submitted(c->loop);
+		c->inflight++;
+	}
+}
+
+static void chatter_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+{
+	struct chatter *c = IOU__CONTAINER_OF(op, struct chatter, op);
+
+	(void)cqe;
+	c->inflight--;
+	iou__op_done(c->loop);
+	chatter_fill(c);
+}
+
+/* Start with an empty ring (after a turn): the old engine kept only what
+ * fitted. */
+static void chatter_start(struct chatter *c, iou_loop *loop)
+{
+	memset(c, 0, sizeof(*c));
+	c->op.complete = chatter_complete;
+	c->loop = loop;
+	chatter_fill(c);
+}
+
+/* Run turns until *count >= target, at most ms; returns 0 or -ETIMEDOUT. */
+static int run_until_count(iou_loop *loop, const int *count, int target, int ms)
+{
+	uint64_t t0 = t_now_ms();
+
+	while (*count < target) {
+		if (t_now_ms() - t0 > (uint64_t)ms)
+			return -ETIMEDOUT;
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+	}
+	return 0;
+}
+
+static void chatter_stop(struct chatter *c)
+{
+	int zero_left = 0;
+	uint64_t t0 = t_now_ms();
+
+	c->stop = true;
+	while (c->inflight && t_now_ms() - t0 < (uint64_t)sq_full_ms())
+		ck_assert_int_ge(iou_loop_run_once(c->loop, 10), 0);
+	ck_assert_int_eq(c->inflight, zero_left);
+}
+
+static void sq_full_end(iou_loop *loop)
+{
+	sq_refuse = 0;
+	t_loop_destroy(loop);
+}
+
+enum { SQ_STREAMS = 16, SQ_MSG = 100 };
+
+struct sq_stream {
+	iou_stream *s;
+	int peer;
+	int *reads, *writes, *closes;
+	ssize_t read_res, write_res;
+	unsigned char got[8];
+};
+
+static void sq_read_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
+{
+	struct sq_stream *x = ud;
+
+	(void)s;
+	x->read_res = res;
+	if (res == 8)
+		memcpy(x->got, data, 8);
+	(*x->reads)++;
+}
+
+static void sq_write_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	struct sq_stream *x = ud;
+
+	(void)s;
+	x->write_res = res;
+	(*x->writes)++;
+}
+
+static void sq_close_cb(iou_stream *s, void *ud)
+{
+	struct sq_stream *x = ud;
+
+	(void)s;
+	x->s = NULL;
+	(*x->closes)++;
+}
+
+struct sq_conn {
+	iou_stream *s;
+	int res, calls;
+};
+
+static void sq_conn_cb(iou_stream *s, int res, void *ud)
+{
+	struct sq_conn *c = ud;
+
+	c->s = s;
+	c->res = res;
+	c->calls++;
+}
+
+static void sq_streams_open(iou_loop *loop, struct sq_stream *x, int *reads,
+			    int *writes, int *closes)
+{
+	for (int i = 0; i < SQ_STREAMS; i++) {
+		struct timeval tv = { .tv_sec = 10 };
+		int fds[2];
+
+		t_tcp_pair(fds);
+		x[i] = (struct sq_stream){ .peer = fds[0], .reads = reads,
+					   .writes = writes, .closes = closes };
+		ck_assert_int_eq(setsockopt(fds[0], SOL_SOCKET, SO_RCVTIMEO,
+					    &tv, sizeof(tv)), 0);
+		ck_assert_int_eq(iou_stream_open(loop, fds[1], NULL, &x[i].s), 0);
+	}
+}
+
+/* Every stream reads, writes, and then closes, each batch made for all
+ * streams at once while the ring is full: every callback runs with the right
+ * result and every peer gets its bytes and EOF.  (The old engine starved
+ * them: the re-tries at the end of each turn found the ring full again.) */
+START_TEST(test_sq_full_streams)
+{
+	iou_loop *loop = tiny_loop();
+	struct sq_stream x[SQ_STREAMS];
+	static const char msg[SQ_MSG] = "to the peer";
+	struct chatter ch;
+	int reads = 0, writes = 0, closes = 0;
+
+	sq_streams_open(loop, x, &reads, &writes, &closes);
+	ck_assert_int_ge(iou_loop_run_once(loop, 0), 0); /* an empty ring */
+	chatter_start(&ch, loop);
+	for (int i = 0; i < SQ_STREAMS; i++) {
+		char b[8];
+
+		snprintf(b, sizeof(b), "peer%03d", i);
+		ck_assert_int_eq(write(x[i].peer, b, 8), 8);
+		ck_assert_int_eq(iou_read_exactly(x[i].s, 8, sq_read_cb, &x[i]), 0);
+		ck_assert_int_eq(iou_write_all(x[i].s, msg, SQ_MSG, sq_write_cb,
+					       &x[i]), 0);
+	}
+	ck_assert_int_eq(run_until_count(loop, &reads, SQ_STREAMS, sq_full_ms()), 0);
+	ck_assert_int_eq(run_until_count(loop, &writes, SQ_STREAMS, sq_full_ms()), 0);
+	for (int i = 0; i < SQ_STREAMS; i++) {
+		char b[8];
+
+		snprintf(b, sizeof(b), "peer%03d", i);
+		ck_assert_int_eq(x[i].read_res, 8);
+		ck_assert_int_eq(memcmp(x[i].got, b, 8), 0);
+		ck_assert_int_eq(x[i].write_res, SQ_MSG);
+		ck_assert_int_eq(iou_close(x[i].s, sq_close_cb, &x[i]), 0);
+	}
+	ck_assert_int_eq(run_until_count(loop, &closes, SQ_STREAMS, sq_full_ms()), 0);
+	for (int i = 0; i < SQ_STREAMS; i++) {
+		char b[SQ_MSG + 1];
+		size_t got = 0;
+		ssize_t n;
+
+		while (got < sizeof(b) && (n = read(x[i].peer, b + got,
+						    sizeof(b) - got)) > 0)
+			got += (size_t)n;
+		ck_assert_uint_eq(got, SQ_MSG); /* then EOF */
+		ck_assert_int_eq(memcmp(b, msg, SQ_MSG), 0);
+		close(x[i].peer);
+	}
+
+	chatter_stop(&ch);
+	sq_full_end(loop);
+}
+END_TEST
+
+/* Many connects in one go, more than the ring holds: all connect.  (The
+ * old engine failed those that found no SQE with -EAGAIN.) */
+START_TEST(test_sq_full_connects)
+{
+	iou_loop *loop = tiny_loop();
+	struct sq_conn cr[SQ_STREAMS];
+	struct sq_stream x[SQ_STREAMS];
+	int closes = 0;
+	uint16_t port;
+	int lfd = t_listen_ephemeral(&port);
+
+	for (int i = 0; i < SQ_STREAMS; i++) {
+		cr[i] = (struct sq_conn){ 0 };
+		ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, NULL,
+						 sq_conn_cb, &cr[i], NULL), 0);
+	}
+	for (uint64_t t0 = t_now_ms(); t_now_ms() - t0 < (uint64_t)sq_full_ms();) {
+		int done = 0;
+
+		for (int i = 0; i < SQ_STREAMS; i++)
+			done += cr[i].calls;
+		if (done == SQ_STREAMS)
+			break;
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+	}
+	for (int i = 0; i < SQ_STREAMS; i++) {
+		ck_assert_int_eq(cr[i].calls, 1);
+		ck_assert_msg(cr[i].res == 0, "connect %d: %s", i,
+			      iou_strerror(cr[i].res));
+		x[i].closes = &closes;
+		ck_assert_int_eq(iou_close(cr[i].s, sq_close_cb, &x[i]), 0);
+	}
+	ck_assert_int_eq(run_until_count(loop, &closes, SQ_STREAMS, sq_full_ms()), 0);
+	close(lfd);
+	sq_full_end(loop);
+}
+END_TEST
+
+/* A connect's deadline passes in a turn whose ring is already full: its
+ * cancel still goes out and the connect ends with -ETIMEDOUT.  (The old
+ * engine dropped the cancel: the connect hung until the kernel gave up on
+ * the SYNs, minutes later.) */
+START_TEST(test_sq_full_connect_timeout)
+{
+	iou_loop *loop = tiny_loop();
+	struct iou_connect_opts co;
+	struct sq_conn c = { 0 };
+	struct sockaddr_in sa = { 0 };
+	socklen_t sl = sizeof(sa);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fill[16], nfill = 0, hole = 0;
+	struct chatter ch;
+	uint64_t t0;
+
+	/* A listener with backlog 0 and a full accept queue drops SYNs. */
+	ck_assert_int_ge(lfd, 0);
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(lfd, 0), 0);
+	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	while (nfill < 16 && !hole) {
+		struct pollfd pfd;
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+		ck_assert_int_ge(fd, 0);
+		fill[nfill++] = fd;
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			continue;
+		ck_assert_int_eq(errno, EINPROGRESS);
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, 200) == 0)
+			hole = 1;
+	}
+	ck_assert_msg(hole, "could not fill the accept queue");
+	iou_connect_opts_init(&co);
+	co.timeout_ms = 200;
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", ntohs(sa.sin_port),
+					 &co, sq_conn_cb, &c, NULL), 0);
+	ck_assert_int_ge(iou_loop_run_once(loop, 0), 0); /* the connect is in */
+	chatter_start(&ch, loop);
+	t0 = t_now_ms();
+	ck_assert_int_eq(run_until_count(loop, &c.calls, 1, sq_full_ms()), 0);
+	ck_assert_int_eq(c.res, -ETIMEDOUT);
+	ck_assert_uint_ge(t_now_ms() - t0, 150);
+	chatter_stop(&ch);
+	for (int i = 0; i < nfill; i++)
+		close(fill[i]);
+	close(lfd);
+	sq_full_end(loop);
+}
+END_TEST
+
+static void sq_server_done(iou_server *srv, uint64_t finished, uint64_t cut,
+			   void *ud)
+{
+	(void)srv;
+	ck_assert_uint_eq(finished, 0);
+	ck_assert_uint_eq(cut, 0);
+	(*(int *)ud)++;
+}
+
+static void sq_no_conn(iou_server *srv, iou_stream *s,
+		       const struct sockaddr *peer, void *ud)
+{
+	(void)srv;
+	(void)peer;
+	(void)ud;
+	ck_abort_msg("unexpected connection");
+	iou_close(s, NULL, NULL);
+}
+
+/* A server shut down while the ring is full: the cancel of its pending
+ * accept still goes out, and the shutdown completes.  (The old engine
+ * dropped it, and the retry at the next turn found the ring full again.) */
+START_TEST(test_sq_full_server_shutdown)
+{
+	iou_loop *loop = tiny_loop();
+	struct iou_server_opts so;
+	iou_server *srv;
+	struct chatter ch;
+	int done = 0;
+
+	iou_server_opts_init(&so);
+	ck_assert_int_eq(iou_server_start(loop, &so, sq_no_conn, NULL, &srv), 0);
+	ck_assert_int_eq(iou_loop_run_once(loop, 0), 0); /* the accept is in */
+	chatter_start(&ch, loop);
+	ck_assert_int_ge(iou_loop_run_once(loop, 0), 0); /* the ring fills */
+	ck_assert_int_eq(iou_server_shutdown(srv, 1000, sq_server_done, &done), 0);
+	ck_assert_int_eq(run_until_count(loop, &done, 1, sq_full_ms()), 0);
+	chatter_stop(&ch);
+	sq_full_end(loop);
+}
+END_TEST
+
+/* SHUT_RD on many streams at once, with the ring full: every pending read
+ * fails with IOU_ECLOSED and every stream's receive really ends.  (The old
+ * engine dropped the cancels: the receives stayed in the kernel.) */
+START_TEST(test_sq_full_shut_rd)
+{
+	iou_loop *loop = tiny_loop();
+	struct sq_stream x[SQ_STREAMS];
+	struct chatter ch;
+	int reads = 0, writes = 0, closes = 0, armed;
+	uint64_t t0;
+
+	sq_streams_open(loop, x, &reads, &writes, &closes);
+	for (int i = 0; i < SQ_STREAMS; i++)
+		ck_assert_int_eq(iou_read(x[i].s, 8, sq_read_cb, &x[i]), 0);
+	t0 = t_now_ms();
+	do {
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+		armed = 0;
+		for (int i = 0; i < SQ_STREAMS; i++)
+			armed += !!(x[i].s->flags & IOU__S_RECV_ARMED);
+	} while (armed < SQ_STREAMS && t_now_ms() - t0 < (uint64_t)sq_full_ms());
+	ck_assert_int_eq(armed, SQ_STREAMS);
+	chatter_start(&ch, loop);
+	ck_assert_int_ge(iou_loop_run_once(loop, 0), 0); /* the ring fills */
+	for (int i = 0; i < SQ_STREAMS; i++)
+		ck_assert_int_eq(iou_shutdown(x[i].s, SHUT_RD), 0);
+	ck_assert_int_eq(run_until_count(loop, &reads, SQ_STREAMS, sq_full_ms()), 0);
+	t0 = t_now_ms();
+	do {
+		ck_assert_int_ge(iou_loop_run_once(loop, 10), 0);
+		armed = 0;
+		for (int i = 0; i < SQ_STREAMS; i++)
+			armed += !!(x[i].s->flags & IOU__S_RECV_ARMED);
+	} while (armed && t_now_ms() - t0 < (uint64_t)sq_full_ms());
+	ck_assert_msg(armed == 0, "%d of %d receives still in the kernel",
+		      armed, SQ_STREAMS);
+	for (int i = 0; i < SQ_STREAMS; i++) {
+		ck_assert_int_eq(x[i].read_res, -IOU_ECLOSED);
+		ck_assert_int_eq(iou_close(x[i].s, sq_close_cb, &x[i]), 0);
+	}
+	ck_assert_int_eq(run_until_count(loop, &closes, SQ_STREAMS, sq_full_ms()), 0);
+	for (int i = 0; i < SQ_STREAMS; i++)
+		close(x[i].peer);
+	chatter_stop(&ch);
+	sq_full_end(loop);
+}
+END_TEST
+
+/* ======================================================================== */
 
 static Suite *loop_suite(void)
 {
@@ -1532,6 +2104,8 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_run_once_timeout_zero);
 	tcase_add_test(tc, test_run_once_timeout_waits);
 	tcase_add_test(tc, test_run_once_reentry);
+	tcase_add_test(tc, test_stop_then_run_once_blocks);
+	tcase_add_test(tc, test_stop_inside_run_once);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("timers");
@@ -1546,6 +2120,7 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_timer_cancel_other_same_turn);
 	tcase_add_test(tc, test_timer_cancel_many);
 	tcase_add_test(tc, test_timer_einval);
+	tcase_add_test(tc, test_timer_oneshot_no_handle);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("post");
@@ -1553,6 +2128,8 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_post_wakes_blocked_loop);
 	tcase_add_test(tc, test_post_wakes_loop_with_far_timer);
 	tcase_add_test(tc, test_stop_from_thread);
+	tcase_add_test(tc, test_stop_from_thread_before_run);
+	tcase_add_test(tc, test_destroy_right_after_post);
 	tcase_add_test(tc, test_post_many_threads_order);
 	tcase_add_test(tc, test_post_from_callback);
 	tcase_add_test(tc, test_post_einval);
@@ -1567,6 +2144,15 @@ static Suite *loop_suite(void)
 	tcase_add_test(tc, test_cancel_after_completion);
 	tcase_add_test(tc, test_cancel_fd_all);
 	tcase_add_test(tc, test_cancel_many);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("sq_full");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_sq_full_streams);
+	tcase_add_test(tc, test_sq_full_connects);
+	tcase_add_test(tc, test_sq_full_connect_timeout);
+	tcase_add_test(tc, test_sq_full_server_shutdown);
+	tcase_add_test(tc, test_sq_full_shut_rd);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("misc");
