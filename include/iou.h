@@ -410,8 +410,8 @@ IOU_EXTERN int iou_read_cancel(iou_stream *s);
  * every write queued behind it: the peer does not read, the stream's
  * sending side is broken (later writes return -ETIMEDOUT; part of the bytes
  * may have gone out), close it.  Connects take opts->timeout_ms.  Errors:
- * -EINVAL, -ENOMEM (the stream's timer could not be set up; nothing
- * changed). */
+ * -EINVAL, IOU_ECLOSED (the stream is closing), -ENOMEM (the stream's
+ * timer could not be set up; nothing changed). */
 IOU_EXTERN int iou_stream_set_read_timeout(iou_stream *s, unsigned ms);
 IOU_EXTERN int iou_stream_set_write_timeout(iou_stream *s, unsigned ms);
 

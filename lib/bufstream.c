@@ -518,7 +518,7 @@ static int read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
 {
 	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
-	if (s->flags & IOU__S_CONNECTING)
+	if ((s->flags & IOU__S_CONNECTING) || s->fd < 0)
 		return -ENOTCONN;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
@@ -587,7 +587,7 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 		return -EINVAL;
 	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
-	if (s->flags & IOU__S_CONNECTING)
+	if ((s->flags & IOU__S_CONNECTING) || s->fd < 0)
 		return -ENOTCONN;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
@@ -617,7 +617,7 @@ int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
 		return -EINVAL;
 	if (to->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT))
 		return -IOU_ECLOSED;
-	if (to->flags & IOU__S_CONNECTING)
+	if ((to->flags & IOU__S_CONNECTING) || to->fd < 0)
 		return -ENOTCONN;
 	if (from->read_kind != IOU__RD_NONE)
 		return -EBUSY;

@@ -131,7 +131,7 @@ static void cut(iou_server *srv, iou_stream *s, int err)
 {
 	/* A stream the application closed is closing by itself, unless it
 	 * is still flushing (iou_close_graceful): that one is cut too. */
-	if ((s->flags & IOU__S_CUT) ||
+	if ((s->flags & (IOU__S_CUT | IOU__S_CLOSING)) ||
 	    (s->flags & (IOU__S_APP_CLOSED | IOU__S_FLUSHING)) ==
 		    IOU__S_APP_CLOSED)
 		return;

@@ -355,6 +355,8 @@ static void shutdown_write_if_due(iou_stream *s)
 		    IOU__S_WR_SHUT ||
 	    s->wq_head)
 		return;
+	if (s->wr_err && (s->flags & IOU__S_FLUSHING))
+		return; /* bytes were lost: flush_progress resets instead */
 	sqe = iou__get_sqe(s->loop);
 	if (!sqe) {
 		iou__stream_poke(s); /* retry: the FIN must not get lost */
@@ -484,10 +486,10 @@ static uint64_t writes_deadline_check(iou_stream *s)
 		if (w->deadline <= s->loop->now) {
 			if (!s->wr_err)
 				s->wr_err = -ETIMEDOUT;
-			if (s->flags & IOU__S_SEND_ARMED)
-				cancel_inflight_send(s);
-			else
+			if (!(s->flags & IOU__S_SEND_ARMED))
 				fail_writes(s, s->wr_err);
+			else if (cancel_inflight_send(s) < 0)
+				return s->loop->now + 1; /* no memory: again */
 			return 0;
 		}
 		if (!next || w->deadline < next)
@@ -567,8 +569,8 @@ static int write_check(const iou_stream *s)
 {
 	if (s->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT))
 		return -IOU_ECLOSED;
-	if (s->flags & IOU__S_CONNECTING)
-		return -ENOTCONN;
+	if ((s->flags & IOU__S_CONNECTING) || s->fd < 0)
+		return -ENOTCONN; /* also: inside a failed connect's callback */
 	return s->wr_err;
 }
 
@@ -702,7 +704,7 @@ int iou_shutdown(iou_stream *s, int how)
 		return -EINVAL;
 	if (s->flags & (IOU__S_CLOSING | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
-	if (s->flags & IOU__S_CONNECTING)
+	if ((s->flags & IOU__S_CONNECTING) || s->fd < 0)
 		return -ENOTCONN;
 	/* Fed bytes go out before the FIN, never silently dropped. */
 	if (how != SHUT_RD && !(s->flags & IOU__S_WR_SHUT) && s->feed_len &&
@@ -794,6 +796,15 @@ static void flush_progress(iou_stream *s)
 		stream_abort(s);
 		return;
 	}
+	if (s->wr_err && !(s->flags & IOU__S_WR_SHUT_SENT)) {
+		/* Writes failed (a write timeout, say): bytes were lost, so
+		 * no FIN that would pass for the end of the data. */
+		struct linger lg = { 1, 0 };
+
+		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		stream_abort(s);
+		return;
+	}
 	if (s->wq_head && !(s->flags & IOU__S_SEND_ARMED))
 		start_send(s);
 	shutdown_write_if_due(s);
@@ -801,8 +812,9 @@ static void flush_progress(iou_stream *s)
 		iou__recv_arm(s);
 	if (s->wq_head || !(s->flags & IOU__S_WR_SHUT_DONE))
 		return;
+	/* A starved receive still lingers: feed_the_starved() re-arms it. */
 	if ((s->flags & (IOU__S_EOF | IOU__S_RD_SHUT)) || s->rd_err ||
-	    !(s->flags & IOU__S_RECV_ARMED))
+	    !(s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED)))
 		stream_abort(s);
 }
 
@@ -828,7 +840,8 @@ int iou_close_graceful(iou_stream *s, unsigned timeout_ms, iou_close_cb cb,
 		return -EINVAL;
 	if (s->flags & IOU__S_APP_CLOSED)
 		return -IOU_ECLOSED;
-	if (s->flags & (IOU__S_CLOSING | IOU__S_CUT | IOU__S_CONNECTING))
+	if ((s->flags & (IOU__S_CLOSING | IOU__S_CUT | IOU__S_CONNECTING)) ||
+	    s->fd < 0)
 		return iou_close(s, cb, ud); /* nothing can be sent */
 	if (timeout_ms && iou__stream_timer_reserve(s) < 0)
 		return -ENOMEM;
@@ -872,6 +885,10 @@ void iou__stream_cut(iou_stream *s, int err)
 		iou__read_fail(s, err);
 	iou__forward_sources_fail(s, -IOU_ECLOSED);
 	iou__rxq_clear(&s->loop->pool, &s->rxq);
+	/* A flushing stream has no operation left to come back through
+	 * (its starved receive left the list above): let it close. */
+	if (s->flags & IOU__S_FLUSHING)
+		iou__stream_poke(s);
 }
 
 static void stream_free(iou_stream *s);
@@ -1017,6 +1034,8 @@ int iou_stream_set_read_timeout(iou_stream *s, unsigned ms)
 {
 	if (!s)
 		return -EINVAL;
+	if (s->flags & IOU__S_CLOSING)
+		return -IOU_ECLOSED; /* also from the close callback */
 	if (ms && iou__stream_timer_reserve(s) < 0)
 		return -ENOMEM;
 	s->read_timeout_ms = ms;
@@ -1027,6 +1046,8 @@ int iou_stream_set_write_timeout(iou_stream *s, unsigned ms)
 {
 	if (!s)
 		return -EINVAL;
+	if (s->flags & IOU__S_CLOSING)
+		return -IOU_ECLOSED; /* also from the close callback */
 	if (ms && iou__stream_timer_reserve(s) < 0)
 		return -ENOMEM;
 	s->write_timeout_ms = ms;

@@ -1026,6 +1026,610 @@ START_TEST(test_proxy_shutdown_with_pending_connect)
 }
 END_TEST
 
+
+/* ==== review tests ======================================================== */
+
+struct rv_done {
+	int done;
+	uint64_t finished, cut;
+	struct iou_server_stats st;
+};
+
+static void rv_on_done(iou_server *srv, uint64_t finished, uint64_t cut,
+		       void *ud)
+{
+	struct rv_done *d = ud;
+
+	(void)srv;
+	d->done++;
+	d->finished = finished;
+	d->cut = cut;
+}
+
+/* One connection in iou_close_graceful() whose close deadline and the
+ * server's grace limit come due in the same turn (close deadline first):
+ * the server counts it as cut AND as finished. */
+START_TEST(test_rv_grace_and_close_deadline_same_turn)
+{
+	struct app a = { 0 };
+	struct rv_done d = { 0 };
+	int fd;
+
+	app_start(&a, 0);
+	fd = t_connect_loopback(iou_server_port(a.srv));
+	ck_assert_int_eq(t_run_until(a.loop, &a.conns, 2000), 0);
+	ck_assert_int_ge(iou_loop_run_once(a.loop, 0), 0); /* fresh clock */
+	/* the peer never sends its FIN: the close lingers until its deadline */
+	ck_assert_int_eq(iou_close_graceful(a.conn, 10, on_closed, &a), 0);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 50, rv_on_done, &d), 0);
+	usleep(100 * 1000); /* both deadlines pass before the next turn */
+	ck_assert_int_eq(t_run_until(a.loop, &d.done, 2000), 0);
+	ck_assert_int_eq(a.closed, 1);
+	ck_assert_msg(d.finished + d.cut == 1,
+		      "1 connection, but finished %llu + cut %llu",
+		      (unsigned long long)d.finished, (unsigned long long)d.cut);
+	close(fd);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+/* A graceful close whose queued write hits the stream's write timeout:
+ * the bytes that never went out must not pass for a complete answer at the
+ * peer (a reset, as with the close deadline), not a FIN after the
+ * truncated data. */
+START_TEST(test_rv_graceful_write_timeout_truncates_cleanly)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct iou_stream_opts o;
+	struct wr w = { 0 };
+	size_t len = 8 * MiB, got = 0;
+	unsigned char *big = malloc(len);
+	char buf[65536];
+	int closed = 0, fd, small = 4096;
+	iou_stream *s;
+	ssize_t n;
+
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'w', len);
+	iou_stream_opts_init(&o);
+	o.sndbuf = 4096;
+	fd = tsp_open_pair(loop, &o, &s);
+	tsp_set_timeouts(fd);
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	ck_assert_int_eq(iou_stream_set_write_timeout(s, 100), 0);
+	ck_assert_int_eq(iou_write_all(s, big, len, wr_cb, &w), 0);
+	ck_assert_int_eq(iou_close_graceful(s, 0, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(t_run_until(loop, &w.calls, 3000), 0);
+	ck_assert_int_eq(w.res, -ETIMEDOUT);
+	tsp_run_for(loop, 50);
+	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+		got += (size_t)n;
+	ck_assert_msg(!(n == 0 && got < len),
+		      "peer: clean end of file after %zu of %zu bytes", got, len);
+	shutdown(fd, SHUT_WR);
+	ck_assert_int_eq(t_run_until(loop, &closed, 2000), 0);
+	close(fd);
+	free(big);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+
+/* A forward whose target does not send holds the only receive buffer of a
+ * one-buffer pool, so a connection in iou_close_graceful(timeout 0) that
+ * receives a byte after its FIN waits for a buffer (starved).  The grace
+ * limit cuts it: it must still close (close callback, then done). */
+struct rv_fwd {
+	iou_stream *to;
+	int calls;
+	ssize_t res;
+};
+
+static void rv_fwd_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	struct rv_fwd *f = ud;
+
+	f->calls++;
+	f->res = res;
+	if (res > 0)
+		iou_forward(s, f->to, 1 * MiB, rv_fwd_cb, f);
+}
+
+START_TEST(test_rv_grace_cuts_starved_flushing_stream)
+{
+	struct iou_loop_opts lo;
+	struct iou_stream_opts so;
+	struct iou_server_opts o;
+	struct app a = { 0 };
+	struct rv_done d = { 0 };
+	struct rv_fwd f = { 0 };
+	struct tsp_peer p = { 0 };
+	iou_stream *A, *B;
+	int fa, fb, fd, small = 4096;
+
+	iou_loop_opts_init(&lo);
+	lo.buf_count = 1;
+	a.loop = t_loop_create_or_skip(&lo);
+	iou_server_opts_init(&o);
+	o.on_cut = on_cut;
+	ck_assert_int_eq(iou_server_start(a.loop, &o, on_conn, &a, &a.srv), 0);
+	/* a connection closed gracefully, no deadline of its own: after its
+	 * FIN it lingers (reads and discards until the peer's end) */
+	fd = t_connect_loopback(iou_server_port(a.srv));
+	ck_assert_int_eq(t_run_until(a.loop, &a.conns, 2000), 0);
+	ck_assert_int_eq(iou_close_graceful(a.conn, 0, on_closed, &a), 0);
+	tsp_run_for(a.loop, 50);
+	ck_assert_int_eq(a.closed, 0);
+	/* A -> B, B's peer never reads: the forward holds the pool's buffer */
+	iou_stream_opts_init(&so);
+	so.sndbuf = 4096;
+	fa = tsp_open_pair(a.loop, NULL, &A);
+	fb = tsp_open_pair(a.loop, &so, &B);
+	setsockopt(fb, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	f.to = B;
+	ck_assert_int_eq(iou_forward(A, B, 1 * MiB, rv_fwd_cb, &f), 0);
+	tsp_send_start(&p, fa, 1, 4 * MiB, 0, 0, TSP_KEEP);
+	for (int i = 0; i < 200 && a.loop->bufs.fwd_held < 1; i++)
+		tsp_run_for(a.loop, 10);
+	tsp_run_for(a.loop, 100);
+	ck_assert_uint_eq(a.loop->bufs.fwd_held, 1);
+	/* the lingering read finds no buffer */
+	ck_assert_int_eq(send(fd, "x", 1, 0), 1);
+	tsp_run_for(a.loop, 50);
+	ck_assert_int_eq(a.closed, 0);
+	ck_assert_msg(a.conn->flags & IOU__S_STARVED, "not starved: %#x",
+		      a.conn->flags);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 50, rv_on_done, &d), 0);
+	tsp_run_for(a.loop, 300);
+	/* the forward lets go of the buffer: nothing is starved any more */
+	tsp_close_and_wait(a.loop, A);
+	tsp_close_and_wait(a.loop, B);
+	tsp_join(&p, 100);
+	ck_assert_msg(t_run_until(a.loop, &a.closed, 2000) == 0,
+		      "cut while starved in iou_close_graceful: never closed");
+	ck_assert_int_eq(t_run_until(a.loop, &d.done, 2000), 0);
+	close(fa);
+	close(fb);
+	close(fd);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+
+/* ---- probes expected to pass -------------------------------------------- */
+
+struct rv_order {
+	int n;
+	char seq[16];
+};
+
+static void rv_ord_read(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	struct rv_order *o = ud;
+
+	(void)s; (void)d;
+	ck_assert_int_eq(res, -ECANCELED);
+	o->seq[o->n++] = 'r';
+}
+
+static void rv_ord_close(iou_stream *s, void *ud)
+{
+	struct rv_order *o = ud;
+
+	(void)s;
+	o->seq[o->n++] = 'c';
+}
+
+START_TEST(test_rv_read_cancel_then_close)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rv_order o = { 0 };
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(iou_read(s, 16, rv_ord_read, &o), 0);
+	ck_assert_int_eq(iou_read_cancel(s), 0);
+	ck_assert_int_eq(iou_close(s, rv_ord_close, &o), 0);
+	ck_assert_int_eq(o.n, 0);
+	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
+	ck_assert_str_eq(o.seq, "rc");
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+static void rv_fwd_only(iou_stream *s, ssize_t res, void *ud)
+{
+	struct rv_fwd *f = ud;
+
+	(void)s;
+	f->calls++;
+	f->res = res;
+}
+
+/* A forward's bytes stall on a target with a write timeout. */
+START_TEST(test_rv_forward_write_timeout)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct iou_stream_opts so;
+	struct rv_fwd f = { 0 };
+	struct tsp_peer p = { 0 };
+	iou_stream *A, *B;
+	int fa, fb, small = 4096;
+
+	iou_stream_opts_init(&so);
+	so.sndbuf = 4096;
+	fa = tsp_open_pair(loop, NULL, &A);
+	fb = tsp_open_pair(loop, &so, &B);
+	setsockopt(fb, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	ck_assert_int_eq(iou_stream_set_write_timeout(B, 100), 0);
+	tsp_send_start(&p, fa, 1, 256 * KiB, 0, 0, TSP_KEEP);
+	usleep(50000);
+	ck_assert_int_eq(iou_forward(A, B, 1 * MiB, rv_fwd_only, &f), 0);
+	ck_assert_int_eq(t_run_until(loop, &f.calls, 3000), 0);
+	ck_assert_int_eq(f.res, -ETIMEDOUT);
+	ck_assert_uint_eq(iou_write_queued(B), 0);
+	ck_assert_uint_eq(loop->bufs.fwd_held, 0);
+	tsp_close_and_wait(loop, A);
+	tsp_close_and_wait(loop, B);
+	tsp_join(&p, 100);
+	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
+	close(fa);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* The close callback of one stream closes a stream still connecting. */
+struct rv_cc {
+	iou_stream *up;
+	struct conn c;
+	int closed;
+};
+
+static void rv_cc_close(iou_stream *s, void *ud)
+{
+	struct rv_cc *r = ud;
+
+	(void)s;
+	r->closed++;
+	ck_assert_int_eq(iou_close(r->up, tsp_count_close_cb, &r->closed), 0);
+}
+
+START_TEST(test_rv_close_connecting_from_close_cb)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rv_cc r = { 0 };
+	iou_stream *s;
+	uint16_t port;
+	int hold[2], lfd = full_listener(&port, hold);
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, NULL, conn_cb,
+					 &r.c, &r.c.s), 0);
+	r.up = r.c.s;
+	tsp_run_for(loop, 50);
+	ck_assert_int_eq(iou_close(s, rv_cc_close, &r), 0);
+	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
+	ck_assert_int_eq(r.closed, 2);
+	ck_assert_int_eq(r.c.calls, 1);
+	ck_assert_int_eq(r.c.res, -ECANCELED);
+	close(fd);
+	close(hold[0]);
+	close(hold[1]);
+	close(lfd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Connect deadline and iou_close in the same turn: one callback. */
+START_TEST(test_rv_connect_deadline_and_close)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct iou_connect_opts co;
+	struct conn c = { 0 };
+	uint16_t port;
+	int hold[2], lfd = full_listener(&port, hold), closed = 0;
+
+	iou_connect_opts_init(&co);
+	co.timeout_ms = 20;
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, &co, conn_cb,
+					 &c, &c.s), 0);
+	ck_assert_int_ge(iou_loop_run_once(loop, 0), 0);
+	usleep(50000);
+	ck_assert_int_eq(iou_close(c.s, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
+	ck_assert_int_eq(closed, 1);
+	ck_assert_int_eq(c.calls, 1);
+	close(hold[0]);
+	close(hold[1]);
+	close(lfd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Cut during a flush with writes queued and no close deadline. */
+START_TEST(test_rv_cut_during_flush)
+{
+	struct app a = { 0 };
+	struct rv_done d = { 0 };
+	int fd, small = 4096;
+
+	a.big_len = 8 * MiB;
+	a.big = malloc(a.big_len);
+	ck_assert_ptr_nonnull(a.big);
+	memset(a.big, 'd', a.big_len);
+	app_start(&a, 0);
+	fd = t_connect_loopback(iou_server_port(a.srv));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	ck_assert_int_eq(t_run_until(a.loop, &a.conns, 2000), 0);
+	ck_assert_int_eq(iou_close_graceful(a.conn, 0, on_closed, &a), 0);
+	tsp_run_for(a.loop, 50);
+	ck_assert_int_eq(iou_server_shutdown(a.srv, 50, rv_on_done, &d), 0);
+	ck_assert_int_eq(t_run_until(a.loop, &d.done, 2000), 0);
+	ck_assert_int_eq(a.closed, 1);
+	ck_assert_int_eq(a.write_calls, 1);
+	ck_assert_int_eq(a.write_res, -ECONNABORTED);
+	ck_assert_int_eq(a.cuts, 0);
+	ck_assert_uint_eq(d.cut, 1);
+	ck_assert_uint_eq(d.finished, 0);
+	close(fd);
+	free(a.big);
+	t_loop_destroy(a.loop);
+}
+END_TEST
+
+
+/* iou_close_graceful() while the pool's only buffer is held by a stalled
+ * forward: the lingering read finds no buffer at once (-ENOBUFS), and the
+ * close goes ahead without waiting for the peer's end of file. */
+START_TEST(test_rv_graceful_starved_skips_linger)
+{
+	struct iou_loop_opts lo;
+	struct iou_stream_opts so;
+	struct rv_fwd f = { 0 };
+	struct tsp_peer p = { 0 };
+	iou_loop *loop;
+	iou_stream *A, *B, *s;
+	int fa, fb, fd, small = 4096, closed = 0;
+
+	iou_loop_opts_init(&lo);
+	lo.buf_count = 1;
+	loop = t_loop_create_or_skip(&lo);
+	iou_stream_opts_init(&so);
+	so.sndbuf = 4096;
+	fa = tsp_open_pair(loop, NULL, &A);
+	fb = tsp_open_pair(loop, &so, &B);
+	fd = tsp_open_pair(loop, NULL, &s);
+	setsockopt(fb, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	f.to = B;
+	ck_assert_int_eq(iou_forward(A, B, 1 * MiB, rv_fwd_cb, &f), 0);
+	tsp_send_start(&p, fa, 1, 4 * MiB, 0, 0, TSP_KEEP);
+	for (int i = 0; i < 200 && loop->bufs.fwd_held < 1; i++)
+		tsp_run_for(loop, 10);
+	tsp_run_for(loop, 100);
+	ck_assert_uint_eq(loop->bufs.fwd_held, 1);
+	ck_assert_int_eq(iou_close_graceful(s, 0, tsp_count_close_cb, &closed), 0);
+	tsp_run_for(loop, 200);
+	ck_assert_msg(closed == 0,
+		      "closed without the peer's end of file (no linger)");
+	shutdown(fd, SHUT_WR);
+	tsp_close_and_wait(loop, A);
+	tsp_close_and_wait(loop, B);
+	tsp_join(&p, 100);
+	ck_assert_int_eq(t_run_until(loop, &closed, 2000), 0);
+	close(fa);
+	close(fb);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+
+/* Inside the callback of a failed connect the stream is not connected:
+ * writes and reads should say so (-ENOTCONN), not succeed and fail
+ * later with -ECANCELED. */
+struct rv_fc {
+	int calls, res, wret, rret, wcalls;
+	ssize_t wres;
+};
+
+static void rv_fc_write(iou_stream *s, ssize_t res, void *ud)
+{
+	struct rv_fc *f = ud;
+
+	(void)s;
+	f->wcalls++;
+	f->wres = res;
+}
+
+static void rv_fc_read(iou_stream *s, ssize_t res, const void *d, void *ud)
+{
+	(void)s; (void)res; (void)d; (void)ud;
+}
+
+static void rv_fc_cb(iou_stream *s, int res, void *ud)
+{
+	struct rv_fc *f = ud;
+
+	f->calls++;
+	f->res = res;
+	f->wret = iou_write(s, "x", 1, rv_fc_write, f);
+	f->rret = iou_read(s, 1, rv_fc_read, f);
+}
+
+START_TEST(test_rv_io_in_failed_connect_cb)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rv_fc f = { 0 };
+	uint16_t port;
+	int lfd = t_listen_ephemeral(&port);
+
+	close(lfd);
+	ck_assert_int_eq(iou_tcp_connect(loop, "127.0.0.1", port, NULL, rv_fc_cb,
+					 &f, NULL), 0);
+	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
+	ck_assert_int_eq(f.res, -ECONNREFUSED);
+	ck_assert_msg(f.wret == -ENOTCONN && f.rret == -ENOTCONN,
+		      "write %s, read %s; the write's callback later got %zd",
+		      iou_strerror(f.wret), iou_strerror(f.rret), f.wres);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+
+/* A proxy: down -> up forwarding stalls on up (its peer does not read,
+ * up has a write timeout), up -> down waits for bytes; the server's grace
+ * limit cuts down at about the same time as up's write timeout; on_cut
+ * closes both.  Every callback once, close callbacks, then done. */
+struct rv_px {
+	iou_loop *loop;
+	iou_server *srv;
+	iou_stream *down, *up;
+	int dn_calls, up_calls, dn_after_close, closed, done, cuts;
+	ssize_t dn_res, up_res;
+	int dn_closed_flag;
+};
+
+static void rv_px_dn(iou_stream *s, ssize_t res, void *ud)
+{
+	struct rv_px *x = ud;
+
+	x->dn_calls++;
+	x->dn_res = res;
+	if (res > 0)
+		iou_forward(s, x->up, 1 * MiB, rv_px_dn, x);
+}
+
+static void rv_px_up(iou_stream *s, ssize_t res, void *ud)
+{
+	struct rv_px *x = ud;
+
+	(void)s;
+	x->up_calls++;
+	x->up_res = res;
+}
+
+static void rv_px_conn(iou_server *srv, iou_stream *s,
+		       const struct sockaddr *peer, void *ud)
+{
+	struct rv_px *x = ud;
+
+	(void)srv; (void)peer;
+	x->down = s;
+	ck_assert_int_eq(iou_forward(s, x->up, 1 * MiB, rv_px_dn, x), 0);
+	ck_assert_int_eq(iou_forward(x->up, s, 1 * MiB, rv_px_up, x), 0);
+}
+
+static void rv_px_cut(iou_server *srv, iou_stream *s, int err, void *ud)
+{
+	struct rv_px *x = ud;
+
+	(void)srv; (void)err;
+	x->cuts++;
+	ck_assert_int_eq(iou_close(s, tsp_count_close_cb, &x->closed), 0);
+	ck_assert_int_eq(iou_close(x->up, tsp_count_close_cb, &x->closed), 0);
+}
+
+static void rv_px_done(iou_server *srv, uint64_t f, uint64_t c, void *ud)
+{
+	struct rv_px *x = ud;
+
+	(void)srv; (void)f; (void)c;
+	x->done++;
+}
+
+START_TEST(test_rv_proxy_cut_and_write_timeout)
+{
+	struct rv_px x = { 0 };
+	struct iou_server_opts o;
+	struct iou_stream_opts so;
+	struct tsp_peer p = { 0 };
+	int fu, cfd, small = 4096;
+
+	x.loop = t_loop_create_or_skip(NULL);
+	iou_stream_opts_init(&so);
+	so.sndbuf = 4096;
+	fu = tsp_open_pair(x.loop, &so, &x.up);
+	setsockopt(fu, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	ck_assert_int_eq(iou_stream_set_write_timeout(x.up, 100), 0);
+	iou_server_opts_init(&o);
+	o.on_cut = rv_px_cut;
+	ck_assert_int_eq(iou_server_start(x.loop, &o, rv_px_conn, &x, &x.srv), 0);
+	cfd = t_connect_loopback(iou_server_port(x.srv));
+	tsp_send_start(&p, cfd, 1, 2 * MiB, 0, 0, TSP_KEEP);
+	while (!x.down)
+		ck_assert_int_ge(tsp_turn(x.loop), 0);
+	ck_assert_int_ge(iou_loop_run_once(x.loop, 0), 0);
+	ck_assert_int_eq(iou_server_shutdown(x.srv, 100, rv_px_done, &x), 0);
+	ck_assert_int_eq(t_run_until(x.loop, &x.done, 3000), 0);
+	ck_assert_int_eq(t_loop_drain(x.loop, 2000), 0);
+	ck_assert_int_eq(x.closed, 2);
+	ck_assert_int_eq(x.up_calls, 1);
+	ck_assert_int_ge(x.dn_calls, 1);
+	ck_assert_int_lt(x.dn_res, 0);
+	tsp_join(&p, 100);
+	close(fu);
+	close(cfd);
+	t_loop_destroy(x.loop);
+}
+END_TEST
+
+
+/* Calls on a closing stream return IOU_ECLOSED; setting a timeout from
+ * the close callback returned 0 and left the freed stream's timer in the
+ * loop's heap. */
+static void rv_tmo_close(iou_stream *s, void *ud)
+{
+	int *ret = ud;
+
+	*ret = iou_stream_set_read_timeout(s, 100);
+}
+
+static void rv_timer_cb(iou_timer *t, void *ud)
+{
+	(void)t;
+	(*(int *)ud)++;
+}
+
+START_TEST(test_rv_timeout_set_in_close_cb)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	iou_stream *s;
+	iou_timer *t;
+	int fd = tsp_open_pair(loop, NULL, &s), ret = 1, fired = 0;
+
+	ck_assert_int_eq(iou_close(s, rv_tmo_close, &ret), 0);
+	ck_assert_int_eq(t_loop_drain(loop, 2000), 0);
+	/* the heap moves its entries: a freed one is read */
+	ck_assert_int_eq(iou_timer_start(loop, 1, 0, rv_timer_cb, &fired, &t), 0);
+	ck_assert_int_eq(t_run_until(loop, &fired, 2000), 0);
+	ck_assert_int_eq(ret, -IOU_ECLOSED);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+static TCase *review_tcase(void)
+{
+	TCase *tc = tcase_create("review");
+
+	tcase_set_timeout(tc, 20);
+	tcase_add_test(tc, test_rv_grace_and_close_deadline_same_turn);
+	tcase_add_test(tc, test_rv_graceful_write_timeout_truncates_cleanly);
+	tcase_add_test(tc, test_rv_grace_cuts_starved_flushing_stream);
+	tcase_add_test(tc, test_rv_read_cancel_then_close);
+	tcase_add_test(tc, test_rv_forward_write_timeout);
+	tcase_add_test(tc, test_rv_close_connecting_from_close_cb);
+	tcase_add_test(tc, test_rv_connect_deadline_and_close);
+	tcase_add_test(tc, test_rv_cut_during_flush);
+	tcase_add_test(tc, test_rv_graceful_starved_skips_linger);
+	tcase_add_test(tc, test_rv_io_in_failed_connect_cb);
+	tcase_add_test(tc, test_rv_proxy_cut_and_write_timeout);
+	tcase_add_test(tc, test_rv_timeout_set_in_close_cb);
+	return tc;
+}
+
 static Suite *lifetime_suite(void)
 {
 	Suite *s = suite_create("lifetime");
@@ -1073,6 +1677,7 @@ static Suite *lifetime_suite(void)
 	tcase_add_test(tc, test_failed_connect_close_in_cb);
 	tcase_add_test(tc, test_proxy_shutdown_with_pending_connect);
 	suite_add_tcase(s, tc);
+	suite_add_tcase(s, review_tcase());
 	return s;
 }
 
