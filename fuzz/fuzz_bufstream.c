@@ -224,6 +224,19 @@ void iou__server_conn_closed(iou_server *srv, iou_stream *s)
 	fail("iou__server_conn_closed without a server");
 }
 
+uint64_t iou__server_idle_check(iou_stream *s)
+{
+	(void)s;
+	fail("iou__server_idle_check without a server");
+	return 0;
+}
+
+void iou__connect_cancel(iou_stream *s)
+{
+	(void)s;
+	fail("iou__connect_cancel without a connect");
+}
+
 /* No ring to register the buffer ring with: iou__bufring_setup() runs for
  * real otherwise (-Wl,--wrap=io_uring_register_buf_ring). */
 int __wrap_io_uring_register_buf_ring(struct io_uring *ring,
@@ -1379,7 +1392,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	loop = calloc(1, sizeof(*loop));
 	CHECK(loop, "out of memory");
 	loop->wake_fd = -1;
-	loop->post_tail = &loop->post_head;
 	iou__list_init(&loop->starved);
 	iou__list_init(&loop->deferred);
 	iou__list_init(&loop->holders);
