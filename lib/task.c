@@ -293,38 +293,6 @@ static void task_main(void *arg)
 	abort();
 }
 
-/* A first frame for iou__ctx_switch() to pop: its return goes to
- * iou__ctx_entry with the entry function and argument in registers. */
-void *iou__ctx_init(unsigned char *top, void (*fn)(void *), void *arg)
-{
-	uintptr_t t = (uintptr_t)top & ~(uintptr_t)15;
-#if defined(__x86_64__)
-	uint64_t *sp = (uint64_t *)(t - 64);
-	uint32_t mxcsr;
-	uint16_t fpucw;
-
-	__asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
-	__asm__ volatile("fnstcw %0" : "=m"(fpucw));
-	memset(sp, 0, 64);
-	sp[0] = mxcsr | (uint64_t)fpucw << 32;  /* the FP control words */
-	sp[3] = (uint64_t)(uintptr_t)arg;        /* r13 */
-	sp[4] = (uint64_t)(uintptr_t)fn;         /* r12 */
-	sp[7] = (uint64_t)(uintptr_t)iou__ctx_entry; /* return address */
-	return sp;
-#elif defined(__aarch64__)
-	uint64_t *sp = (uint64_t *)(t - 176);
-	uint64_t fpcr;
-
-	__asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
-	memset(sp, 0, 176);
-	sp[0] = (uint64_t)(uintptr_t)fn;         /* x19 */
-	sp[1] = (uint64_t)(uintptr_t)arg;        /* x20 */
-	sp[11] = (uint64_t)(uintptr_t)iou__ctx_entry; /* x30 */
-	sp[20] = fpcr;
-	return sp;
-#endif
-}
-
 /* Resume on the next turn's end (from the loop's stack). */
 static void make_ready(iou_task *t, ssize_t res)
 {

@@ -5,13 +5,8 @@
 #define IOU_TASK_H
 
 #include "internal.h"
+#include "task_ctx.h"
 
-/* task_switch.S */
-void iou__ctx_switch(void **save_sp, void *load_sp);
-void iou__ctx_entry(void);
-/* Lay a first frame below `top` (a fresh stack's end): the first switch to
- * the returned stack pointer calls fn(arg), which must never return. */
-void *iou__ctx_init(unsigned char *top, void (*fn)(void *), void *arg);
 
 /* A blocking call in progress: on the task's stack while it is suspended.
  * `cancel` (may be NULL) makes the operation end soon with -ECANCELED. */
