@@ -415,7 +415,9 @@ IOU_EXTERN int iou_read_cancel(iou_stream *s);
 IOU_EXTERN int iou_stream_set_read_timeout(iou_stream *s, unsigned ms);
 IOU_EXTERN int iou_stream_set_write_timeout(iou_stream *s, unsigned ms);
 
-/* Bytes received and not yet consumed. */
+/* Bytes received and not yet consumed; inside a read callback, not
+ * counting the bytes that callback got (they are consumed when it
+ * returns). */
 IOU_EXTERN size_t iou_buffered(const iou_stream *s);
 
 /* Move up to `cap` buffered bytes into dst and consume them.  Returns the

@@ -224,8 +224,10 @@ static void deliver(iou_stream *s, const unsigned char *p, size_t n,
 
 	read_clear(s);
 	s->flags |= IOU__S_DELIVERING;
+	s->delivering = keep ? 0 : n;
 	cb(s, (ssize_t)n, p, ud);
 	s->flags &= ~IOU__S_DELIVERING;
+	s->delivering = 0;
 	if (!keep) {
 		consume(s, n);
 		recv_resume(s);
@@ -630,9 +632,12 @@ int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
 	return ret;
 }
 
+/* Inside a read callback the bytes it got count as consumed already (they
+ * are, once it returns): what is left for the next read.  A task resumed
+ * from that callback sees the same. */
 size_t iou_buffered(const iou_stream *s)
 {
-	return s ? buffered(s) : 0;
+	return s ? buffered(s) - s->delivering : 0;
 }
 
 ssize_t iou_take_buffer(iou_stream *s, void *dst, size_t cap)

@@ -352,6 +352,8 @@ struct iou_stream {
 
 	struct iou__rxq rxq;         /* received bytes (rxq.h) */
 	size_t max_buffered;
+	size_t delivering;          /* bytes a read callback got (consumed
+				       when it returns) */
 	uint64_t last_active;       /* loop clock of the last bytes received
 				       or sent (the server's idle timeout) */
 

@@ -555,6 +555,47 @@ START_TEST(feed_too_large_is_einval)
 }
 END_TEST
 
+/* Inside a read callback, iou_buffered() no longer counts the bytes that
+ * callback got (a peek's stay counted): what the next read will find. */
+struct left {
+	size_t in_cb;
+	ssize_t res;
+	int calls;
+};
+
+static void left_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
+{
+	struct left *l = ud;
+
+	(void)data;
+	l->res = res;
+	l->in_cb = iou_buffered(s);
+	l->calls++;
+}
+
+START_TEST(buffered_in_callback_excludes_delivered)
+{
+	iou_loop *loop = loop_with_bufs(0);
+	struct left l = { 0 }, p = { 0 };
+	iou_stream *s;
+	int peer = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(send(peer, "abcd", 4, 0), 4);
+	usleep(20000);
+	ck_assert_int_eq(iou_read_exactly(s, 1, left_cb, &l), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &l.calls, T_TIMEOUT_MS), 0);
+	ck_assert_int_eq(l.res, 1);
+	ck_assert_uint_eq(l.in_cb, 3);
+	ck_assert_int_eq(iou_peek(s, 2, left_cb, &p), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &p.calls, T_TIMEOUT_MS), 0);
+	ck_assert_uint_eq(p.in_cb, 3);
+	ck_assert_uint_eq(iou_buffered(s), 3);
+	tsp_close_and_wait(loop, s);
+	close(peer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *reads_suite(void)
 {
 	Suite *s = suite_create("reads");
@@ -564,6 +605,7 @@ static Suite *reads_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, read_returns_every_buffered_byte);
 	tcase_add_test(tc, read_up_to_max_across_small_buffers);
+	tcase_add_test(tc, buffered_in_callback_excludes_delivered);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("end of file");
