@@ -40,68 +40,66 @@ static void copy_read_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
 	iou__wait_done(w, res);
 }
 
-static ssize_t read_wait(struct iou__wait *w, int ret)
+/* The operation was issued (ret 0): wait for its callback. */
+static ssize_t wait_for(struct iou__wait *w, int ret)
 {
 	if (ret < 0)
 		return ret;
 	return iou__task_wait(w);
 }
 
-static int read_prepare(iou_stream *s, int timeout_ms, iou_task **t)
+/* A blocking call on s in the current task: its wait record, with the
+ * call's deadline as the stream's read (or write) timeout.  0 or the error
+ * the call returns. */
+static int begin(iou_stream *s, void *buf, size_t len, int timeout_ms,
+		 bool reading, struct iou__wait *w)
 {
-	int ret = enter(t);
+	iou_task *t;
+	int ret = enter(&t);
 
 	if (ret < 0)
 		return ret;
 	if (!s)
 		return -EINVAL;
-	return iou_stream_set_read_timeout(s, timeout_arg(timeout_ms));
+	ret = reading ? iou_stream_set_read_timeout(s, timeout_arg(timeout_ms))
+		      : iou_stream_set_write_timeout(s, timeout_arg(timeout_ms));
+	if (ret < 0)
+		return ret;
+	*w = (struct iou__wait){ .task = t, .s = s, .buf = buf, .len = len,
+				 .cancel = reading ? read_cancel : NULL };
+	return 0;
 }
 
 ssize_t iou_task_read(iou_stream *s, void *buf, size_t len, int timeout_ms)
 {
-	iou_task *t;
 	struct iou__wait w;
-	int ret = read_prepare(s, timeout_ms, &t);
+	int ret = begin(s, buf, len, timeout_ms, true, &w);
 
-	if (ret < 0)
-		return ret;
-	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = s,
-				.buf = buf, .len = len };
-	if (!buf)
-		return -EINVAL;
-	return read_wait(&w, iou_read(s, len, copy_read_cb, &w));
+	if (ret == 0 && !buf)
+		ret = -EINVAL;
+	return wait_for(&w, ret ? ret : iou_read(s, len, copy_read_cb, &w));
 }
 
 ssize_t iou_task_peek(iou_stream *s, void *buf, size_t n, int timeout_ms)
 {
-	iou_task *t;
 	struct iou__wait w;
-	int ret = read_prepare(s, timeout_ms, &t);
+	int ret = begin(s, buf, n, timeout_ms, true, &w);
 
-	if (ret < 0)
-		return ret;
-	if (!buf)
-		return -EINVAL;
-	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = s,
-				.buf = buf, .len = n };
-	return read_wait(&w, iou_peek(s, n, copy_read_cb, &w));
+	if (ret == 0 && !buf)
+		ret = -EINVAL;
+	return wait_for(&w, ret ? ret : iou_peek(s, n, copy_read_cb, &w));
 }
 
 ssize_t iou_task_read_until(iou_stream *s, void *buf, size_t cap,
 			    const void *sep, size_t seplen, int timeout_ms)
 {
-	iou_task *t;
 	struct iou__wait w;
-	int ret = read_prepare(s, timeout_ms, &t);
+	int ret = begin(s, buf, cap, timeout_ms, true, &w);
 
-	if (ret < 0)
-		return ret;
-	if (!buf)
-		return -EINVAL;
-	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = s,
-				.buf = buf, .len = cap };
-	return read_wait(&w, iou_read_until(s, sep, seplen, cap, copy_read_cb, &w));
+	if (ret == 0 && !buf)
+		ret = -EINVAL;
+	return wait_for(&w, ret ? ret : iou_read_until(s, sep, seplen, cap,
+						       copy_read_cb, &w));
 }
 
 static void into_cb(iou_stream *s, ssize_t res, size_t got, void *ud)
@@ -116,23 +114,20 @@ static void into_cb(iou_stream *s, ssize_t res, size_t got, void *ud)
 ssize_t iou_task_read_exactly(iou_stream *s, void *buf, size_t n,
 			      int timeout_ms)
 {
-	iou_task *t;
 	struct iou__wait w;
-	int ret = read_prepare(s, timeout_ms, &t);
+	int ret = begin(s, buf, n, timeout_ms, true, &w);
 
+	if (ret == 0 && !buf)
+		ret = -EINVAL;
 	if (ret < 0)
 		return ret;
-	if (!buf)
-		return -EINVAL;
-	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = s,
-				.buf = buf, .len = n };
 	/* Buffered in the stream until all n are there, so that a deadline or
 	 * a cancel loses nothing; above max_buffered (-EINVAL) the bytes go
 	 * straight into buf as they come (on an error, w.len of them). */
 	ret = iou_read_exactly(s, n, copy_read_cb, &w);
 	if (ret == -EINVAL)
 		ret = iou_read_exactly_into(s, buf, n, into_cb, &w);
-	return read_wait(&w, ret);
+	return wait_for(&w, ret);
 }
 
 /* ---- writes ------------------------------------------------------------- */
@@ -146,74 +141,40 @@ static void write_cb(iou_stream *s, ssize_t res, void *ud)
 	iou__wait_done(ud, res);
 }
 
-static int write_prepare(iou_stream *s, int timeout_ms, iou_task **t)
-{
-	int ret = enter(t);
-
-	if (ret < 0)
-		return ret;
-	if (!s)
-		return -EINVAL;
-	return iou_stream_set_write_timeout(s, timeout_arg(timeout_ms));
-}
-
-static ssize_t write_wait(struct iou__wait *w, int ret)
-{
-	if (ret < 0)
-		return ret;
-	return iou__task_wait(w);
-}
-
 ssize_t iou_task_write(iou_stream *s, const void *buf, size_t len,
 		       int timeout_ms)
 {
-	iou_task *t;
 	struct iou__wait w;
-	int ret = write_prepare(s, timeout_ms, &t);
+	int ret = begin(s, NULL, len, timeout_ms, false, &w);
 
-	if (ret < 0)
-		return ret;
-	w = (struct iou__wait){ .task = t, .s = s };
-	return write_wait(&w, iou_write(s, buf, len, write_cb, &w));
+	return wait_for(&w, ret ? ret : iou_write(s, buf, len, write_cb, &w));
 }
 
 ssize_t iou_task_write_all(iou_stream *s, const void *buf, size_t len,
 			   int timeout_ms)
 {
-	iou_task *t;
 	struct iou__wait w;
-	int ret = write_prepare(s, timeout_ms, &t);
+	int ret = begin(s, NULL, len, timeout_ms, false, &w);
 
-	if (ret < 0)
-		return ret;
-	w = (struct iou__wait){ .task = t, .s = s };
-	return write_wait(&w, iou_write_all(s, buf, len, write_cb, &w));
+	return wait_for(&w, ret ? ret : iou_write_all(s, buf, len, write_cb, &w));
 }
 
 ssize_t iou_task_drain(iou_stream *s, int timeout_ms)
 {
-	iou_task *t;
 	struct iou__wait w;
-	int ret = write_prepare(s, timeout_ms, &t);
+	int ret = begin(s, NULL, 0, timeout_ms, false, &w);
 
-	if (ret < 0)
-		return ret;
-	w = (struct iou__wait){ .task = t, .s = s };
-	return write_wait(&w, iou_drain(s, write_cb, &w));
+	return wait_for(&w, ret ? ret : iou_drain(s, write_cb, &w));
 }
 
 /* Forward: a read on `from` (its deadline) and a write on `to`. */
 ssize_t iou_task_forward(iou_stream *from, iou_stream *to, size_t max,
 			 int timeout_ms)
 {
-	iou_task *t;
 	struct iou__wait w;
-	int ret = read_prepare(from, timeout_ms, &t);
+	int ret = begin(from, NULL, max, timeout_ms, true, &w);
 
-	if (ret < 0)
-		return ret;
-	w = (struct iou__wait){ .task = t, .cancel = read_cancel, .s = from };
-	return write_wait(&w, iou_forward(from, to, max, write_cb, &w));
+	return wait_for(&w, ret ? ret : iou_forward(from, to, max, write_cb, &w));
 }
 
 /* ---- connect and close -------------------------------------------------- */
