@@ -768,13 +768,19 @@ static bool bytes_left(const iou_stream *s)
  * were left behind.  connect(AF_UNSPEC) disconnects a TCP socket (with a
  * RST from an established state) and keeps the fd, which stays the
  * application's until iou_close(). */
+/* From now on, the close (or a disconnect) sends a reset, not a FIN. */
+static int reset_on_close(iou_stream *s)
+{
+	struct linger lg = { 1, 0 };
+
+	return setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
 static void cut_socket(iou_stream *s)
 {
 	struct sockaddr sa = { .sa_family = AF_UNSPEC };
-	struct linger lg = { 1, 0 };
 
-	if (bytes_left(s) &&
-	    setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) == 0 &&
+	if (bytes_left(s) && reset_on_close(s) == 0 &&
 	    connect(s->fd, &sa, sizeof(sa)) == 0)
 		return;
 	shutdown(s->fd, SHUT_RDWR);
@@ -799,9 +805,7 @@ static void flush_progress(iou_stream *s)
 	if (s->wr_err && !(s->flags & IOU__S_WR_SHUT_SENT)) {
 		/* Writes failed (a write timeout, say): bytes were lost, so
 		 * no FIN that would pass for the end of the data. */
-		struct linger lg = { 1, 0 };
-
-		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		reset_on_close(s);
 		stream_abort(s);
 		return;
 	}
@@ -820,16 +824,14 @@ static void flush_progress(iou_stream *s)
 
 static void close_deadline_passed(iou_stream *s)
 {
-	struct linger lg = { 1, 0 };
-
 	if (!(s->flags & IOU__S_FLUSHING) || (s->flags & IOU__S_CLOSING))
 		return;
 	if (!s->wr_err)
 		s->wr_err = -ETIMEDOUT;
 	/* Bytes left behind: the close resets, the peer cannot take it for
 	 * the end of the data. */
-	if (s->wq_head || s->feed_len || iou__rxq_len(&s->rxq))
-		setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	if (bytes_left(s))
+		reset_on_close(s);
 	stream_abort(s);
 }
 
