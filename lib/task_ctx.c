@@ -20,7 +20,7 @@ void *iou__ctx_init(unsigned char *top, void (*fn)(void *), void *arg)
 	__asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
 	__asm__ volatile("fnstcw %0" : "=m"(fpucw));
 	memset(sp, 0, 64);
-	sp[0] = mxcsr | (uint64_t)fpucw << 32;  /* the FP control words */
+	sp[0] = (mxcsr & ~0x3fu) | (uint64_t)fpucw << 32; /* control words */
 	sp[3] = (uint64_t)(uintptr_t)arg;        /* r13 */
 	sp[4] = (uint64_t)(uintptr_t)fn;         /* r12 */
 	sp[7] = (uint64_t)(uintptr_t)iou__ctx_entry; /* return address */

@@ -33,21 +33,34 @@ iou__ctx_switch:
 	pushq	%r13
 	pushq	%r14
 	pushq	%r15
-	subq	$8, %rsp
+	pushq	$0
 	stmxcsr	(%rsp)
 	fnstcw	4(%rsp)
+	movq	(%rsp), %rax
 	movq	%rsp, (%rdi)
 	movq	%rsi, %rsp
-	ldmxcsr	(%rsp)
-	fldcw	4(%rsp)
-	addq	$8, %rsp
+	/* Loading the control words stalls: only when the other side's
+	 * differ (a task that changed its rounding mode, say).  MXCSR's
+	 * status flags (bits 0-5) are not part of the comparison. */
+	xorq	(%rsp), %rax
+	testq	$-64, %rax
+	jnz	2f
+1:	addq	$8, %rsp
 	popq	%r15
 	popq	%r14
 	popq	%r13
 	popq	%r12
 	popq	%rbx
 	popq	%rbp
-	ret
+	/* Not ret: the return predictor holds this side's caller, not the
+	 * other stack's, so ret mispredicts on every switch; an indirect
+	 * jump is predicted from its own history (25 against 35 ns a switch
+	 * inside nested calls, bench/task-switch). */
+	popq	%rcx
+	jmpq	*%rcx
+2:	ldmxcsr	(%rsp)
+	fldcw	4(%rsp)
+	jmp	1b
 	.cfi_endproc
 	.size	iou__ctx_switch, .-iou__ctx_switch
 
@@ -89,11 +102,15 @@ iou__ctx_switch:
 	stp	d14, d15, [sp, #144]
 	mrs	x9, fpcr
 	str	x9, [sp, #160]
-	mov	x9, sp
-	str	x9, [x0]
+	mov	x10, sp
+	str	x10, [x0]
 	mov	sp, x1
-	ldr	x9, [sp, #160]
-	msr	fpcr, x9
+	/* Writing FPCR may stall: only when the other side's differs. */
+	ldr	x10, [sp, #160]
+	cmp	x9, x10
+	b.eq	1f
+	msr	fpcr, x10
+1:
 	ldp	x19, x20, [sp, #0]
 	ldp	x21, x22, [sp, #16]
 	ldp	x23, x24, [sp, #32]
