@@ -29,6 +29,7 @@
 #define LINE_MAX_BYTES 4096      /* an inline command, a "*N" or "$N" line */
 #define BULK_MAX (1024 * 1024)   /* one argument */
 #define ARGS_MAX 64
+#define ARGS_SPACE 1024          /* per connection, for small arguments */
 #define GRACE_MS 10000
 
 /* ---- the key space: a chained hash table -------------------------------- */
@@ -130,14 +131,28 @@ struct args {
 	int n;
 	char *v[ARGS_MAX];
 	size_t len[ARGS_MAX];
-	char *bulk[ARGS_MAX];   /* what the RESP arguments were read into */
+	char *bulk[ARGS_MAX];   /* malloc'ed arguments, NULL for the others */
+	size_t used;            /* bytes of `space` in use */
+	char space[ARGS_SPACE]; /* small arguments: no malloc per argument */
 };
+
+/* Room for an argument of n bytes: in `space` while it lasts. */
+static char *arg_room(struct args *a, size_t n)
+{
+	if (n <= sizeof(a->space) - a->used) {
+		a->bulk[a->n] = NULL;
+		a->used += n;
+		return a->space + a->used - n;
+	}
+	return a->bulk[a->n] = malloc(n);
+}
 
 static void args_free(struct args *a)
 {
 	for (int i = 0; i < a->n; i++)
 		free(a->bulk[i]);
 	a->n = 0;
+	a->used = 0;
 }
 
 static int feed_fmt(iou_stream *s, const char *fmt, long long v)
@@ -211,16 +226,15 @@ static int read_array(iou_stream *s, const char *line, struct args *a)
 		len = hdr[0] == '$' ? strtol(hdr + 1, NULL, 10) : -1;
 		if (len < 0 || len > BULK_MAX)
 			return -EPROTO;
-		a->bulk[a->n] = malloc((size_t)len + 2);
-		if (!a->bulk[a->n])
+		a->v[a->n] = arg_room(a, (size_t)len + 2);
+		if (!a->v[a->n])
 			return -ENOMEM;
-		r = iou_task_read_exactly(s, a->bulk[a->n], (size_t)len + 2, -1);
+		a->len[a->n] = (size_t)len;
+		r = iou_task_read_exactly(s, a->v[a->n], (size_t)len + 2, -1);
 		if (r != len + 2) {
-			free(a->bulk[a->n]);
+			a->n++; /* args_free() frees it */
 			return r < 0 ? (int)r : -EPROTO;
 		}
-		a->v[a->n] = a->bulk[a->n];
-		a->len[a->n] = (size_t)len;
 	}
 	return 0;
 }
