@@ -668,9 +668,12 @@ IOU_EXTERN int iou_task_yield(void);
 IOU_EXTERN int iou_task_sleep(unsigned ms);
 
 /* Cancel a task: the blocking call it waits in returns -ECANCELED soon
- * (reads, connects, sleeps, joins at once; a write in flight first ends, as
- * the kernel reads the task's buffer until then), and so do its later
- * blocking calls, except iou_task_close(), which closes at once.  Any
+ * (reads, connects, sleeps, joins at once; writes, drains and a forward
+ * whose bytes wait on its target on a coming turn, once the kernel let go
+ * of the send in flight: the stream's sending side is then broken, as by a
+ * write deadline, and its later writes fail), and so do its later blocking
+ * calls, except iou_task_close(), which closes at once (also when
+ * cancelled during its graceful close: a reset if bytes were left).  Any
  * task or callback of the loop's thread.  0; -ESRCH if it has ended;
  * -EINVAL. */
 IOU_EXTERN int iou_task_cancel(iou_task *t);
@@ -763,7 +766,8 @@ IOU_EXTERN ssize_t iou_task_read_until(iou_stream *s, void *buf, size_t cap,
 /* Blocking writes, ordered with every other write of the stream: one send
  * (the count sent), all of buf, or everything fed (iou_feed()).  A
  * deadline that passes breaks the stream's sending side (see
- * iou_stream_set_write_timeout()). */
+ * iou_stream_set_write_timeout()), and so does a cancel of the task
+ * (-ECANCELED). */
 IOU_EXTERN ssize_t iou_task_write(iou_stream *s, const void *buf, size_t len,
 				  int timeout_ms);
 IOU_EXTERN ssize_t iou_task_write_all(iou_stream *s, const void *buf,
