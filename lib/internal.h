@@ -262,6 +262,8 @@ const char *iou__fault_name(int kind);
 /* Every allocation of the library goes through the fault wrappers, which
  * fail (return NULL, as under memory pressure) only while a loop with faults
  * runs a turn on this thread. */
+/* The same for the library's other allocations (a task stack's mmap). */
+bool iou__fault_map_fails(void);
 void *iou__fault_malloc(size_t n);
 void *iou__fault_calloc(size_t n, size_t size);
 void *iou__fault_realloc(void *p, size_t n);

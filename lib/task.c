@@ -230,6 +230,10 @@ static iou_task *task_alloc(struct iou__tasks *ts, size_t map_size)
 			goto init;
 		}
 	}
+#ifdef IOU_FAULT_INJECTION
+	if (iou__fault_map_fails())
+		return NULL; /* mmap's ENOMEM */
+#endif
 	map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (map == MAP_FAILED)
