@@ -254,9 +254,8 @@ int iou_task_close(iou_stream *s, int timeout_ms)
 		return -EPERM;
 	if (!s)
 		return -EINVAL;
-	/* Also when cancelled: the stream must go, only sooner. */
-	/* (cancelled in the graceful close: at once too, through
-	 * write_cancel) */
+	/* Also when cancelled: the stream must go, only sooner (a cancel
+	 * during the graceful close ends it at once: write_cancel). */
 	w = (struct iou__wait){ .task = t, .s = s, .cancel = write_cancel };
 	if (iou__task_cancelled(t))
 		ret = iou_close(s, close_cb, &w);
