@@ -496,6 +496,51 @@ START_TEST(test_destroy_many_blocked_readers)
 }
 END_TEST
 
+#define BIG (8u << 20)
+static unsigned char big[BIG];
+
+struct writer {
+	iou_stream *s;
+	ssize_t res;
+	int ended;
+};
+
+static void write_member(void *arg)
+{
+	struct writer *w = arg;
+
+	w->res = iou_task_write_all(w->s, big, BIG, -1);
+	w->ended = 1;
+}
+
+/* A member stuck in a write to a peer that never reads (no deadline): the
+ * destroy's cancel still ends it, so the group goes and the loop can
+ * stop. */
+START_TEST(test_destroy_member_stuck_in_write)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct iou_stream_opts so;
+	struct writer w = { 0 };
+	iou_task_group *g;
+	int fd, v = 4096;
+
+	iou_stream_opts_init(&so);
+	so.sndbuf = 4096;
+	fd = tsp_open_pair(loop, &so, &w.s);
+	ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v)), 0);
+	ck_assert_int_eq(iou_task_group_create(loop, &g), 0);
+	ck_assert_int_eq(iou_task_group_spawn(g, write_member, &w, NULL), 0);
+	tsp_run_for(loop, 50);
+	ck_assert_int_eq(w.ended, 0);
+	ck_assert_int_eq(iou_task_group_destroy(g), 0);
+	ck_assert_int_eq(t_run_until(loop, &w.ended, 3000), 0);
+	ck_assert_int_eq(w.res, -ECANCELED);
+	tsp_close_and_wait(loop, w.s);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *group_suite(void)
 {
 	Suite *s = suite_create("task_group");
@@ -524,6 +569,7 @@ static Suite *group_suite(void)
 	tcase_add_test(tc, test_on_empty_after_destroy);
 	tcase_add_test(tc, test_destroy_from_callback_with_waiter);
 	tcase_add_test(tc, test_destroy_many_blocked_readers);
+	tcase_add_test(tc, test_destroy_member_stuck_in_write);
 	suite_add_tcase(s, tc);
 	return s;
 }
