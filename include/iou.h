@@ -698,9 +698,10 @@ IOU_EXTERN int iou_task_detach(iou_task *t);
  */
 typedef struct iou_task_group iou_task_group;
 
-/* Runs on the loop's thread each time the last member of g ended (right
- * after its function returned), never from inside an iou call of the
- * caller's: g is empty then, and may be spawned into or destroyed. */
+/* Runs from the loop (never inside a call the application made) each time
+ * the last member of g ended: right after its function returned and the
+ * tasks waiting for g resumed, if g is still empty then.  g may be spawned
+ * into or destroyed from here. */
 typedef void (*iou_task_group_cb)(iou_task_group *g, void *ud);
 
 /* An empty group on `loop`; *out is valid until iou_task_group_destroy().
