@@ -43,6 +43,8 @@
 #   SOAK_MAXLEN       largest message in bytes (default 65536)
 #   SOAK_RSS_SLACK_KB allowed VmRSS growth over the reference (default 16384)
 #   SOAK_PIN          1 (default): pin server and client to CPUs 0 and 1
+#   SOAK_ECHO_ARGS    more iou-echo options, e.g. --tasks (a task per
+#                     connection)
 #   IOU_BUILD         directory holding the built tools/ and bench/
 #                     (default: this script's parent directory)
 
@@ -55,6 +57,7 @@ CONNS=${SOAK_CONNS:-1000}
 MAXLEN=${SOAK_MAXLEN:-65536}
 SLACK=${SOAK_RSS_SLACK_KB:-16384}
 SEED=${SOAK_SEED:-}
+ECHO_ARGS=${SOAK_ECHO_ARGS:-}
 ECHO=$B/tools/iou-echo
 CLIENT=$B/bench/soak
 
@@ -101,7 +104,8 @@ FAIL=0
 fail() { echo "FAIL: $*"; FAIL=1; }
 
 # ---- server ------------------------------------------------------------------
-$PIN_S "$ECHO" -p 0 -q >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
+# shellcheck disable=SC2086 # ECHO_ARGS: several words
+$PIN_S "$ECHO" -p 0 -q $ECHO_ARGS >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
 SPID=$!
 PORT=
 i=0
@@ -120,7 +124,7 @@ sleep 0.2
 FD_IDLE=$(fds "$SPID")
 RSS_IDLE=$(rss "$SPID")
 
-echo "## soak: iou-echo, $CONNS churning connections for $SECS s"
+echo "## soak: iou-echo $ECHO_ARGS, $CONNS churning connections for $SECS s"
 echo "kernel $(uname -r), $PINNING, port $PORT"
 echo "idle server: fds $FD_IDLE, VmRSS $RSS_IDLE kB"
 

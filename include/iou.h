@@ -668,9 +668,12 @@ IOU_EXTERN int iou_task_yield(void);
 IOU_EXTERN int iou_task_sleep(unsigned ms);
 
 /* Cancel a task: the blocking call it waits in returns -ECANCELED soon
- * (reads, connects, sleeps, joins at once; a write in flight first ends, as
- * the kernel reads the task's buffer until then), and so do its later
- * blocking calls, except iou_task_close(), which closes at once.  Any
+ * (reads, connects, sleeps, joins at once; writes, drains and a forward
+ * whose bytes wait on its target on a coming turn, once the kernel let go
+ * of the send in flight: the stream's sending side is then broken, as by a
+ * write deadline, and its later writes fail), and so do its later blocking
+ * calls, except iou_task_close(), which closes at once (also when
+ * cancelled during its graceful close: a reset if bytes were left).  Any
  * task or callback of the loop's thread.  0; -ESRCH if it has ended;
  * -EINVAL. */
 IOU_EXTERN int iou_task_cancel(iou_task *t);
@@ -683,6 +686,65 @@ IOU_EXTERN int iou_task_join(iou_task *t);
 
 /* Release t when it ends (now, if it has).  0, -EINVAL, -EBUSY (joined). */
 IOU_EXTERN int iou_task_detach(iou_task *t);
+
+/*
+ * Task groups (libdill's bundles): tasks that end together.  Each member is
+ * a detached task released when its function returns; the group can be
+ * waited for (from a task), cancelled as a whole, and destroyed at any time
+ * (while members run, from inside a member, from a callback): destroy
+ * cancels the members and the group's memory goes when the last one ended.
+ * Members keep iou_loop_run() running as any task does; an empty group is
+ * no work.
+ */
+typedef struct iou_task_group iou_task_group;
+
+/* Runs from the loop (never inside a call the application made) each time
+ * the last member of g ended: right after its function returned and the
+ * tasks waiting for g resumed, if g is still empty then.  g may be spawned
+ * into or destroyed from here. */
+typedef void (*iou_task_group_cb)(iou_task_group *g, void *ud);
+
+/* An empty group on `loop`; *out is valid until iou_task_group_destroy().
+ * Errors: -EINVAL, -ENOMEM. */
+IOU_EXTERN int iou_task_group_create(iou_loop *loop, iou_task_group **out);
+
+/* Start fn(arg) as a member of g (iou_task_spawn() with its opts, which
+ * may be NULL): it first runs on a coming turn, and is released when fn
+ * returns.  Also from a member.  Errors: -EINVAL, -ENOMEM, -ECANCELED (g
+ * is being destroyed: only a member can still reach it then). */
+IOU_EXTERN int iou_task_group_spawn(iou_task_group *g, iou_task_fn fn,
+				    void *arg, const struct iou_task_opts *opts);
+
+/* Members of g that have not ended yet (those spawned and not yet run
+ * included).  0 for NULL. */
+IOU_EXTERN unsigned iou_task_group_count(const iou_task_group *g);
+
+/* From a task: wait until g has no member (at once if it has none), at
+ * most timeout_ms (-1: no limit).  Several tasks may wait.  0;
+ * -ETIMEDOUT; -ECANCELED (the caller was cancelled); -EPERM outside a
+ * task; -EDEADLK when the caller is a member of g (it would wait for
+ * itself); -EINVAL. */
+IOU_EXTERN int iou_task_group_wait(iou_task_group *g, int timeout_ms);
+
+/* Cancel every member of g now (iou_task_cancel(): their blocking calls
+ * return -ECANCELED); members spawned later are not.  Any task or
+ * callback of the loop's thread, a member of g included.  0, -EINVAL. */
+IOU_EXTERN int iou_task_group_cancel(iou_task_group *g);
+
+/* Call cb(g, ud) each time the last member of g ends (cb NULL: stop).  A
+ * group already empty gets no call until it has had members again.  0,
+ * -EINVAL. */
+IOU_EXTERN int iou_task_group_on_empty(iou_task_group *g, iou_task_group_cb cb,
+				       void *ud);
+
+/* Cancel every member and release g: at once when it has none, else when
+ * the last one ended (after the on_empty callback, which runs then as
+ * usual).  The caller must not pass g to any call afterwards, but its
+ * members still may (spawn returns -ECANCELED, wait -EDEADLK).  Tasks
+ * waiting in iou_task_group_wait() return 0 once the members ended.  Any
+ * task or callback of the loop's thread, a member of g included, or the
+ * on_empty callback.  0, -EINVAL (NULL; a member destroying it again). */
+IOU_EXTERN int iou_task_group_destroy(iou_task_group *g);
 
 /* Blocking reads: bytes land in the caller's buffer.  iou_task_read: up to
  * len of what is buffered, or the next bytes; 0 at end of file.
@@ -705,7 +767,8 @@ IOU_EXTERN ssize_t iou_task_read_until(iou_stream *s, void *buf, size_t cap,
 /* Blocking writes, ordered with every other write of the stream: one send
  * (the count sent), all of buf, or everything fed (iou_feed()).  A
  * deadline that passes breaks the stream's sending side (see
- * iou_stream_set_write_timeout()). */
+ * iou_stream_set_write_timeout()), and so does a cancel of the task
+ * (-ECANCELED). */
 IOU_EXTERN ssize_t iou_task_write(iou_stream *s, const void *buf, size_t len,
 				  int timeout_ms);
 IOU_EXTERN ssize_t iou_task_write_all(iou_stream *s, const void *buf,

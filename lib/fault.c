@@ -45,7 +45,8 @@
  *    thread (dispatch, timers, posted callbacks, end-of-turn work, and the
  *    application's calls from its callbacks): write records, spill and feed
  *    growth, forward copies, gathers, posts made from callbacks, accepted
- *    streams.  iou_loop_post() from other threads never fails by injection.
+ *    streams; and so may the mmap of a new task stack (lib/task.c).
+ *    iou_loop_post() from other threads never fails by injection.
  * Other ops get no faults: shutdown and close (the library ignores their
  * results), the wake-up read (loop machinery, cancelled only by
  * iou_loop_destroy), cancels (user_data 0); connect is not covered yet.
@@ -453,6 +454,11 @@ static bool alloc_fails(void)
 		return false;
 	count(IOU__F_ALLOC);
 	return true;
+}
+
+bool iou__fault_map_fails(void)
+{
+	return alloc_fails();
 }
 
 void *iou__fault_malloc(size_t n)

@@ -262,6 +262,8 @@ const char *iou__fault_name(int kind);
 /* Every allocation of the library goes through the fault wrappers, which
  * fail (return NULL, as under memory pressure) only while a loop with faults
  * runs a turn on this thread. */
+/* The same for the library's other allocations (a task stack's mmap). */
+bool iou__fault_map_fails(void);
 void *iou__fault_malloc(size_t n);
 void *iou__fault_calloc(size_t n, size_t size);
 void *iou__fault_realloc(void *p, size_t n);
@@ -430,6 +432,11 @@ void iou__stream_op_done(iou_stream *s);   /* one of its ops ended */
  * down (reset if bytes were left unsent or unread); the memory stays the
  * application's until iou_close(). */
 void iou__stream_cut(iou_stream *s, int err);
+/* On a coming turn, fail every queued write of s with err (the send in
+ * flight cancelled first) and every later one, or end its graceful close
+ * at once (a reset if bytes were left): for a task cancelled in a write,
+ * whose buffer the kernel must let go of, or in a close. */
+void iou__stream_cancel_writes(iou_stream *s, int err);
 void iou__streams_turn_end(iou_loop *loop);
 /* A deadline of the stream at `when`: its timer fires by then. */
 void iou__stream_timer_at(iou_stream *s, uint64_t when);

@@ -498,6 +498,27 @@ static uint64_t writes_deadline_check(iou_stream *s)
 	return next;
 }
 
+void iou__stream_cancel_writes(iou_stream *s, int err)
+{
+	bool flushing = s->flags & IOU__S_FLUSHING;
+
+	if ((s->flags & IOU__S_CLOSING) || (!s->wq_head && !flushing))
+		return;
+	if (!s->wr_err)
+		s->wr_err = err;
+	/* A deadline that passed now, handled on a coming turn by the timer:
+	 * the send in flight is cancelled (again, while that finds no
+	 * memory), a graceful close closes at once.  Without memory for the
+	 * timer, the writes end as they would have. */
+	if (iou__stream_timer_reserve(s) < 0)
+		return;
+	if (flushing)
+		s->close_deadline = s->loop->now;
+	else
+		s->wq_head->deadline = s->loop->now;
+	iou__stream_timer_at(s, s->loop->now);
+}
+
 static void close_deadline_passed(iou_stream *s);
 
 static void stream_timer_fire(struct iou__timer *t)

@@ -61,6 +61,8 @@ struct iou_task {
 	ssize_t ready_res;        /* for a wait ended through the ready list */
 	struct iou__list link;    /* ready list, or the stack pool */
 	struct iou__timer timer;  /* sleep */
+	iou_task_group *group;    /* task_group.c: the group it belongs to */
+	struct iou__list group_link; /* in that group's members */
 #ifdef TASK_VALGRIND
 	unsigned vg_stack;
 #endif
@@ -150,9 +152,14 @@ static void resume(iou_task *t)
 		struct iou__wait *j = t->joiner;
 
 		t->joiner = NULL;
-		if (t->detached)
+		if (t->detached) {
+			iou_task_group *g = t->group;
+
+			iou__list_del(&t->group_link);
 			task_free(t);
-		else if (j)
+			if (g) /* last: it may free the group */
+				iou__group_member_ended(g);
+		} else if (j)
 			iou__wait_done(j, 0);
 	}
 }
@@ -223,6 +230,10 @@ static iou_task *task_alloc(struct iou__tasks *ts, size_t map_size)
 			goto init;
 		}
 	}
+#ifdef IOU_FAULT_INJECTION
+	if (iou__fault_map_fails())
+		return NULL; /* mmap's ENOMEM */
+#endif
 	map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (map == MAP_FAILED)
@@ -240,6 +251,7 @@ init:
 	t->tasks = ts;
 	t->loop = ts->loop;
 	iou__list_init(&t->link);
+	iou__list_init(&t->group_link);
 #ifdef TASK_VALGRIND
 	t->vg_stack = VALGRIND_STACK_REGISTER(stack_bottom(t), (unsigned char *)t);
 #endif
@@ -401,6 +413,31 @@ void iou__wait_done(struct iou__wait *w, ssize_t res)
 	w->res = res;
 	w->done = true;
 	resume(t);
+}
+
+void iou__wait_done_later(struct iou__wait *w, ssize_t res)
+{
+	if (w->task->wait == w && !w->done)
+		make_ready(w->task, res);
+}
+
+/* ---- groups' members ---------------------------------------------------- */
+
+void iou__task_set_group(iou_task *t, iou_task_group *g,
+			 struct iou__list *members)
+{
+	t->group = g;
+	iou__list_add_tail(members, &t->group_link);
+}
+
+iou_task_group *iou__task_group(const iou_task *t)
+{
+	return t->group;
+}
+
+iou_task *iou__task_of_group_link(struct iou__list *n)
+{
+	return IOU__CONTAINER_OF(n, iou_task, group_link);
 }
 
 /* ---- yield, sleep, cancel, join ----------------------------------------- */

@@ -9,7 +9,9 @@
 
 
 /* A blocking call in progress: on the task's stack while it is suspended.
- * `cancel` (may be NULL) makes the operation end soon with -ECANCELED. */
+ * `cancel` (may be NULL) makes the operation end soon with -ECANCELED,
+ * never resuming the task from inside (iou_task_group_cancel() cancels
+ * the members of a list it walks). */
 struct iou__wait {
 	iou_task *task;
 	ssize_t res;
@@ -32,5 +34,18 @@ ssize_t iou__task_wait(struct iou__wait *w);
 /* The operation of w ended with res: resume its task now, right from the
  * completion callback (no run-queue hop), until it blocks again. */
 void iou__wait_done(struct iou__wait *w, ssize_t res);
+
+/* The same, resuming it at the end of the turn (for cancels). */
+void iou__wait_done_later(struct iou__wait *w, ssize_t res);
+
+/* Groups (task_group.c).  A member is a detached task linked into its
+ * group's `members`; when it ended, task.c unlinks and releases it, then
+ * calls iou__group_member_ended() (on the loop's stack), which may free
+ * the group. */
+void iou__task_set_group(iou_task *t, iou_task_group *g,
+			 struct iou__list *members);
+iou_task_group *iou__task_group(const iou_task *t);
+iou_task *iou__task_of_group_link(struct iou__list *n);
+void iou__group_member_ended(iou_task_group *g);
 
 #endif /* IOU_TASK_H */

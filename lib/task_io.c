@@ -29,6 +29,15 @@ static void read_cancel(struct iou__wait *w)
 	iou_read_cancel(w->s);
 }
 
+/* A write in flight reads the task's buffer until its callback: it cannot
+ * be abandoned, and a peer that does not read would hold the cancelled
+ * task forever.  So the stream's writes fail (-ECANCELED, the send in
+ * flight cancelled first), breaking its sending side as a deadline does. */
+static void write_cancel(struct iou__wait *w)
+{
+	iou__stream_cancel_writes(w->s, -ECANCELED);
+}
+
 /* Reads that copy what they got into the task's buffer. */
 static void copy_read_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
 {
@@ -66,7 +75,7 @@ static int begin(iou_stream *s, void *buf, size_t len, int timeout_ms,
 	if (ret < 0)
 		return ret;
 	*w = (struct iou__wait){ .task = t, .s = s, .buf = buf, .len = len,
-				 .cancel = reading ? read_cancel : NULL };
+				 .cancel = reading ? read_cancel : write_cancel };
 	return 0;
 }
 
@@ -132,9 +141,6 @@ ssize_t iou_task_read_exactly(iou_stream *s, void *buf, size_t n,
 
 /* ---- writes ------------------------------------------------------------- */
 
-/* A write in flight reads the task's buffer until its callback: it cannot
- * be abandoned, so cancelling the task lets it end (a write deadline or a
- * close of the stream ends it sooner). */
 static void write_cb(iou_stream *s, ssize_t res, void *ud)
 {
 	(void)s;
@@ -167,13 +173,22 @@ ssize_t iou_task_drain(iou_stream *s, int timeout_ms)
 	return wait_for(&w, ret ? ret : iou_drain(s, write_cb, &w));
 }
 
+/* Still waiting for bytes: the read ends; else they wait on `to` (buf),
+ * whose writes fail. */
+static void forward_cancel(struct iou__wait *w)
+{
+	if (iou_read_cancel(w->s) == -EBUSY)
+		iou__stream_cancel_writes(w->buf, -ECANCELED);
+}
+
 /* Forward: a read on `from` (its deadline) and a write on `to`. */
 ssize_t iou_task_forward(iou_stream *from, iou_stream *to, size_t max,
 			 int timeout_ms)
 {
 	struct iou__wait w;
-	int ret = begin(from, NULL, max, timeout_ms, true, &w);
+	int ret = begin(from, to, max, timeout_ms, true, &w);
 
+	w.cancel = forward_cancel;
 	return wait_for(&w, ret ? ret : iou_forward(from, to, max, write_cb, &w));
 }
 
@@ -239,8 +254,9 @@ int iou_task_close(iou_stream *s, int timeout_ms)
 		return -EPERM;
 	if (!s)
 		return -EINVAL;
-	/* Also when cancelled: the stream must go, only sooner. */
-	w = (struct iou__wait){ .task = t, .s = s };
+	/* Also when cancelled: the stream must go, only sooner (a cancel
+	 * during the graceful close ends it at once: write_cancel). */
+	w = (struct iou__wait){ .task = t, .s = s, .cancel = write_cancel };
 	if (iou__task_cancelled(t))
 		ret = iou_close(s, close_cb, &w);
 	else

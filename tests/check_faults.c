@@ -9,7 +9,10 @@
  * and then either half-closes and reads to EOF, reads everything back and
  * closes, or resets the connection (SO_LINGER 0) at a random point.  Half of
  * the server's connections echo with iou_forward(), half with iou_read() +
- * iou_feed() + iou_drain().
+ * iou_feed() + iou_drain().  Every other client connects to a second
+ * server, a task server (iou_task_server_start) whose handlers echo with
+ * iou_task_forward() or iou_task_read() + iou_task_write_all(), so that
+ * faults reach the tasks' code paths too.
  *
  * While the library injects faults (lib/fault.c), the test checks:
  *  - every byte any client receives is the echo of what it sent, in order
@@ -61,7 +64,7 @@ int main(void)
 #define STALL_MS 20000
 
 static unsigned soak_secs = 20, nconns = 200;
-static uint16_t port;
+static uint16_t ports[2]; /* the callback server's, the task server's */
 static int clients_done; /* atomic */
 
 /* ---- the pattern: byte i of connection `seed` ---------------------------- */
@@ -135,7 +138,7 @@ static void cl_end(struct cl *c, bool reset)
 static void cl_start(struct cl *c, uint64_t *r)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons(port),
+				  .sin_port = htons(ports[res.started % 2]),
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	unsigned msgs = 1 + (unsigned)(rng_next(r) % 4), p;
 	int one = 1;
@@ -423,6 +426,28 @@ static void on_conn(iou_server *srv, iou_stream *s, const struct sockaddr *peer,
 		sclose(c);
 }
 
+/* The task server's handler: echo until the end of file or an error
+ * (the stream closes gracefully when it returns). */
+static unsigned long long task_handled;
+
+static void task_echo(iou_stream *s, void *ud)
+{
+	static unsigned n;
+	unsigned char buf[16384];
+	ssize_t r;
+
+	(void)ud;
+	task_handled++;
+	if (n++ % 2) {
+		while ((r = iou_task_forward(s, s, SIZE_MAX, -1)) > 0)
+			;
+		return;
+	}
+	while ((r = iou_task_read(s, buf, sizeof(buf), -1)) > 0)
+		if (iou_task_write_all(s, buf, (size_t)r, -1) != r)
+			return;
+}
+
 static int shut_done;
 
 static void on_shut(iou_server *srv, uint64_t finished, uint64_t cut, void *ud)
@@ -431,7 +456,7 @@ static void on_shut(iou_server *srv, uint64_t finished, uint64_t cut, void *ud)
 	(void)ud;
 	printf("server shut down: %llu finished, %llu cut\n",
 	       (unsigned long long)finished, (unsigned long long)cut);
-	shut_done = 1;
+	shut_done++;
 }
 
 /* t_fd_count() asserts with Check, which works only inside a Check test. */
@@ -567,7 +592,7 @@ int main(void)
 	uint64_t totals[IOU__F_NKINDS], nfaults = 0;
 	char seedbuf[32];
 	iou_loop *loop;
-	iou_server *srv;
+	iou_server *srv, *tsrv;
 	pthread_t th;
 	int fds_before, fds_after, ret, failed = 0;
 
@@ -608,7 +633,14 @@ int main(void)
 		fprintf(stderr, "iou_server_start: %s\n", iou_strerror(ret));
 		return 1;
 	}
-	port = iou_server_port(srv);
+	ret = iou_task_server_start(loop, &so, task_echo, NULL, NULL, &tsrv);
+	if (ret < 0) {
+		fprintf(stderr, "iou_task_server_start: %s\n",
+			iou_strerror(ret));
+		return 1;
+	}
+	ports[0] = iou_server_port(srv);
+	ports[1] = iou_server_port(tsrv);
 	if (pthread_create(&th, NULL, client_main,
 			   (void *)(uintptr_t)strtoull(getenv("IOU_FAULT_SEED"),
 						       NULL, 0))) {
@@ -625,15 +657,18 @@ int main(void)
 	}
 	pthread_join(th, NULL);
 	iou_server_get_stats(srv, &st);
-	ret = iou_server_shutdown(srv, 2000, on_shut, NULL);
-	if (ret < 0) {
-		fprintf(stderr, "iou_server_shutdown: %s\n", iou_strerror(ret));
-		failed = 1;
+	for (int i = 0; i < 2; i++) {
+		ret = iou_server_shutdown(i ? tsrv : srv, 2000, on_shut, NULL);
+		if (ret < 0) {
+			fprintf(stderr, "iou_server_shutdown: %s\n",
+				iou_strerror(ret));
+			failed = 1;
+		}
 	}
 	for (uint64_t end = t_now_ms() + 10000;
 	     iou_loop_alive(loop) && t_now_ms() < end;)
 		iou_loop_run_once(loop, 50);
-	if (!shut_done || iou_loop_alive(loop)) {
+	if (shut_done != 2 || iou_loop_alive(loop)) {
 		fprintf(stderr, "FAIL: the server did not shut down\n");
 		failed = 1;
 	} else if ((ret = iou_loop_destroy(loop)) < 0) {
@@ -652,6 +687,7 @@ int main(void)
 	printf("  %-34s %llu\n", "total", (unsigned long long)nfaults);
 	printf("server: %llu accepted, %llu closed by the application\n",
 	       (unsigned long long)st.accepted, srv_closed);
+	printf("task server: %llu handlers run\n", task_handled);
 	printf("connections: %llu started, %llu ok (byte-exact, %llu bytes), "
 	       "%llu faulted, %llu reset by the client, %llu FAILED\n",
 	       (unsigned long long)res.started, (unsigned long long)res.ok,
