@@ -61,6 +61,7 @@ struct iou_task {
 	ssize_t ready_res;        /* for a wait ended through the ready list */
 	struct iou__list link;    /* ready list, or the stack pool */
 	struct iou__timer timer;  /* sleep */
+	struct iou__list views;   /* read views it holds (task_io.c) */
 #ifdef TASK_VALGRIND
 	unsigned vg_stack;
 #endif
@@ -101,6 +102,11 @@ bool iou__task_cancelled(const iou_task *t)
 iou_loop *iou__task_loop(const iou_task *t)
 {
 	return t->loop;
+}
+
+struct iou__list *iou__task_views(iou_task *t)
+{
+	return &t->views;
 }
 
 void iou_task_opts_init(struct iou_task_opts *o)
@@ -240,6 +246,7 @@ init:
 	t->tasks = ts;
 	t->loop = ts->loop;
 	iou__list_init(&t->link);
+	iou__list_init(&t->views);
 #ifdef TASK_VALGRIND
 	t->vg_stack = VALGRIND_STACK_REGISTER(stack_bottom(t), (unsigned char *)t);
 #endif
@@ -289,6 +296,7 @@ static void task_main(void *arg)
 					&loop_stack_size);
 #endif
 	t->fn(t->arg);
+	iou__task_views_release(t); /* the views it did not release */
 	suspend(t, T_DONE); /* never comes back */
 	abort();
 }

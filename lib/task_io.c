@@ -48,9 +48,59 @@ static ssize_t wait_for(struct iou__wait *w, int ret)
 	return iou__task_wait(w);
 }
 
+/* ---- read views --------------------------------------------------------- */
+
+/* A view the task holds: the bytes it took out of stream `s`.  s is only
+ * the key, never dereferenced: the stream may be closed and freed while the
+ * task still sends the bytes elsewhere. */
+struct view {
+	struct iou__list link;     /* in the task's views */
+	const iou_stream *s;
+	struct iou__held h;
+	size_t cap;                /* of this record's block */
+};
+
+static struct view *view_find(iou_task *t, const iou_stream *s)
+{
+	struct iou__list *l = iou__task_views(t);
+
+	for (struct iou__list *n = l->next; n != l; n = n->next) {
+		struct view *v = IOU__CONTAINER_OF(n, struct view, link);
+
+		if (v->s == s)
+			return v;
+	}
+	return NULL;
+}
+
+static void view_free(iou_task *t, struct view *v)
+{
+	iou_loop *loop = iou__task_loop(t);
+
+	iou__list_del(&v->link);
+	iou__held_release(loop, &v->h);
+	iou__blk_put(&loop->blocks, v, v->cap);
+}
+
+static void view_drop(iou_task *t, const iou_stream *s)
+{
+	struct view *v = view_find(t, s);
+
+	if (v)
+		view_free(t, v);
+}
+
+void iou__task_views_release(iou_task *t)
+{
+	struct iou__list *l = iou__task_views(t);
+
+	while (!iou__list_empty(l))
+		view_free(t, IOU__CONTAINER_OF(l->next, struct view, link));
+}
+
 /* A blocking call on s in the current task: its wait record, with the
- * call's deadline as the stream's read (or write) timeout.  0 or the error
- * the call returns. */
+ * call's deadline as the stream's read (or write) timeout.  A read ends
+ * the task's view of s.  0 or the error the call returns. */
 static int begin(iou_stream *s, void *buf, size_t len, int timeout_ms,
 		 bool reading, struct iou__wait *w)
 {
@@ -65,6 +115,8 @@ static int begin(iou_stream *s, void *buf, size_t len, int timeout_ms,
 		      : iou_stream_set_write_timeout(s, timeout_arg(timeout_ms));
 	if (ret < 0)
 		return ret;
+	if (reading)
+		view_drop(t, s);
 	*w = (struct iou__wait){ .task = t, .s = s, .buf = buf, .len = len,
 				 .cancel = reading ? read_cancel : NULL };
 	return 0;
@@ -130,6 +182,58 @@ ssize_t iou_task_read_exactly(iou_stream *s, void *buf, size_t n,
 	return wait_for(&w, ret);
 }
 
+static void view_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
+{
+	struct iou__wait *w = ud;
+
+	(void)s;
+	w->buf = (void *)data;
+	iou__wait_done(w, res);
+}
+
+ssize_t iou_task_read_view(iou_stream *s, size_t max, int timeout_ms,
+			   const void **data)
+{
+	struct iou__wait w;
+	struct view *v;
+	iou_loop *loop;
+	size_t cap;
+	ssize_t res;
+	int ret = begin(s, NULL, max, timeout_ms, true, &w);
+
+	if (ret == 0 && (!data || !max))
+		ret = -EINVAL;
+	if (ret < 0)
+		return ret;
+	/* The record first: bytes once taken must have a holder. */
+	loop = iou__task_loop(w.task);
+	v = iou__blk_get(&loop->blocks, sizeof(*v), &cap);
+	if (!v)
+		return -ENOMEM;
+	*v = (struct view){ .s = s, .cap = cap,
+			    .h = { .bid = IOU__SEG_NONE } };
+	res = wait_for(&w, iou__read_view(s, max, &v->h, view_cb, &w));
+	if (res <= 0) {
+		iou__blk_put(&loop->blocks, v, cap);
+		return res;
+	}
+	iou__list_add_tail(iou__task_views(w.task), &v->link);
+	*data = w.buf;
+	return res;
+}
+
+int iou_task_release(iou_stream *s)
+{
+	iou_task *t = iou__task_current();
+
+	if (!t)
+		return -EPERM;
+	if (!s)
+		return -EINVAL;
+	view_drop(t, s);
+	return 0;
+}
+
 /* ---- writes ------------------------------------------------------------- */
 
 /* A write in flight reads the task's buffer until its callback: it cannot
@@ -165,6 +269,28 @@ ssize_t iou_task_drain(iou_stream *s, int timeout_ms)
 	int ret = begin(s, NULL, 0, timeout_ms, false, &w);
 
 	return wait_for(&w, ret ? ret : iou_drain(s, write_cb, &w));
+}
+
+/* The FIN ends the data: everything queued and fed goes first (a drain,
+ * under the write deadline), then the shutdown op, which is not cancelled
+ * (it ends at once). */
+int iou_task_shutdown(iou_stream *s, int timeout_ms)
+{
+	struct iou__wait w;
+	ssize_t res;
+	int ret = begin(s, NULL, 0, timeout_ms, false, &w);
+
+	if (ret < 0)
+		return ret;
+	res = wait_for(&w, iou_drain(s, write_cb, &w));
+	if (res < 0)
+		return (int)res;
+	if (iou__task_cancelled(w.task))
+		return -ECANCELED;
+	ret = iou__shutdown_wait(s, write_cb, &w);
+	if (ret == 1)
+		return 0;
+	return (int)wait_for(&w, ret);
 }
 
 /* Forward: a read on `from` (its deadline) and a write on `to`. */
