@@ -753,6 +753,19 @@ IOU_EXTERN int iou_task_release(iou_stream *s);
  * -ECANCELED, or the error of a cut. */
 IOU_EXTERN int iou_task_shutdown(iou_stream *s, int timeout_ms);
 
+/* Forward both ways between a and b without copying (iou_forward()) until
+ * each has sent its end of file, which goes on to the other as a
+ * half-close (iou_shutdown(SHUT_WR), after the bytes before it).  The
+ * deadline is an idle limit per direction, on both the wait for bytes and
+ * their send (it sets the read and write timeouts of a and b).  Returns the
+ * bytes forwarded both ways, or the first error of either direction (the
+ * other stops then; bytes not forwarded stay buffered); a cancel, or an
+ * error, takes effect once forwards being sent ended.  Also -EINVAL (NULL,
+ * a == b, streams of two loops).  The streams stay open: the task closes
+ * them. */
+IOU_EXTERN ssize_t iou_task_proxy(iou_stream *a, iou_stream *b,
+				  int timeout_ms);
+
 /* Connect (host names resolved off the loop's thread); *out gets the
  * connected stream, which the task closes.  timeout_ms covers look-up and
  * connect (-1: opts->timeout_ms).  Errors as iou_tcp_connect()'s. */

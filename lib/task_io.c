@@ -303,6 +303,118 @@ ssize_t iou_task_forward(iou_stream *from, iou_stream *to, size_t max,
 	return wait_for(&w, ret ? ret : iou_forward(from, to, max, write_cb, &w));
 }
 
+/* ---- proxy --------------------------------------------------------------- */
+
+/* Both directions run as callback forwards, each re-issued from its own
+ * callback; the task waits once, for the end of both. */
+struct proxy;
+
+struct proxy_dir {
+	struct proxy *p;
+	iou_stream *from, *to;
+	bool busy;                 /* a forward in flight */
+};
+
+struct proxy {
+	struct iou__wait w;        /* first: the cancel finds the proxy */
+	struct proxy_dir d[2];
+	size_t total;
+	int err;                   /* the first error: both directions stop */
+};
+
+/* Large: a forward takes what is buffered anyway (max_buffered at most). */
+#define PROXY_MAX ((size_t)1 << 30)
+
+static void proxy_cb(iou_stream *s, ssize_t res, void *ud);
+
+static int proxy_next(struct proxy_dir *d)
+{
+	int ret = iou_forward(d->from, d->to, PROXY_MAX, proxy_cb, d);
+
+	d->busy = ret == 0;
+	return ret;
+}
+
+/* A forward whose bytes are being sent cannot be cancelled (-EBUSY): it
+ * ends with its send. */
+static void proxy_stop(struct proxy *p, int err)
+{
+	if (!p->err)
+		p->err = err;
+	for (int i = 0; i < 2; i++)
+		if (p->d[i].busy)
+			iou_read_cancel(p->d[i].from);
+}
+
+static void proxy_cancel(struct iou__wait *w)
+{
+	proxy_stop((struct proxy *)w, -ECANCELED);
+}
+
+static void proxy_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	struct proxy_dir *d = ud;
+	struct proxy *p = d->p;
+	int ret = 0;
+
+	(void)s;
+	d->busy = false;
+	if (res > 0) {
+		p->total += (size_t)res;
+		if (!p->err)
+			ret = proxy_next(d);
+	} else if (res == 0) {
+		/* End of file: a half-close of the other side, after what was
+		 * forwarded (sent already: a forward ends with its send). */
+		if (!p->err)
+			ret = iou_shutdown(d->to, SHUT_WR);
+	} else {
+		ret = (int)res;
+	}
+	if (ret < 0)
+		proxy_stop(p, ret);
+	/* Last: the task resumes here and its stack (p) goes. */
+	if (!p->d[0].busy && !p->d[1].busy)
+		iou__wait_done(&p->w, p->err ? p->err : (ssize_t)p->total);
+}
+
+static int proxy_timeouts(iou_stream *s, unsigned ms)
+{
+	int ret = iou_stream_set_read_timeout(s, ms);
+
+	return ret < 0 ? ret : iou_stream_set_write_timeout(s, ms);
+}
+
+ssize_t iou_task_proxy(iou_stream *a, iou_stream *b, int timeout_ms)
+{
+	unsigned ms = timeout_arg(timeout_ms);
+	struct proxy p;
+	iou_task *t;
+	int ret = enter(&t);
+
+	if (ret < 0)
+		return ret;
+	if (!a || !b || a == b)
+		return -EINVAL;
+	ret = proxy_timeouts(a, ms);
+	if (ret == 0)
+		ret = proxy_timeouts(b, ms);
+	if (ret < 0)
+		return ret;
+	view_drop(t, a);
+	view_drop(t, b);
+	p = (struct proxy){ .w = { .task = t, .cancel = proxy_cancel } };
+	p.d[0] = (struct proxy_dir){ .p = &p, .from = a, .to = b };
+	p.d[1] = (struct proxy_dir){ .p = &p, .from = b, .to = a };
+	ret = proxy_next(&p.d[0]);
+	if (ret < 0)
+		return ret;
+	ret = proxy_next(&p.d[1]);
+	if (ret < 0)
+		proxy_stop(&p, ret); /* and wait for the first to end */
+	return iou__task_wait(&p.w);
+}
+
 /* ---- connect and close -------------------------------------------------- */
 
 static void connect_cancel(struct iou__wait *w)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * check_task_view: the tasks' zero-copy read view (iou_task_read_view,
- * iou_task_release) and half-close (iou_task_shutdown), against real TCP
+ * iou_task_release), half-close (iou_task_shutdown) and two-way forward
+ * (iou_task_proxy), against real TCP
  * connections on loopback.  The view's hard cases: its bytes must outlive
  * the stream they came from while the task still sends them elsewhere, and
  * must never be reused by new receives.
@@ -738,6 +739,174 @@ START_TEST(test_shutdown_cancel)
 }
 END_TEST
 
+/* ---- proxy --------------------------------------------------------------- */
+
+struct px {
+	iou_stream *a, *b;
+	int timeout_ms;
+	ssize_t res;
+	int done;
+};
+
+static void px_main(void *arg)
+{
+	struct px *x = arg;
+
+	x->res = iou_task_proxy(x->a, x->b, x->timeout_ms);
+	x->done = 1;
+}
+
+/* Both ways at once, each end of file passed on as a half-close (each
+ * receiver sees all its bytes, then the end of file). */
+START_TEST(test_proxy_both_ways)
+{
+	iou_loop *loop = small_loop();
+	struct px x = { .timeout_ms = 5000 };
+	struct tsp_peer atx = { 0 }, arx = { 0 }, btx = { 0 }, brx = { 0 };
+	size_t alen = 200 * 1000, blen = 100 * 1000;
+	int fa = tsp_open_pair(loop, NULL, &x.a);
+	int fb = tsp_open_pair(loop, NULL, &x.b);
+
+	ck_assert_int_eq(iou_task_spawn(loop, px_main, &x, NULL, NULL), 0);
+	tsp_recv_start(&arx, fa, SIZE_MAX, 1, 12, NULL, 0, TSP_KEEP);
+	tsp_recv_start(&brx, fb, SIZE_MAX, 1, 11, NULL, 0, TSP_KEEP);
+	tsp_send_start(&atx, fa, 11, alen, 3000, 0, TSP_SHUT_WR);
+	tsp_send_start(&btx, fb, 12, blen, 5000, 0, TSP_SHUT_WR);
+	ck_assert_int_eq(tsp_run_until(loop, &x.done, 10000), 0);
+	ck_assert_int_eq(x.res, (ssize_t)(alen + blen));
+	for (int i = 0; i < 2000 && !(arx.finished && brx.finished); i++)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_int_eq(tsp_join(&atx, 5000), 0);
+	ck_assert_int_eq(tsp_join(&btx, 5000), 0);
+	ck_assert_int_eq(tsp_join(&arx, 5000), 0);
+	ck_assert_int_eq(tsp_join(&brx, 5000), 0);
+	ck_assert_uint_eq(brx.done, alen);
+	ck_assert_uint_eq(brx.bad_at, SIZE_MAX);
+	ck_assert_int_eq(brx.eof, 1);
+	ck_assert_uint_eq(arx.done, blen);
+	ck_assert_uint_eq(arx.bad_at, SIZE_MAX);
+	ck_assert_int_eq(arx.eof, 1);
+	tsp_close_and_wait(loop, x.a);
+	tsp_close_and_wait(loop, x.b);
+	close(fa);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Idle past the deadline: -ETIMEDOUT; bytes that come later stay in the
+ * stream. */
+START_TEST(test_proxy_deadline)
+{
+	iou_loop *loop = small_loop();
+	struct px x = { .timeout_ms = 50 };
+	int fa = tsp_open_pair(loop, NULL, &x.a);
+	int fb = tsp_open_pair(loop, NULL, &x.b);
+
+	ck_assert_int_eq(iou_task_spawn(loop, px_main, &x, NULL, NULL), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &x.done, 3000), 0);
+	ck_assert_int_eq(x.res, -ETIMEDOUT);
+	ck_assert_int_eq(send(fa, "abc", 3, 0), 3);
+	for (int i = 0; i < 2000 && iou_buffered(x.a) < 3; i++)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_uint_eq(iou_buffered(x.a), 3);
+	tsp_close_and_wait(loop, x.a);
+	tsp_close_and_wait(loop, x.b);
+	close(fa);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A reset on one side ends both directions with its error. */
+START_TEST(test_proxy_peer_reset)
+{
+	iou_loop *loop = small_loop();
+	struct px x = { .timeout_ms = -1 };
+	int fa = tsp_open_pair(loop, NULL, &x.a);
+	int fb = tsp_open_pair(loop, NULL, &x.b);
+
+	ck_assert_int_eq(iou_task_spawn(loop, px_main, &x, NULL, NULL), 0);
+	tsp_run_for(loop, 20);
+	tsp_rst(fa);
+	ck_assert_int_eq(tsp_run_until(loop, &x.done, 3000), 0);
+	ck_assert_int_eq(x.res, -ECONNRESET);
+	tsp_close_and_wait(loop, x.a);
+	tsp_close_and_wait(loop, x.b);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A peer's end of file is passed on while the other way goes on; then a
+ * cancel ends the proxy. */
+START_TEST(test_proxy_half_close_then_cancel)
+{
+	iou_loop *loop = small_loop();
+	struct px x = { .timeout_ms = -1 };
+	char buf[8];
+	iou_task *t;
+	int fa = tsp_open_pair(loop, NULL, &x.a);
+	int fb = tsp_open_pair(loop, NULL, &x.b);
+
+	tsp_set_timeouts(fa);
+	tsp_set_timeouts(fb);
+	ck_assert_int_eq(iou_task_spawn(loop, px_main, &x, NULL, &t), 0);
+	ck_assert_int_eq(send(fa, "hi", 2, 0), 2);
+	ck_assert_int_eq(shutdown(fa, SHUT_WR), 0);
+	while (recv(fb, buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK) < 2)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_int_eq(recv(fb, buf, sizeof(buf), 0), 2);
+	for (int i = 0; i < 2000 && recv(fb, buf, sizeof(buf), MSG_DONTWAIT) < 0; i++)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_int_eq(recv(fb, buf, sizeof(buf), MSG_DONTWAIT), 0); /* passed on */
+	ck_assert_int_eq(send(fb, "yo", 2, 0), 2);
+	while (recv(fa, buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK) < 2)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_int_eq(recv(fa, buf, sizeof(buf), 0), 2);
+	ck_assert_int_eq(x.done, 0);
+	ck_assert_int_eq(iou_task_cancel(t), 0);
+	ck_assert_int_eq(iou_task_detach(t), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &x.done, 3000), 0);
+	ck_assert_int_eq(x.res, -ECANCELED);
+	tsp_close_and_wait(loop, x.a);
+	tsp_close_and_wait(loop, x.b);
+	close(fa);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+struct px_misuse {
+	iou_stream *a;
+	int done;
+};
+
+static void px_misuse_main(void *arg)
+{
+	struct px_misuse *m = arg;
+
+	ck_assert_int_eq(iou_task_proxy(NULL, m->a, -1), -EINVAL);
+	ck_assert_int_eq(iou_task_proxy(m->a, NULL, -1), -EINVAL);
+	ck_assert_int_eq(iou_task_proxy(m->a, m->a, -1), -EINVAL);
+	m->done = 1;
+}
+
+START_TEST(test_proxy_misuse)
+{
+	iou_loop *loop = small_loop();
+	struct px_misuse m = { 0 };
+	int fa = tsp_open_pair(loop, NULL, &m.a);
+
+	ck_assert_int_eq(iou_task_proxy(m.a, m.a, -1), -EPERM);
+	ck_assert_int_eq(iou_task_spawn(loop, px_misuse_main, &m, NULL, NULL), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &m.done, 3000), 0);
+	tsp_close_and_wait(loop, m.a);
+	close(fa);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *view_suite(void)
 {
 	Suite *s = suite_create("task_view");
@@ -764,6 +933,15 @@ static Suite *view_suite(void)
 	tcase_add_test(tc, test_shutdown_peer_closed);
 	tcase_add_test(tc, test_shutdown_peer_reset);
 	tcase_add_test(tc, test_shutdown_cancel);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("proxy");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_proxy_both_ways);
+	tcase_add_test(tc, test_proxy_deadline);
+	tcase_add_test(tc, test_proxy_peer_reset);
+	tcase_add_test(tc, test_proxy_half_close_then_cancel);
+	tcase_add_test(tc, test_proxy_misuse);
 	suite_add_tcase(s, tc);
 	return s;
 }
