@@ -733,7 +733,7 @@ IOU_EXTERN ssize_t iou_task_forward(iou_stream *from, iou_stream *to,
  * stream.  A whole receive buffer is handed over as it is (the loop's pool
  * then has one buffer less until the release, within the budget forwards
  * use); part of one, bytes spanning buffers, or past the budget are
- * copied.  Errors also -EINVAL (data NULL, max 0). */
+ * copied.  Errors also -EINVAL (data NULL, max 0), -ENOMEM. */
 IOU_EXTERN ssize_t iou_task_read_view(iou_stream *s, size_t max,
 				      int timeout_ms, const void **data);
 
