@@ -127,6 +127,7 @@ struct holder {
 	ssize_t n, wres;
 	unsigned held;
 	int viewed, done;
+	int recheck, churned, intact; /* check the view after the write */
 };
 
 static void hold_and_write(struct holder *h, iou_stream *a)
@@ -142,7 +143,13 @@ static void hold_and_write(struct holder *h, iou_stream *a)
 	h->viewed = 1;
 	/* Queued behind megabytes B's peer does not read yet: blocked. */
 	h->wres = iou_task_write_all(h->b, p, (size_t)h->n, -1);
-	h->done = 1;
+	if (h->recheck) {
+		h->done = 1;
+		while (!h->churned)
+			ck_assert_int_eq(iou_task_yield(), 0);
+		h->intact = tsp_mismatch(p, (size_t)h->n, 1, 0) == (size_t)h->n;
+	}
+	h->done = 2;
 }
 
 static void holder_main(void *arg)
@@ -199,6 +206,18 @@ static void churn_pool(iou_loop *loop)
 	ck_assert_uint_eq(c.got, len);
 	tsp_close_and_wait(loop, s);
 	close(fd);
+}
+
+struct closer {
+	iou_stream *s;
+	int closed;
+};
+
+static void post_close_stream(void *ud)
+{
+	struct closer *c = ud;
+
+	ck_assert_int_eq(iou_close(c->s, tsp_count_close_cb, &c->closed), 0);
 }
 
 static void srv_done(iou_server *srv, uint64_t finished, uint64_t cut,
@@ -287,6 +306,46 @@ END_TEST
 START_TEST(test_view_outlives_cut)
 {
 	view_outlives(END_CUT);
+}
+END_TEST
+
+/* The target of the view's write is closed under it: the write fails
+ * (once the kernel let go of the bytes), the view is still the task's. */
+START_TEST(test_view_survives_target_close)
+{
+	iou_loop *loop = small_loop();
+	struct holder h = { .loop = loop, .recheck = 1 };
+	struct closer c = { 0 };
+	size_t fill = 4u << 20;
+	unsigned char *big = malloc(fill);
+	int fb = tsp_open_pair(loop, NULL, &h.b);
+	int fa = tsp_open_pair(loop, NULL, &h.a);
+	ck_assert_ptr_nonnull(big);
+	small_bufs(fb, h.b);
+	tsp_fill(big, fill, 2, 0);
+	ck_assert_int_eq(iou_write_all(h.b, big, fill, NULL, NULL), 0);
+	ck_assert_int_eq(iou_task_spawn(loop, holder_main, &h, NULL, NULL), 0);
+	send_seed(fa, 1, 0, 1000);
+	ck_assert_int_eq(tsp_run_until(loop, &h.viewed, 5000), 0);
+	ck_assert_uint_eq(h.held, 1);
+	tsp_run_for(loop, 30);
+	c.s = h.b;
+	ck_assert_int_eq(iou_loop_post(loop, post_close_stream, &c), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &h.done, 5000), 0);
+	ck_assert_int_lt(h.wres, 0);
+	ck_assert_int_eq(tsp_run_until(loop, &c.closed, 3000), 0);
+	churn_pool(loop);
+	h.churned = 1;
+	for (int i = 0; i < 200 && h.done != 2; i++)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_int_eq(h.done, 2);
+	ck_assert_int_eq(h.intact, 1);
+	ck_assert_uint_eq(loop->bufs.fwd_held, 0);
+	tsp_close_and_wait(loop, h.a);
+	close(fa);
+	close(fb);
+	free(big);
+	t_loop_destroy(loop);
 }
 END_TEST
 
@@ -907,6 +966,31 @@ START_TEST(test_proxy_misuse)
 }
 END_TEST
 
+/* Closed by a callback while the bytes go out: the call ends with the
+ * close's error. */
+START_TEST(test_shutdown_stream_closed)
+{
+	iou_loop *loop = small_loop();
+	struct half h = { .fed = 4u << 20, .timeout_ms = -1 };
+	struct closer c = { 0 };
+	int fd = tsp_open_pair(loop, NULL, &h.s);
+
+	small_bufs(fd, h.s);
+	c.s = h.s;
+	ck_assert_int_eq(iou_task_spawn(loop, half_main, &h, NULL, NULL), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &h.started, 3000), 0);
+	tsp_run_for(loop, 30);
+	ck_assert_int_eq(h.done, 0);
+	ck_assert_int_eq(iou_loop_post(loop, post_close_stream, &c), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &h.done, 3000), 0);
+	ck_assert_msg(h.res == -ECANCELED || h.res == -IOU_ECLOSED, "res %d",
+		      h.res);
+	ck_assert_int_eq(tsp_run_until(loop, &c.closed, 3000), 0);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *view_suite(void)
 {
 	Suite *s = suite_create("task_view");
@@ -917,6 +1001,7 @@ static Suite *view_suite(void)
 	tcase_add_test(tc, test_view_echo);
 	tcase_add_test(tc, test_view_outlives_close);
 	tcase_add_test(tc, test_view_outlives_cut);
+	tcase_add_test(tc, test_view_survives_target_close);
 	tcase_add_test(tc, test_view_cancel_releases_at_end);
 	tcase_add_test(tc, test_view_release);
 	tcase_add_test(tc, test_view_spill_and_callback_reads);
@@ -933,6 +1018,7 @@ static Suite *view_suite(void)
 	tcase_add_test(tc, test_shutdown_peer_closed);
 	tcase_add_test(tc, test_shutdown_peer_reset);
 	tcase_add_test(tc, test_shutdown_cancel);
+	tcase_add_test(tc, test_shutdown_stream_closed);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("proxy");
