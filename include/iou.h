@@ -783,6 +783,51 @@ IOU_EXTERN ssize_t iou_task_drain(iou_stream *s, int timeout_ms);
 IOU_EXTERN ssize_t iou_task_forward(iou_stream *from, iou_stream *to,
 				    size_t max, int timeout_ms);
 
+/* Read without copying: waits as iou_task_read() and sets *data to the
+ * next received bytes, the first contiguous run of what is buffered (at
+ * most max, up to one receive buffer), and returns their count; 0 at end
+ * of file (*data untouched), or an error as iou_task_read()'s.  The bytes
+ * leave the stream at once (callback reads and iou_buffered() see what
+ * comes after them) and are the task's: they stay valid, whatever happens
+ * to the stream (a close, a cut, new receives), until the task's next read
+ * call on s (any iou_task_read*(), _peek, _forward, _read_view),
+ * iou_task_release(s), or the end of the task, which releases what it
+ * still holds.  So a view can be passed to iou_task_write_all() on any
+ * stream.  A whole receive buffer is handed over as it is (the loop's pool
+ * then has one buffer less until the release, within the budget forwards
+ * use); part of one, bytes spanning buffers, or past the budget are
+ * copied.  Errors also -EINVAL (data NULL, max 0), -ENOMEM. */
+IOU_EXTERN ssize_t iou_task_read_view(iou_stream *s, size_t max,
+				      int timeout_ms, const void **data);
+
+/* End the task's view of s now (its memory goes back to the loop).  s is
+ * only compared, never used: also valid after s was closed.  0 (also when
+ * there was no view), -EPERM outside a task, -EINVAL. */
+IOU_EXTERN int iou_task_release(iou_stream *s);
+
+/* Half-close: send everything queued and fed, then the FIN
+ * (iou_shutdown(s, SHUT_WR)), and wait until the FIN's shutdown completed;
+ * reads go on until the peer's end of file.  The deadline covers the
+ * sending (a write deadline: past it -ETIMEDOUT, the sending side broken
+ * and no FIN sent, so that the peer cannot take the cut for the end of
+ * the data).  A cancel breaks the sending side the same way (no FIN).  0, or a write error (-ECONNRESET, -EPIPE, ...), -IOU_ECLOSED (s
+ * closing, or shut for writing already), -ENOTCONN, -EINVAL, -EPERM,
+ * -ECANCELED, or the error of a cut. */
+IOU_EXTERN int iou_task_shutdown(iou_stream *s, int timeout_ms);
+
+/* Forward both ways between a and b without copying (iou_forward()) until
+ * each has sent its end of file, which goes on to the other as a
+ * half-close (iou_shutdown(SHUT_WR), after the bytes before it).  The
+ * deadline is an idle limit per direction, on both the wait for bytes and
+ * their send (it sets the read and write timeouts of a and b).  Returns the
+ * bytes forwarded both ways, or the first error of either direction (the
+ * other stops then; bytes not forwarded stay buffered); a cancel, or an
+ * error, takes effect once forwards being sent ended.  Also -EINVAL (NULL,
+ * a == b, streams of two loops).  The streams stay open: the task closes
+ * them. */
+IOU_EXTERN ssize_t iou_task_proxy(iou_stream *a, iou_stream *b,
+				  int timeout_ms);
+
 /* Connect (host names resolved off the loop's thread); *out gets the
  * connected stream, which the task closes.  timeout_ms covers look-up and
  * connect (-1: opts->timeout_ms).  Errors as iou_tcp_connect()'s. */

@@ -2,7 +2,7 @@
 /* The receive side of a stream: one multishot recv into the loop's provided
  * buffers, their bytes kept in the stream's receive queue (rxq.c), and the
  * buffered reads on top (read, read_exactly, read_exactly_into, peek,
- * read_until, forward). */
+ * read_until, forward, and the tasks' read view). */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -173,6 +173,7 @@ static void read_clear(iou_stream *s)
 	s->scan_pos = 0;
 	s->fwd_req = NULL;
 	s->fwd_to = NULL;
+	s->view_dst = NULL;
 }
 
 static void into_finish(iou_stream *s, ssize_t res)
@@ -382,6 +383,66 @@ void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res)
 	cb(from, res < 0 ? res : (ssize_t)from->fwd_total, ud);
 }
 
+/* ---- read views --------------------------------------------------------- */
+
+/* Take the first contiguous bytes (at most read_n) out of the stream into
+ * the view's record: from then on they are the holder's, whatever happens
+ * to the stream (a close gives its buffers back, new receives reuse them). */
+static int view_take(iou_stream *s, const unsigned char **p, size_t *n)
+{
+	struct iou__pool *pool = &s->loop->pool;
+	struct iou__bufring *b = &s->loop->bufs;
+	struct iou__held *h = s->view_dst;
+	size_t len;
+
+	iou__rxq_first(pool, &s->rxq, p, &len);
+	if (len > s->read_n)
+		len = s->read_n;
+	*h = (struct iou__held){ .bid = IOU__SEG_NONE };
+	if (b->fwd_held < b->fwd_max && iou__rxq_head_is(pool, &s->rxq, len)) {
+		h->bid = iou__rxq_detach_head(pool, &s->rxq);
+		b->fwd_held++;
+	} else {
+		h->blk = iou__rxq_detach_spill(&s->rxq, len, &h->cap);
+		if (!h->blk) {
+			h->blk = iou__blk_get(&s->loop->blocks, len, &h->cap);
+			if (!h->blk)
+				return -ENOMEM;
+			memcpy(h->blk, *p, len);
+			*p = h->blk;
+			consume(s, len);
+		}
+	}
+	*n = len;
+	return 0;
+}
+
+/* Whether the callback ran with bytes (as read_progress_once()). */
+static bool view_progress(iou_stream *s)
+{
+	const unsigned char *p;
+	size_t n;
+
+	if (view_take(s, &p, &n) < 0) {
+		iou__read_fail(s, -ENOMEM);
+		return false;
+	}
+	recv_resume(s);
+	deliver(s, p, n, true); /* taken out already: nothing to consume */
+	return true;
+}
+
+void iou__held_release(iou_loop *loop, struct iou__held *h)
+{
+	if (h->bid != IOU__SEG_NONE) {
+		iou__buf_recycle(loop, h->bid);
+		loop->bufs.fwd_held--;
+	} else {
+		iou__blk_put(&loop->blocks, h->blk, h->cap);
+	}
+	*h = (struct iou__held){ .bid = IOU__SEG_NONE };
+}
+
 /* Serve the pending read if the bytes are there.  Returns true when its
  * callback ran with data (which may have issued the next read). */
 static bool read_progress_once(iou_stream *s)
@@ -434,6 +495,11 @@ static bool read_progress_once(iou_stream *s)
 		else if (err)
 			into_finish(s, err);
 		return false;
+	case IOU__RD_VIEW:
+		if (have)
+			return view_progress(s);
+		err = end_error(s);
+		break;
 	case IOU__RD_FORWARD:
 		if (have) {
 			forward_progress(s);
@@ -629,6 +695,19 @@ int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
 		from->fwd_to = to;
 		iou__list_add_tail(&to->fwd_sources, &from->fwd_link);
 	}
+	return ret;
+}
+
+int iou__read_view(iou_stream *s, size_t max, struct iou__held *h,
+		   iou_read_cb cb, void *ud)
+{
+	int ret;
+
+	if (!s || !h || !cb || !max)
+		return -EINVAL;
+	ret = read_start(s, IOU__RD_VIEW, max, cb, ud);
+	if (ret == 0)
+		s->view_dst = h;
 	return ret;
 }
 

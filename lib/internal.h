@@ -84,9 +84,10 @@ struct iou__bufring {
 	unsigned peak;          /* most buffers a turn needed this period */
 	unsigned quiet_ms;      /* length of a period */
 	uint64_t period_end;    /* loop clock */
-	/* Whole buffers forwards handed to write queues (zero copy) and the
-	 * most they may hold at once: a peer that stops reading keeps its
-	 * forward's buffers, so past the budget forwards copy. */
+	/* Whole buffers forwards handed to write queues (zero copy), and
+	 * read views hold, and the most they may hold at once: a peer that
+	 * stops reading keeps its forward's buffers, so past the budget
+	 * forwards (and views) copy. */
 	unsigned fwd_held, fwd_max;
 	int bgid;
 	bool bundle;            /* receives may fill several buffers */
@@ -301,6 +302,7 @@ enum iou__read_kind {
 	IOU__RD_FORWARD,  /* waiting for bytes to forward */
 	IOU__RD_FORWARDING, /* bytes handed to the writer of `to` */
 	IOU__RD_INTO,     /* iou_read_exactly_into */
+	IOU__RD_VIEW,     /* iou__read_view */
 };
 
 #define IOU__SEP_INLINE 16
@@ -388,6 +390,7 @@ struct iou_stream {
 	unsigned char *sep;         /* sep_inline or a block of sep_cap bytes */
 	size_t sep_cap;
 	unsigned char sep_inline[IOU__SEP_INLINE];
+	struct iou__held *view_dst; /* read_view: where the bytes go */
 
 	/* writes */
 	struct iou__write *wq_head, *wq_tail;
@@ -404,6 +407,8 @@ struct iou_stream {
 	iou_close_cb close_cb;
 	void *close_ud;
 	void *data;
+	iou_write_cb fin_cb;        /* iou__shutdown_wait(): the FIN's op */
+	void *fin_ud;
 
 	struct conn_req *conn;      /* connect.c, while connecting */
 
@@ -450,6 +455,11 @@ int iou__stream_queue_forward(iou_stream *to, const unsigned char *p,
 			      size_t len, uint32_t bid, size_t copy_cap,
 			      struct iou__write **out);
 void iou__stream_flush(iou_stream *s);     /* start sending the queue */
+/* iou_shutdown(s, SHUT_WR), and cb(s, res, ud) once the FIN's shutdown op
+ * completed (its result), or with the error of a close or cut that comes
+ * first.  1: the FIN went out already (no callback); 0: cb will run; or an
+ * error of iou_shutdown() or the cut's. */
+int iou__shutdown_wait(iou_stream *s, iou_write_cb cb, void *ud);
 struct iou__write *iou__write_get(iou_loop *loop);
 void iou__write_put(iou_loop *loop, struct iou__write *w);
 
@@ -460,6 +470,22 @@ void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
 void iou__read_fail(iou_stream *s, int err);
 void iou__read_deadline_passed(iou_stream *s);
 void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
+/* Received bytes taken out of a stream by a read view: a pool buffer (bid)
+ * or a heap block, owned by the holder until iou__held_release(), so that
+ * neither a close of the stream nor new receives touch them. */
+struct iou__held {
+	uint32_t bid;               /* pool buffer, or IOU__SEG_NONE */
+	unsigned char *blk;         /* else a block of cap bytes, or NULL */
+	size_t cap;
+};
+/* Like iou_read(), but the bytes (the first contiguous run, at most max)
+ * leave the stream into *h (valid until the callback) instead of being
+ * consumed after the callback: a whole pool buffer is taken as it is
+ * (within the forwards' budget, fwd_max), the spill's block too, anything
+ * else is copied. */
+int iou__read_view(iou_stream *s, size_t max, struct iou__held *h,
+		   iou_read_cb cb, void *ud);
+void iou__held_release(iou_loop *loop, struct iou__held *h);
 /* `to` is closing: forwards into it that wait for bytes fail with err (the
  * ones whose bytes sit in its write queue fail with the queue). */
 void iou__forward_sources_fail(iou_stream *to, int err);

@@ -41,6 +41,19 @@ uint32_t iou__rxq_detach_head(struct iou__pool *pool, struct iou__rxq *q)
 	return bid;
 }
 
+unsigned char *iou__rxq_detach_spill(struct iou__rxq *q, size_t len,
+				     size_t *cap)
+{
+	unsigned char *blk = q->spill;
+
+	if (!len || len != q->spill_len)
+		return NULL;
+	*cap = q->spill_cap;
+	q->spill = NULL;
+	q->spill_off = q->spill_len = q->spill_cap = 0;
+	return blk;
+}
+
 void iou__rxq_first(const struct iou__pool *pool, const struct iou__rxq *q,
 		    const unsigned char **p, size_t *len)
 {

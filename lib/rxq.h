@@ -107,6 +107,11 @@ bool iou__rxq_head_is(const struct iou__pool *pool, const struct iou__rxq *q,
 		      size_t len);
 /* Unlink the head buffer without giving it back: the caller now owns it. */
 uint32_t iou__rxq_detach_head(struct iou__pool *pool, struct iou__rxq *q);
+/* Unlink the spill when it holds exactly the first len bytes: the caller
+ * now owns its block (returned, of *cap bytes; the bytes stay where
+ * iou__rxq_first() showed them).  NULL (nothing changed) otherwise. */
+unsigned char *iou__rxq_detach_spill(struct iou__rxq *q, size_t len,
+				     size_t *cap);
 /* Copy every buffer's bytes into the spill and give the buffers back (as
  * many as memory allows).  Returns 0 or -ENOMEM. */
 int iou__rxq_spill_all(struct iou__pool *pool, struct iou__rxq *q);

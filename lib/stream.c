@@ -753,6 +753,38 @@ int iou_shutdown(iou_stream *s, int how)
 	return 0;
 }
 
+/* The FIN's wait ends: with its op's result, or a close's or cut's. */
+static void fin_done(iou_stream *s, int res)
+{
+	iou_write_cb cb = s->fin_cb;
+
+	if (!cb)
+		return;
+	s->fin_cb = NULL;
+	cb(s, res, s->fin_ud);
+}
+
+int iou__shutdown_wait(iou_stream *s, iou_write_cb cb, void *ud)
+{
+	int ret;
+
+	if (!s || !cb)
+		return -EINVAL;
+	if (s->fin_cb)
+		return -EBUSY;
+	/* A cut stream's FIN was its shut socket: no op will come back. */
+	if (s->flags & IOU__S_CUT)
+		return s->wr_err ? s->wr_err : -IOU_ECLOSED;
+	ret = iou_shutdown(s, SHUT_WR);
+	if (ret < 0)
+		return ret;
+	if (s->flags & IOU__S_WR_SHUT_DONE)
+		return 1;
+	s->fin_cb = cb;
+	s->fin_ud = ud;
+	return 0;
+}
+
 static void stream_abort(iou_stream *s)
 {
 	if (s->flags & IOU__S_CLOSING)
@@ -906,6 +938,7 @@ void iou__stream_cut(iou_stream *s, int err)
 		fail_writes(s, err);
 	if (s->read_kind != IOU__RD_NONE)
 		iou__read_fail(s, err);
+	fin_done(s, err);
 	iou__forward_sources_fail(s, -IOU_ECLOSED);
 	iou__rxq_clear(&s->loop->pool, &s->rxq);
 	/* A flushing stream has no operation left to come back through
@@ -960,7 +993,6 @@ static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, aux_op);
 
-	(void)cqe;
 	s->inflight--;
 	iou__op_done(s->loop);
 	if (s->flags & IOU__S_CLOSE_SENT) {
@@ -974,6 +1006,7 @@ static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
 	s->flags |= IOU__S_WR_SHUT_DONE;
 	if (s->flags & IOU__S_FLUSHING)
 		iou__stream_poke(s);
+	fin_done(s, cqe->res);
 }
 
 /* Cancel the stream's receive and send by their user_data: the kernel
@@ -1010,6 +1043,7 @@ static void close_progress(iou_stream *s)
 	}
 	if (s->read_kind != IOU__RD_NONE)
 		iou__read_fail(s, -ECANCELED);
+	fin_done(s, -IOU_ECLOSED);
 	iou__forward_sources_fail(s, -IOU_ECLOSED);
 	if (s->flags & IOU__S_STARVED) {
 		iou__list_del(&s->starved_link);

@@ -63,6 +63,7 @@ struct iou_task {
 	struct iou__timer timer;  /* sleep */
 	iou_task_group *group;    /* task_group.c: the group it belongs to */
 	struct iou__list group_link; /* in that group's members */
+	struct iou__list views;   /* read views it holds (task_io.c) */
 #ifdef TASK_VALGRIND
 	unsigned vg_stack;
 #endif
@@ -103,6 +104,11 @@ bool iou__task_cancelled(const iou_task *t)
 iou_loop *iou__task_loop(const iou_task *t)
 {
 	return t->loop;
+}
+
+struct iou__list *iou__task_views(iou_task *t)
+{
+	return &t->views;
 }
 
 void iou_task_opts_init(struct iou_task_opts *o)
@@ -252,6 +258,7 @@ init:
 	t->loop = ts->loop;
 	iou__list_init(&t->link);
 	iou__list_init(&t->group_link);
+	iou__list_init(&t->views);
 #ifdef TASK_VALGRIND
 	t->vg_stack = VALGRIND_STACK_REGISTER(stack_bottom(t), (unsigned char *)t);
 #endif
@@ -301,6 +308,7 @@ static void task_main(void *arg)
 					&loop_stack_size);
 #endif
 	t->fn(t->arg);
+	iou__task_views_release(t); /* the views it did not release */
 	suspend(t, T_DONE); /* never comes back */
 	abort();
 }

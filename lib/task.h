@@ -27,6 +27,10 @@ struct iou__wait {
 iou_task *iou__task_current(void);
 bool iou__task_cancelled(const iou_task *t);
 iou_loop *iou__task_loop(const iou_task *t);
+/* The read views the task holds (task_io.c's records), and their release
+ * when it ends. */
+struct iou__list *iou__task_views(iou_task *t);
+void iou__task_views_release(iou_task *t);
 
 /* Suspend the current task until iou__wait_done(w) (from a callback on the
  * loop's stack).  Returns w->res. */

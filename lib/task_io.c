@@ -57,9 +57,59 @@ static ssize_t wait_for(struct iou__wait *w, int ret)
 	return iou__task_wait(w);
 }
 
+/* ---- read views --------------------------------------------------------- */
+
+/* A view the task holds: the bytes it took out of stream `s`.  s is only
+ * the key, never dereferenced: the stream may be closed and freed while the
+ * task still sends the bytes elsewhere. */
+struct view {
+	struct iou__list link;     /* in the task's views */
+	const iou_stream *s;
+	struct iou__held h;
+	size_t cap;                /* of this record's block */
+};
+
+static struct view *view_find(iou_task *t, const iou_stream *s)
+{
+	struct iou__list *l = iou__task_views(t);
+
+	for (struct iou__list *n = l->next; n != l; n = n->next) {
+		struct view *v = IOU__CONTAINER_OF(n, struct view, link);
+
+		if (v->s == s)
+			return v;
+	}
+	return NULL;
+}
+
+static void view_free(iou_task *t, struct view *v)
+{
+	iou_loop *loop = iou__task_loop(t);
+
+	iou__list_del(&v->link);
+	iou__held_release(loop, &v->h);
+	iou__blk_put(&loop->blocks, v, v->cap);
+}
+
+static void view_drop(iou_task *t, const iou_stream *s)
+{
+	struct view *v = view_find(t, s);
+
+	if (v)
+		view_free(t, v);
+}
+
+void iou__task_views_release(iou_task *t)
+{
+	struct iou__list *l = iou__task_views(t);
+
+	while (!iou__list_empty(l))
+		view_free(t, IOU__CONTAINER_OF(l->next, struct view, link));
+}
+
 /* A blocking call on s in the current task: its wait record, with the
- * call's deadline as the stream's read (or write) timeout.  0 or the error
- * the call returns. */
+ * call's deadline as the stream's read (or write) timeout.  A read ends
+ * the task's view of s.  0 or the error the call returns. */
 static int begin(iou_stream *s, void *buf, size_t len, int timeout_ms,
 		 bool reading, struct iou__wait *w)
 {
@@ -74,6 +124,8 @@ static int begin(iou_stream *s, void *buf, size_t len, int timeout_ms,
 		      : iou_stream_set_write_timeout(s, timeout_arg(timeout_ms));
 	if (ret < 0)
 		return ret;
+	if (reading)
+		view_drop(t, s);
 	*w = (struct iou__wait){ .task = t, .s = s, .buf = buf, .len = len,
 				 .cancel = reading ? read_cancel : write_cancel };
 	return 0;
@@ -139,6 +191,58 @@ ssize_t iou_task_read_exactly(iou_stream *s, void *buf, size_t n,
 	return wait_for(&w, ret);
 }
 
+static void view_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
+{
+	struct iou__wait *w = ud;
+
+	(void)s;
+	w->buf = (void *)data;
+	iou__wait_done(w, res);
+}
+
+ssize_t iou_task_read_view(iou_stream *s, size_t max, int timeout_ms,
+			   const void **data)
+{
+	struct iou__wait w;
+	struct view *v;
+	iou_loop *loop;
+	size_t cap;
+	ssize_t res;
+	int ret = begin(s, NULL, max, timeout_ms, true, &w);
+
+	if (ret == 0 && (!data || !max))
+		ret = -EINVAL;
+	if (ret < 0)
+		return ret;
+	/* The record first: bytes once taken must have a holder. */
+	loop = iou__task_loop(w.task);
+	v = iou__blk_get(&loop->blocks, sizeof(*v), &cap);
+	if (!v)
+		return -ENOMEM;
+	*v = (struct view){ .s = s, .cap = cap,
+			    .h = { .bid = IOU__SEG_NONE } };
+	res = wait_for(&w, iou__read_view(s, max, &v->h, view_cb, &w));
+	if (res <= 0) {
+		iou__blk_put(&loop->blocks, v, cap);
+		return res;
+	}
+	iou__list_add_tail(iou__task_views(w.task), &v->link);
+	*data = w.buf;
+	return res;
+}
+
+int iou_task_release(iou_stream *s)
+{
+	iou_task *t = iou__task_current();
+
+	if (!t)
+		return -EPERM;
+	if (!s)
+		return -EINVAL;
+	view_drop(t, s);
+	return 0;
+}
+
 /* ---- writes ------------------------------------------------------------- */
 
 static void write_cb(iou_stream *s, ssize_t res, void *ud)
@@ -181,6 +285,28 @@ static void forward_cancel(struct iou__wait *w)
 		iou__stream_cancel_writes(w->buf, -ECANCELED);
 }
 
+/* The FIN ends the data: everything queued and fed goes first (a drain,
+ * under the write deadline), then the shutdown op, which is not cancelled
+ * (it ends at once). */
+int iou_task_shutdown(iou_stream *s, int timeout_ms)
+{
+	struct iou__wait w;
+	ssize_t res;
+	int ret = begin(s, NULL, 0, timeout_ms, false, &w);
+
+	if (ret < 0)
+		return ret;
+	res = wait_for(&w, iou_drain(s, write_cb, &w));
+	if (res < 0)
+		return (int)res;
+	if (iou__task_cancelled(w.task))
+		return -ECANCELED;
+	ret = iou__shutdown_wait(s, write_cb, &w);
+	if (ret == 1)
+		return 0;
+	return (int)wait_for(&w, ret);
+}
+
 /* Forward: a read on `from` (its deadline) and a write on `to`. */
 ssize_t iou_task_forward(iou_stream *from, iou_stream *to, size_t max,
 			 int timeout_ms)
@@ -190,6 +316,118 @@ ssize_t iou_task_forward(iou_stream *from, iou_stream *to, size_t max,
 
 	w.cancel = forward_cancel;
 	return wait_for(&w, ret ? ret : iou_forward(from, to, max, write_cb, &w));
+}
+
+/* ---- proxy --------------------------------------------------------------- */
+
+/* Both directions run as callback forwards, each re-issued from its own
+ * callback; the task waits once, for the end of both. */
+struct proxy;
+
+struct proxy_dir {
+	struct proxy *p;
+	iou_stream *from, *to;
+	bool busy;                 /* a forward in flight */
+};
+
+struct proxy {
+	struct iou__wait w;        /* first: the cancel finds the proxy */
+	struct proxy_dir d[2];
+	size_t total;
+	int err;                   /* the first error: both directions stop */
+};
+
+/* Large: a forward takes what is buffered anyway (max_buffered at most). */
+#define PROXY_MAX ((size_t)1 << 30)
+
+static void proxy_cb(iou_stream *s, ssize_t res, void *ud);
+
+static int proxy_next(struct proxy_dir *d)
+{
+	int ret = iou_forward(d->from, d->to, PROXY_MAX, proxy_cb, d);
+
+	d->busy = ret == 0;
+	return ret;
+}
+
+/* A forward whose bytes are being sent cannot be cancelled (-EBUSY): it
+ * ends with its send. */
+static void proxy_stop(struct proxy *p, int err)
+{
+	if (!p->err)
+		p->err = err;
+	for (int i = 0; i < 2; i++)
+		if (p->d[i].busy)
+			iou_read_cancel(p->d[i].from);
+}
+
+static void proxy_cancel(struct iou__wait *w)
+{
+	proxy_stop((struct proxy *)w, -ECANCELED);
+}
+
+static void proxy_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	struct proxy_dir *d = ud;
+	struct proxy *p = d->p;
+	int ret = 0;
+
+	(void)s;
+	d->busy = false;
+	if (res > 0) {
+		p->total += (size_t)res;
+		if (!p->err)
+			ret = proxy_next(d);
+	} else if (res == 0) {
+		/* End of file: a half-close of the other side, after what was
+		 * forwarded (sent already: a forward ends with its send). */
+		if (!p->err)
+			ret = iou_shutdown(d->to, SHUT_WR);
+	} else {
+		ret = (int)res;
+	}
+	if (ret < 0)
+		proxy_stop(p, ret);
+	/* Last: the task resumes here and its stack (p) goes. */
+	if (!p->d[0].busy && !p->d[1].busy)
+		iou__wait_done(&p->w, p->err ? p->err : (ssize_t)p->total);
+}
+
+static int proxy_timeouts(iou_stream *s, unsigned ms)
+{
+	int ret = iou_stream_set_read_timeout(s, ms);
+
+	return ret < 0 ? ret : iou_stream_set_write_timeout(s, ms);
+}
+
+ssize_t iou_task_proxy(iou_stream *a, iou_stream *b, int timeout_ms)
+{
+	unsigned ms = timeout_arg(timeout_ms);
+	struct proxy p;
+	iou_task *t;
+	int ret = enter(&t);
+
+	if (ret < 0)
+		return ret;
+	if (!a || !b || a == b)
+		return -EINVAL;
+	ret = proxy_timeouts(a, ms);
+	if (ret == 0)
+		ret = proxy_timeouts(b, ms);
+	if (ret < 0)
+		return ret;
+	view_drop(t, a);
+	view_drop(t, b);
+	p = (struct proxy){ .w = { .task = t, .cancel = proxy_cancel } };
+	p.d[0] = (struct proxy_dir){ .p = &p, .from = a, .to = b };
+	p.d[1] = (struct proxy_dir){ .p = &p, .from = b, .to = a };
+	ret = proxy_next(&p.d[0]);
+	if (ret < 0)
+		return ret;
+	ret = proxy_next(&p.d[1]);
+	if (ret < 0)
+		proxy_stop(&p, ret); /* and wait for the first to end */
+	return iou__task_wait(&p.w);
 }
 
 /* ---- connect and close -------------------------------------------------- */
