@@ -380,7 +380,11 @@ struct iou_stream {
 	void *read_ud;
 	iou_stream *fwd_to;
 	iou_read_into_cb into_cb;
-	unsigned char *into_buf;    /* read_exactly_into: the caller's buffer */
+	union {
+		unsigned char *into_buf; /* read_exactly_into: the caller's
+					    buffer */
+		struct iou__held *view_dst; /* read view: where the bytes go */
+	};
 	size_t into_got;            /* bytes stored in it so far */
 	size_t fwd_total;           /* bytes of the forward in flight */
 	struct iou__write *fwd_req; /* the forward write in flight on fwd_to */
@@ -390,7 +394,6 @@ struct iou_stream {
 	unsigned char *sep;         /* sep_inline or a block of sep_cap bytes */
 	size_t sep_cap;
 	unsigned char sep_inline[IOU__SEP_INLINE];
-	struct iou__held *view_dst; /* read_view: where the bytes go */
 
 	/* writes */
 	struct iou__write *wq_head, *wq_tail;
