@@ -4,6 +4,9 @@
 #
 # Expects the project built: tools/iou-echo, tools/iou-bench, bench/epoll-echo,
 # bench/uring-echo, bench/idle-conns (a missing server is skipped with a note).
+# The peers bench/st-echo (State Threads) and bench/go-echo (Go, run with
+# GOMAXPROCS=1) are opt-in (BENCH_SERVERS) and built by "make bench-peers"
+# when configure found libst-dev / golang-go; otherwise skipped with a note.
 #
 # Method
 #   * For every configuration and every round, each server is started afresh
@@ -20,18 +23,25 @@
 #     length), and computes
 #       CPU us/req = (CPU s / wall s between those samples) / (client req/s) * 1e6.
 #     Both are steady-state rates, so the two clocks need not line up exactly.
-#   * Each figure is the median over the rounds; ratios are to uring-echo.
+#   * Each figure is the median over the rounds, with the range (min-max) of
+#     CPU us/req; ratios are to BENCH_REF (uring-echo).  When both ran,
+#     iou-echo-tasks' CPU per request over iou-echo's is printed per round.
+#   * iou-bench checks every echoed byte: a run with a mismatch fails.
 #   * Idle memory: the server is started, IDLE_CONNS idle connections are
 #     opened by bench/idle-conns, and (VmRSS after - VmRSS before) / N is
 #     reported (user-space resident memory only; kernel socket and io_uring
-#     memory is not in RSS).
+#     memory is not in RSS), with the growth of /proc/PID/maps in lines.
+#     st-echo gets at most 1000: Debian's libst polls with select(2), whose
+#     descriptors end at 1024.
 #
 # Environment
 #   BENCH_DURATION  measured seconds per run (default 3; BENCH_QUICK: 1)
 #   BENCH_ROUNDS    rounds (default 3; BENCH_QUICK: 1)
 #   BENCH_SERVERS   comma-separated subset of
-#                   iou-echo,iou-echo-tasks,epoll-echo,uring-echo
-#                   (iou-echo-tasks: iou-echo --tasks, a task per connection)
+#                   iou-echo,iou-echo-tasks,epoll-echo,uring-echo,st-echo,go-echo
+#                   (default: the first four; iou-echo-tasks: iou-echo --tasks,
+#                   a task per connection)
+#   BENCH_REF       the server the ratios are to (default uring-echo)
 #   BENCH_CONFIGS   subset of c50 c1 c50x16k pipe16 c1000 (space-separated)
 #   BENCH_QUICK=1   1 round of 1 s each (CI smoke test)
 #   BENCH_WARMUP    about how long the client warms up before counting, used
@@ -65,8 +75,10 @@ CLIENT=${BENCH_CLIENT:-$B/tools/iou-bench}
 IDLE_N=${BENCH_IDLE_CONNS:-10000}
 BUDGET=${BENCH_BUDGET:-285}
 HOST=127.0.0.1
-ALL_SERVERS="iou-echo iou-echo-tasks epoll-echo uring-echo"
-WANT=$(printf '%s\n' "${BENCH_SERVERS:-$ALL_SERVERS}" | tr ',' ' ')
+ALL_SERVERS="iou-echo iou-echo-tasks epoll-echo uring-echo st-echo go-echo"
+DEFAULT_SERVERS="iou-echo iou-echo-tasks epoll-echo uring-echo"
+WANT=$(printf '%s\n' "${BENCH_SERVERS:-$DEFAULT_SERVERS}" | tr ',' ' ')
+REF=${BENCH_REF:-uring-echo}
 CONFIGS=${BENCH_CONFIGS:-"c50 c1 c50x16k pipe16 c1000"}
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 T0=$(date +%s)
@@ -117,6 +129,27 @@ server_args() {
 	esac
 }
 
+server_env() { # for env(1): Go on one OS thread, like the others
+	case $1 in
+	go-echo) echo "GOMAXPROCS=1" ;;
+	esac
+}
+
+server_missing() { # why a server is not built
+	case $1 in
+	st-echo) echo "needs State Threads: apt-get install libst-dev, ./configure, make bench-peers" ;;
+	go-echo) echo "needs Go: apt-get install golang-go, ./configure, make bench-peers" ;;
+	*) echo "build the project first (make)" ;;
+	esac
+}
+
+idle_conns_for() { # server: how many idle connections it can hold
+	case $1 in
+	st-echo) echo $((IDLE_N < 1000 ? IDLE_N : 1000)) ;; # select(2): fds < 1024
+	*) echo "$IDLE_N" ;;
+	esac
+}
+
 if [ "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
 	PIN_S="taskset -c 0"
 	PIN_C="taskset -c 1"
@@ -136,7 +169,7 @@ for s in $WANT; do
 	if [ -x "$(server_bin "$s")" ]; then
 		SERVERS="$SERVERS $s"
 	else
-		say "note: $(server_bin "$s") not built, skipping $s"
+		say "note: $(server_bin "$s") not built, skipping $s ($(server_missing "$s"))"
 	fi
 done
 # shellcheck disable=SC2086
@@ -146,8 +179,8 @@ NSERVERS=$(echo $SERVERS | wc -w)
 start_server() {
 	SPORT=
 	: >"$TMP/server.out"
-	# shellcheck disable=SC2046
-	$PIN_S "$(server_bin "$1")" $(server_args "$1") >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
+	# shellcheck disable=SC2046,SC2086
+	env $(server_env "$1") $PIN_S "$(server_bin "$1")" $(server_args "$1") >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
 	SPID=$!
 	i=0
 	while [ $i -lt 200 ]; do
@@ -286,41 +319,63 @@ median() { # cfg server column
 			else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
+range_of() { # cfg server column: min-max over the good runs
+	awk -v c="$1" -v s="$2" -v k="$3" '$1 == c && $2 == s && $8 == "ok" && $k != "NA" { print $k }' "$RESULTS" |
+		sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.2f-%.2f\n", lo, hi; else print "NA" }'
+}
+
 print_table() { # cfg
 	cfg=$1
 	cfg_set "$cfg"
-	ref_rps=$(median "$cfg" uring-echo 4)
-	ref_cpu=$(median "$cfg" uring-echo 5)
-	ref_p99=$(median "$cfg" uring-echo 7)
+	ref_rps=$(median "$cfg" "$REF" 4)
+	ref_cpu=$(median "$cfg" "$REF" 5)
+	ref_p99=$(median "$cfg" "$REF" 7)
 	echo
 	echo "### $LABEL  (-c $C -l $L -P $P; median of $ROUNDS x ${DUR} s)"
 	echo
 	{
-		echo "server req/s CPU_us/req p50_us p99_us req/s_vs_uring CPU_vs_uring p99_vs_uring runs"
+		echo "server req/s CPU_us/req CPU_range p50_us p99_us req/s_vs_ref CPU_vs_ref p99_vs_ref runs"
 		for srv in $SERVERS; do
 			okruns=$(awk -v c="$cfg" -v s="$srv" '$1 == c && $2 == s && $8 == "ok"' "$RESULTS" | wc -l)
 			allruns=$(awk -v c="$cfg" -v s="$srv" '$1 == c && $2 == s' "$RESULTS" | wc -l)
 			[ "$allruns" -gt 0 ] || continue
-			echo "$srv $(median "$cfg" "$srv" 4) $(median "$cfg" "$srv" 5) $(median "$cfg" "$srv" 6) $(median "$cfg" "$srv" 7) $ref_rps $ref_cpu $ref_p99 $okruns/$allruns"
+			echo "$srv $(median "$cfg" "$srv" 4) $(median "$cfg" "$srv" 5) $(range_of "$cfg" "$srv" 5) $(median "$cfg" "$srv" 6) $(median "$cfg" "$srv" 7) $ref_rps $ref_cpu $ref_p99 $okruns/$allruns"
 		done
-	} | awk '
+	} | awk -v ref="${REF%-echo}" '
 		function num(x) { return x != "NA" && x != "" }
 		function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.2f", a / b) : "-" }
 		function f(fmt, x) { return num(x) ? sprintf(fmt, x) : "NA" }
-		NR == 1 { printf "| %-10s | %10s | %10s | %8s | %8s | %14s | %12s | %12s | %4s |\n",
-				"server", "req/s", "CPU us/req", "p50 us", "p99 us", "req/s vs uring", "CPU vs uring", "p99 vs uring", "runs"
-			  printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", "------------", "-----------:", "-----------:",
-				"---------:", "---------:", "---------------:", "-------------:", "-------------:", "-----:"
+		NR == 1 { printf "| %-14s | %10s | %10s | %11s | %8s | %8s | %14s | %12s | %12s | %4s |\n",
+				"server", "req/s", "CPU us/req", "CPU range", "p50 us", "p99 us",
+				"req/s vs " ref, "CPU vs " ref, "p99 vs " ref, "runs"
+			  printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", "----------------", "-----------:", "-----------:",
+				"------------:", "---------:", "---------:", "---------------:", "-------------:", "-------------:", "-----:"
 			  next }
-		{ printf "| %-10s | %10s | %10s | %8s | %8s | %14s | %12s | %12s | %4s |\n",
-			$1, f("%.0f", $2), f("%.2f", $3), f("%.1f", $4), f("%.1f", $5),
-			ratio($2, $6), ratio($3, $7), ratio($5, $8), $9 }'
+		{ printf "| %-14s | %10s | %10s | %11s | %8s | %8s | %14s | %12s | %12s | %4s |\n",
+			$1, f("%.0f", $2), f("%.2f", $3), $4, f("%.1f", $5), f("%.1f", $6),
+			ratio($2, $7), ratio($3, $8), ratio($6, $9), $10 }'
+	tasks_vs_callbacks "$cfg"
+}
+
+tasks_vs_callbacks() { # cfg: iou-echo-tasks CPU/req over iou-echo's, per round
+	per=$(awk -v c="$1" '$1 == c && $8 == "ok" && $5 != "NA" {
+			if ($2 == "iou-echo") a[$3] = $5
+			if ($2 == "iou-echo-tasks") t[$3] = $5
+		}
+		END { for (r in t) if (r in a && a[r] > 0) printf "%s %.3f\n", r, t[r] / a[r] }' "$RESULTS" | sort -n)
+	[ -n "$per" ] || return 0
+	echo
+	rounds=$(printf '%s\n' "$per" | awk '{ printf " %.2f", $2 }')
+	med=$(printf '%s\n' "$per" | awk '{ print $2 }' | sort -g | awk '{ a[NR] = $1 } END {
+		printf "%.2f", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+	echo "iou-echo-tasks / iou-echo, CPU per request: ${med}x median; per round:$rounds"
 }
 
 # ---- idle memory -----------------------------------------------------------
 
 idle_one() { # server: prints one table row
 	srv=$1
+	n=$(idle_conns_for "$srv")
 	start_server "$srv" || {
 		FAILURES=$((FAILURES + 1))
 		echo "| $srv | server did not start |"
@@ -329,9 +384,10 @@ idle_one() { # server: prints one table row
 	sleep 0.2
 	rss0=$(vmrss_kb "$SPID")
 	fd0=$(ls "/proc/$SPID/fd" 2>/dev/null | wc -l)
+	maps0=$(wc -l <"/proc/$SPID/maps")
 	rm -f "$TMP/hold"
 	mkfifo "$TMP/hold" || { stop_server "$srv"; return; }
-	$PIN_C "$B/bench/idle-conns" -H "$HOST" -p "$SPORT" -n "$IDLE_N" <"$TMP/hold" >"$TMP/idle.out" 2>"$TMP/idle.err" &
+	$PIN_C "$B/bench/idle-conns" -H "$HOST" -p "$SPORT" -n "$n" <"$TMP/hold" >"$TMP/idle.out" 2>"$TMP/idle.err" &
 	IPID=$!
 	exec 3>"$TMP/hold"
 	i=0 ok=0
@@ -347,7 +403,7 @@ idle_one() { # server: prints one table row
 		i=0 same=0 last=
 		while [ $i -lt 100 ]; do
 			fds=$(ls "/proc/$SPID/fd" 2>/dev/null | wc -l)
-			[ "$fds" -ge $((fd0 + IDLE_N)) ] && break
+			[ "$fds" -ge $((fd0 + n)) ] && break
 			if [ "$fds" = "$last" ]; then same=$((same + 1)); else same=0; fi
 			[ $same -ge 10 ] && break
 			last=$fds
@@ -357,14 +413,16 @@ idle_one() { # server: prints one table row
 		sleep 0.3
 		rss1=$(vmrss_kb "$SPID")
 		fds=$(ls "/proc/$SPID/fd" 2>/dev/null | wc -l)
+		maps1=$(wc -l <"/proc/$SPID/maps")
 	fi
 	exec 3>&-
 	wait "$IPID" 2>/dev/null
 	IPID=
 	stop_server "$srv"
 	if [ $ok = 1 ] && [ -n "$rss0" ] && [ -n "$rss1" ]; then
-		awk -v s="$srv" -v a="$rss0" -v b="$rss1" -v n="$IDLE_N" -v f="$((fds - fd0))" 'BEGIN {
-			printf "| %-10s | %13d | %12d | %12.0f | %8d |\n", s, a, b, (b - a) * 1024 / n, f }'
+		awk -v s="$srv" -v a="$rss0" -v b="$rss1" -v n="$n" -v f="$((fds - fd0))" \
+			-v m="$((maps1 - maps0))" 'BEGIN {
+			printf "| %-14s | %6d | %13d | %12d | %12.0f | %8d | %+6d |\n", s, n, a, b, (b - a) * 1024 / n, f, m }'
 	else
 		FAILURES=$((FAILURES + 1))
 		echo "| $srv | idle-conns failed: $(head -c 200 "$TMP/idle.err") |"
@@ -416,13 +474,13 @@ fi
 
 if [ "$IDLE_N" -gt 0 ]; then
 	echo
-	echo "### Memory per idle connection ($IDLE_N idle connections; server VmRSS, user space only)"
+	echo "### Memory per idle connection (up to $IDLE_N idle connections; server VmRSS, user space only)"
 	echo
 	if [ ! -x "$B/bench/idle-conns" ]; then
 		echo "note: $B/bench/idle-conns not built: skipped"
 	else
-		echo "| server     | RSS before kB | RSS after kB | bytes / conn | accepted |"
-		echo "|------------|--------------:|-------------:|-------------:|---------:|"
+		echo "| server         |  conns | RSS before kB | RSS after kB | bytes / conn | accepted |   maps |"
+		echo "|----------------|-------:|--------------:|-------------:|-------------:|---------:|-------:|"
 		for srv in $SERVERS; do
 			if [ $(($(elapsed) + 10)) -gt "$BUDGET" ]; then
 				echo "| $srv | skipped (time budget) |"
