@@ -818,11 +818,12 @@ IOU_EXTERN int iou_task_shutdown(iou_stream *s, int timeout_ms);
 /* Forward both ways between a and b without copying (iou_forward()) until
  * each has sent its end of file, which goes on to the other as a
  * half-close (iou_shutdown(SHUT_WR), after the bytes before it).  The
- * deadline is an idle limit per direction, on both the wait for bytes and
- * their send (it sets the read and write timeouts of a and b).  Returns the
- * bytes forwarded both ways, or the first error of either direction (the
- * other stops then; bytes not forwarded stay buffered); a cancel, or an
- * error, takes effect once forwards being sent ended.  Also -EINVAL (NULL,
+ * deadline is an idle limit: -ETIMEDOUT once no byte went either way for
+ * timeout_ms, or a send waited that long (it sets the read and write
+ * timeouts of a and b).  Returns the bytes forwarded both ways, or the
+ * first error of either direction (the other stops then; bytes not
+ * forwarded stay buffered, and a forward being sent breaks its target's
+ * sending side, as a cancel of iou_task_forward() does).  Also -EINVAL (NULL,
  * a == b, streams of two loops).  The streams stay open: the task closes
  * them. */
 IOU_EXTERN ssize_t iou_task_proxy(iou_stream *a, iou_stream *b,

@@ -335,6 +335,8 @@ struct proxy {
 	struct proxy_dir d[2];
 	size_t total;
 	int err;                   /* the first error: both directions stop */
+	unsigned idle_ms;          /* 0: no deadline */
+	uint64_t last;             /* loop clock of the last bytes either way */
 };
 
 /* Large: a forward takes what is buffered anyway (max_buffered at most). */
@@ -350,15 +352,16 @@ static int proxy_next(struct proxy_dir *d)
 	return ret;
 }
 
-/* A forward whose bytes are being sent cannot be cancelled (-EBUSY): it
- * ends with its send. */
+/* A forward whose bytes are being sent cannot be cancelled (-EBUSY): its
+ * target's sending side is broken instead (as for iou_task_forward()), or
+ * a peer that does not read would hold the proxy forever. */
 static void proxy_stop(struct proxy *p, int err)
 {
 	if (!p->err)
 		p->err = err;
 	for (int i = 0; i < 2; i++)
-		if (p->d[i].busy)
-			iou_read_cancel(p->d[i].from);
+		if (p->d[i].busy && iou_read_cancel(p->d[i].from) == -EBUSY)
+			iou__stream_cancel_writes(p->d[i].to, p->err);
 }
 
 static void proxy_cancel(struct iou__wait *w)
@@ -372,12 +375,17 @@ static void proxy_cb(iou_stream *s, ssize_t res, void *ud)
 	struct proxy *p = d->p;
 	int ret = 0;
 
-	(void)s;
 	d->busy = false;
 	if (res > 0) {
 		p->total += (size_t)res;
+		p->last = s->loop->now;
 		if (!p->err)
 			ret = proxy_next(d);
+	} else if (res == -ETIMEDOUT && !p->err &&
+		   s->loop->now - p->last < p->idle_ms) {
+		/* This side was quiet, the other was not: the deadline is
+		 * for the whole proxy's idleness (nothing was lost). */
+		ret = proxy_next(d);
 	} else if (res == 0) {
 		/* End of file: a half-close of the other side, after what was
 		 * forwarded (sent already: a forward ends with its send). */
@@ -418,7 +426,8 @@ ssize_t iou_task_proxy(iou_stream *a, iou_stream *b, int timeout_ms)
 		return ret;
 	view_drop(t, a);
 	view_drop(t, b);
-	p = (struct proxy){ .w = { .task = t, .cancel = proxy_cancel } };
+	p = (struct proxy){ .w = { .task = t, .cancel = proxy_cancel },
+			    .idle_ms = ms, .last = a->loop->now };
 	p.d[0] = (struct proxy_dir){ .p = &p, .from = a, .to = b };
 	p.d[1] = (struct proxy_dir){ .p = &p, .from = b, .to = a };
 	ret = proxy_next(&p.d[0]);

@@ -887,6 +887,67 @@ START_TEST(test_proxy_deadline)
 }
 END_TEST
 
+/* The deadline is the proxy's idleness, not one direction's: a -> b
+ * carries bytes every 30 ms for about 600 ms while b -> a is silent, past
+ * a 300 ms deadline; the proxy times out only once a -> b stops too. */
+START_TEST(test_proxy_idle_is_either_way)
+{
+	iou_loop *loop = small_loop();
+	struct px x = { .timeout_ms = 300 };
+	struct tsp_peer atx = { 0 }, brx = { 0 };
+	size_t len = 20 * 100;
+	int fa = tsp_open_pair(loop, NULL, &x.a);
+	int fb = tsp_open_pair(loop, NULL, &x.b);
+
+	ck_assert_int_eq(iou_task_spawn(loop, px_main, &x, NULL, NULL), 0);
+	tsp_recv_start(&brx, fb, len, 1, 11, NULL, 0, TSP_KEEP);
+	tsp_send_start(&atx, fa, 11, len, 100, 30000, TSP_KEEP);
+	for (int i = 0; i < 100000 && !brx.finished && !x.done; i++)
+		ck_assert_int_ge(tsp_turn(loop), 0);
+	ck_assert_msg(!x.done, "the proxy ended (%zd) while a -> b still went on",
+		      x.res);
+	ck_assert_int_eq(tsp_join(&brx, 5000), 0);
+	ck_assert_uint_eq(brx.done, len);
+	ck_assert_int_eq(tsp_run_until(loop, &x.done, 3000), 0);
+	ck_assert_int_eq(x.res, -ETIMEDOUT);
+	ck_assert_int_eq(tsp_join(&atx, 5000), 0);
+	tsp_close_and_wait(loop, x.a);
+	tsp_close_and_wait(loop, x.b);
+	close(fa);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* Cancelled while a forward's bytes wait on a target that does not read:
+ * the target's sending side breaks and the proxy ends. */
+START_TEST(test_proxy_cancel_stuck_on_target)
+{
+	iou_loop *loop = small_loop();
+	struct px x = { .timeout_ms = -1 };
+	struct tsp_peer atx = { 0 };
+	iou_task *t;
+	int fa = tsp_open_pair(loop, NULL, &x.a);
+	int fb = tsp_open_pair(loop, NULL, &x.b);
+
+	small_bufs(fb, x.b);
+	ck_assert_int_eq(iou_task_spawn(loop, px_main, &x, NULL, &t), 0);
+	tsp_send_start(&atx, fa, 11, 8u << 20, 65536, 0, TSP_KEEP);
+	tsp_run_for(loop, 300); /* b's peer reads nothing: a forward waits */
+	ck_assert_int_eq(x.done, 0);
+	ck_assert_int_eq(iou_task_cancel(t), 0);
+	ck_assert_int_eq(iou_task_detach(t), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &x.done, 3000), 0);
+	ck_assert_int_eq(x.res, -ECANCELED);
+	tsp_close_and_wait(loop, x.a);
+	tsp_close_and_wait(loop, x.b);
+	close(fa);
+	tsp_join(&atx, 5000);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 /* A reset on one side ends both directions with its error. */
 START_TEST(test_proxy_peer_reset)
 {
@@ -1037,6 +1098,8 @@ static Suite *view_suite(void)
 	tcase_add_test(tc, test_proxy_deadline);
 	tcase_add_test(tc, test_proxy_peer_reset);
 	tcase_add_test(tc, test_proxy_half_close_then_cancel);
+	tcase_add_test(tc, test_proxy_idle_is_either_way);
+	tcase_add_test(tc, test_proxy_cancel_stuck_on_target);
 	tcase_add_test(tc, test_proxy_misuse);
 	suite_add_tcase(s, tc);
 	return s;
