@@ -1027,9 +1027,7 @@ static void turn_once(void)
 	loop->now++;
 	for (size_t i = 0; i < cq_len; i++) {
 		struct cqe c = cq[i];
-		struct io_uring_cqe cqe = { .user_data = c.user_data,
-					    .res = c.res,
-					    .flags = c.flags };
+		struct iou__cqe_rec cqe = { c.res, c.flags };
 		struct iou__op *op = (struct iou__op *)(uintptr_t)c.user_data;
 		struct model *md;
 		int which;

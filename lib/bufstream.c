@@ -115,15 +115,15 @@ static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 	}
 }
 
-void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, recv_op);
 	iou_loop *loop = s->loop;
 	int res = cqe->res;
 
-	if (cqe->flags & IORING_CQE_F_BUFFER)
-		recv_take_buffers(s, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
-	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+	if (cqe->flags & IOU__CQE_F_BUFFER)
+		recv_take_buffers(s, iou__cqe_buf(cqe), res);
+	if (!(cqe->flags & IOU__CQE_F_MORE)) {
 		s->flags &= ~(IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL);
 		s->inflight--;
 		iou__op_done(loop);

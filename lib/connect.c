@@ -159,7 +159,7 @@ static void finish_soon(struct conn_req *c)
 
 static void try_next(struct conn_req *c);
 
-static void connect_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void connect_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct conn_req *c = IOU__CONTAINER_OF(op, struct conn_req, op);
 	iou_stream *s = c->s;

@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 
 #include "iou.h"
+#include "backend.h"
 #include "rxq.h"
 
 /* liburing 2.3's headers predate some kernel constants. */
@@ -30,15 +31,6 @@
 
 #define IOU__CONTAINER_OF(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
-
-/* ---- ops ---------------------------------------------------------------- */
-
-/* An operation the kernel may own.  user_data points at it; the owner embeds
- * it and must not release it before `complete` saw the final CQE (the one
- * without IORING_CQE_F_MORE for multishot ops). */
-struct iou__op {
-	void (*complete)(struct iou__op *op, const struct io_uring_cqe *cqe);
-};
 
 /* ---- timers ------------------------------------------------------------- */
 
@@ -252,7 +244,7 @@ void iou__fault_init(iou_loop *loop);          /* reads IOU_FAULT_SEED/RATE */
 void iou__fault_fini(iou_loop *loop);
 void iou__fault_sq(iou_loop *loop);            /* before every submit */
 void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
-		    struct io_uring_cqe *cqe); /* before op->complete */
+		    struct iou__cqe_rec *cqe); /* before op->complete */
 void iou__fault_turn(iou_loop *loop);          /* allocations may fail */
 void iou__fault_turn_end(void);                /* ... no longer */
 /* Process-wide totals since start; names for printing. */
@@ -448,7 +440,7 @@ void iou__write_put(iou_loop *loop, struct iou__write *w);
 
 /* bufstream.c: the receive side */
 void iou__recv_arm(iou_stream *s);
-void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
 void iou__read_fail(iou_stream *s, int err);
 void iou__read_deadline_passed(iou_stream *s);

@@ -246,7 +246,7 @@ struct io_uring_sqe *iou__get_sqe(iou_loop *loop)
 	return ovf_push(loop); /* NULL: out of memory */
 }
 
-static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+static void wake_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 
 static int wake_arm(iou_loop *loop)
 {
@@ -261,7 +261,7 @@ static int wake_arm(iou_loop *loop)
 	return 0;
 }
 
-static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void wake_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_loop *loop = IOU__CONTAINER_OF(op, iou_loop, wake_op);
 
@@ -428,6 +428,11 @@ int iou__cancel_fd(iou_loop *loop, int fd)
 	return 0;
 }
 
+_Static_assert(IOU__CQE_F_BUFFER == IORING_CQE_F_BUFFER &&
+	       IOU__CQE_F_MORE == IORING_CQE_F_MORE &&
+	       IOU__CQE_BUFFER_SHIFT == IORING_CQE_BUFFER_SHIFT,
+	       "the completion record's flags are io_uring's");
+
 static int dispatch_cqes(iou_loop *loop)
 {
 	struct io_uring_cqe *cqe;
@@ -435,20 +440,17 @@ static int dispatch_cqes(iou_loop *loop)
 
 	io_uring_for_each_cqe(&loop->ring, head, cqe) {
 		struct iou__op *op = io_uring_cqe_get_data(cqe);
+		/* io_uring's flag bits are the record's (backend.h) */
+		struct iou__cqe_rec rec = { cqe->res, cqe->flags };
 
 		n++;
-#ifdef IOU_FAULT_INJECTION
-		if (op && loop->fault) {
-			/* A private copy: the fault may change res and flags. */
-			struct io_uring_cqe c = *cqe;
-
-			iou__fault_cqe(loop, op, &c);
-			op->complete(op, &c);
+		if (!op)
 			continue;
-		}
+#ifdef IOU_FAULT_INJECTION
+		if (loop->fault)
+			iou__fault_cqe(loop, op, &rec);
 #endif
-		if (op)
-			op->complete(op, cqe);
+		op->complete(op, &rec);
 	}
 	io_uring_cq_advance(&loop->ring, n);
 	return (int)n;

@@ -208,10 +208,10 @@ static bool is_transient_error(int err)
 	return false;
 }
 
-static void accept_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void accept_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_server *srv = IOU__CONTAINER_OF(op, iou_server, accept_op);
-	bool more = cqe->flags & IORING_CQE_F_MORE;
+	bool more = cqe->flags & IOU__CQE_F_MORE;
 	int res = cqe->res;
 
 	if (!more) {

@@ -67,7 +67,7 @@ static void thread_unwatch(int signo)
 	pthread_sigmask(SIG_UNBLOCK, &one, NULL);
 }
 
-static void read_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+static void read_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 
 static int read_arm(struct iou__sigs *sg)
 {
@@ -117,7 +117,7 @@ static void deliver(struct iou__sigs *sg, size_t n)
 	}
 }
 
-static void read_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void read_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct iou__sigs *sg = IOU__CONTAINER_OF(op, struct iou__sigs, op);
 

@@ -55,8 +55,8 @@ bool iou__stream_opts_valid(const struct iou_stream_opts *o)
 	       o->max_buffered >= 1 && o->max_buffered <= (1ul << 30);
 }
 
-static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
-static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+static void send_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
+static void aux_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 static void stream_timer_fire(struct iou__timer *t);
 
 int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
@@ -418,7 +418,7 @@ static void writes_sent(iou_stream *s, size_t res)
 	}
 }
 
-static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void send_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, send_op);
 	int res = cqe->res;
@@ -935,7 +935,7 @@ static void stream_free(iou_stream *s)
 	loop->active--;
 }
 
-static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void aux_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, aux_op);
 

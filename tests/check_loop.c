@@ -1325,7 +1325,7 @@ struct counter_op {
 	int failed;
 };
 
-static void counter_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void counter_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct counter_op *c = IOU__CONTAINER_OF(op, struct counter_op, op);
 
@@ -1403,7 +1403,7 @@ struct heap_op {
 	char buf[16];
 };
 
-static void heap_op_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void heap_op_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct heap_op *h = IOU__CONTAINER_OF(op, struct heap_op, op);
 
@@ -1716,7 +1716,7 @@ static void chatter_fill(struct chatter *c)
 	}
 }
 
-static void chatter_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void chatter_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct chatter *c = IOU__CONTAINER_OF(op, struct chatter, op);
 
