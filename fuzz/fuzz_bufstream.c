@@ -5,11 +5,11 @@
  * io_uring.  (fuzz_rxq.c fuzzes lib/rxq.c alone.)
  *
  * The REAL lib/bufstream.c, lib/rxq.c, lib/stream.c, lib/bufring.c,
- * lib/blkcache.c, lib/timer.c and lib/errors.c are linked (built with the
- * fuzzer's flags into fuzz/obj/).
+ * lib/uring_ops.c, lib/blkcache.c, lib/timer.c and lib/errors.c are linked
+ * (built with the fuzzer's flags into fuzz/obj/).
  * lib/loop.c is not: this file supplies its few internal functions
- * (iou__get_sqe, iou__op_submitted/done, iou__cancel_op/fd, iou__clock_ms)
- * and a fake kernel behind them:
+ * (iou__get_sqe, iou__op_submitted/done, iou__clock_ms) and a fake kernel
+ * behind them:
  *
  *  - SQEs the library prepares are "submitted" at the start of each turn (or
  *    when the fake SQ is full): a multishot recv arms the stream's receive, a
@@ -188,28 +188,6 @@ void iou__op_done(iou_loop *l)
 {
 	CHECK(l->active > 0, "active underflow");
 	l->active--;
-}
-
-int iou__cancel_op(iou_loop *l, struct iou__op *op)
-{
-	struct io_uring_sqe *sqe = iou__get_sqe(l);
-
-	if (!sqe)
-		return -EAGAIN;
-	io_uring_prep_cancel(sqe, op, 0);
-	io_uring_sqe_set_data64(sqe, 0);
-	return 0;
-}
-
-int iou__cancel_fd(iou_loop *l, int fd)
-{
-	struct io_uring_sqe *sqe = iou__get_sqe(l);
-
-	if (!sqe)
-		return -EAGAIN;
-	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-	io_uring_sqe_set_data64(sqe, 0);
-	return 0;
 }
 
 uint64_t iou__clock_ms(void)

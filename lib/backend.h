@@ -8,7 +8,10 @@
 #ifndef IOU_BACKEND_H
 #define IOU_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "iou.h"
 
 /* ---- completions -------------------------------------------------------- */
 
@@ -39,5 +42,48 @@ static inline uint32_t iou__cqe_buf(const struct iou__cqe_rec *rec)
 struct iou__op {
 	void (*complete)(struct iou__op *op, const struct iou__cqe_rec *rec);
 };
+
+/* ---- operations --------------------------------------------------------- */
+
+struct msghdr;
+struct sockaddr;
+
+/* Each call starts one operation on behalf of `op`, whose completion comes
+ * to op->complete in a later turn, never from inside the call.  The caller
+ * counts it in flight (iou__op_submitted) and keeps op (and the memory the
+ * operation points at) until its final completion.  They return 0, or
+ * -EAGAIN when the backend could not take the operation now (out of
+ * memory): nothing started, try again later. */
+
+/* A multishot receive on fd into the loop's pool: each completion has the
+ * bytes in pool buffers (bundles: maybe several, see struct iou__cqe_rec),
+ * 0 at end of file, or an error; -ENOBUFS when the pool had none to give
+ * (the receive ends).  limit > 0: it ends by itself once that many bytes
+ * came in (kernels before 6.16 fail it with -EINVAL: then arm without). */
+int iou__be_recv(iou_loop *loop, struct iou__op *op, int fd, size_t limit);
+/* Send on a connected socket, MSG_NOSIGNAL: bytes sent (maybe fewer than
+ * asked) or an error. */
+int iou__be_send(iou_loop *loop, struct iou__op *op, int fd, const void *buf,
+		 size_t len);
+int iou__be_sendmsg(iou_loop *loop, struct iou__op *op, int fd,
+		    const struct msghdr *msg);
+/* Completes with 0, in order with the ops started before it. */
+int iou__be_nop(iou_loop *loop, struct iou__op *op);
+int iou__be_shutdown(iou_loop *loop, struct iou__op *op, int fd, int how);
+int iou__be_close(iou_loop *loop, struct iou__op *op, int fd);
+/* A multishot accept: each completion is a new connection's fd
+ * (SOCK_CLOEXEC, blocking) or an error. */
+int iou__be_accept(iou_loop *loop, struct iou__op *op, int fd);
+int iou__be_connect(iou_loop *loop, struct iou__op *op, int fd,
+		    const struct sockaddr *sa, unsigned addrlen);
+/* A read of fd into buf (the signalfd, the wake-up eventfd). */
+int iou__be_read(iou_loop *loop, struct iou__op *op, int fd, void *buf,
+		 size_t len);
+/* Ask for op's end: it completes (its final completion) with -ECANCELED,
+ * or with what it got before the cancel took; cancelling an op that ended
+ * is harmless.  The cancel itself reports to nobody. */
+int iou__cancel_op(iou_loop *loop, struct iou__op *op);
+/* The same for every op on fd. */
+int iou__cancel_fd(iou_loop *loop, int fd);
 
 #endif /* IOU_BACKEND_H */

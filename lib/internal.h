@@ -188,8 +188,6 @@ static inline void iou__list_del(struct iou__list *n)
 struct io_uring_sqe *iou__get_sqe(iou_loop *loop);
 void iou__op_submitted(iou_loop *loop);   /* an op now in flight: +1 active */
 void iou__op_done(iou_loop *loop);        /* its final CQE arrived: -1 active */
-int iou__cancel_op(iou_loop *loop, struct iou__op *op);
-int iou__cancel_fd(iou_loop *loop, int fd);
 uint64_t iou__clock_ms(void);
 
 /* timer.c */

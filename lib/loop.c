@@ -250,13 +250,9 @@ static void wake_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 
 static int wake_arm(iou_loop *loop)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
-
-	if (!sqe)
+	if (iou__be_read(loop, &loop->wake_op, loop->wake_fd, &loop->wake_value,
+			 sizeof(loop->wake_value)) < 0)
 		return -EAGAIN;
-	io_uring_prep_read(sqe, loop->wake_fd, &loop->wake_value,
-			   sizeof(loop->wake_value), 0);
-	io_uring_sqe_set_data(sqe, &loop->wake_op);
 	loop->wake_armed = true;
 	return 0;
 }
@@ -402,30 +398,6 @@ void iou__op_submitted(iou_loop *loop)
 void iou__op_done(iou_loop *loop)
 {
 	loop->active--;
-}
-
-/* Cancel requests complete with user_data 0, which dispatch ignores: the
- * cancelled op itself still gets its own (final) CQE. */
-int iou__cancel_op(iou_loop *loop, struct iou__op *op)
-{
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
-
-	if (!sqe)
-		return -EAGAIN;
-	io_uring_prep_cancel(sqe, op, 0);
-	io_uring_sqe_set_data64(sqe, 0);
-	return 0;
-}
-
-int iou__cancel_fd(iou_loop *loop, int fd)
-{
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
-
-	if (!sqe)
-		return -EAGAIN;
-	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-	io_uring_sqe_set_data64(sqe, 0);
-	return 0;
 }
 
 _Static_assert(IOU__CQE_F_BUFFER == IORING_CQE_F_BUFFER &&

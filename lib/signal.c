@@ -71,12 +71,9 @@ static void read_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 
 static int read_arm(struct iou__sigs *sg)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(sg->loop);
-
-	if (!sqe)
+	if (iou__be_read(sg->loop, &sg->op, sg->fd, sg->info,
+			 sizeof(sg->info)) < 0)
 		return -EAGAIN;
-	io_uring_prep_read(sqe, sg->fd, sg->info, sizeof(sg->info), 0);
-	io_uring_sqe_set_data(sqe, &sg->op);
 	sg->reading = true;
 	return 0;
 }
