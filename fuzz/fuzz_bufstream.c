@@ -51,7 +51,7 @@
 
 #define FUZZ_NAME "fuzz_bufstream"
 #include "fuzz.h"
-#include "internal.h"
+#include "uring.h"
 
 #ifndef IORING_RECVSEND_BUNDLE
 #define IORING_RECVSEND_BUNDLE (1U << 4)
@@ -1337,7 +1337,7 @@ static void teardown(void)
 		loop->free_writes = next;
 	}
 	iou__blk_cache_free(&loop->blocks);
-	free(loop);
+	free(iou__uring(loop));
 	loop = NULL;
 	for (int i = 0; i < MAX_STREAMS; i++) {
 		free(m[i].d.p);
@@ -1365,8 +1365,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	in_p = data;
 	in_n = size;
-	loop = calloc(1, sizeof(*loop));
-	CHECK(loop, "out of memory");
+	{ /* the loop inside its backend's state, as iou__be_create() makes it */
+		struct iou__uring *u = calloc(1, sizeof(*u));
+
+		CHECK(u, "out of memory");
+		loop = &u->loop;
+	}
 	loop->wake_fd = -1;
 	iou__list_init(&loop->starved);
 	iou__list_init(&loop->deferred);

@@ -86,4 +86,18 @@ int iou__cancel_op(iou_loop *loop, struct iou__op *op);
 /* The same for every op on fd. */
 int iou__cancel_fd(iou_loop *loop, int fd);
 
+/* ---- the loop's side ---------------------------------------------------- */
+
+/* A loop (zeroed but for the pool and loop->bufs) with its backend set up
+ * for opts (validated): 0, or -IOU_ENOURING, -IOU_ENOFEATURE, -errno. */
+int iou__be_create(const struct iou_loop_opts *opts, iou_loop **out);
+/* Release the backend and the loop's memory; no op may be in flight. */
+void iou__be_destroy(iou_loop *loop);
+/* Start what the turn queued and wait up to wait_ms (-1: until something
+ * completes, 0: not at all) for completions.  0, or -errno (not for a
+ * timeout or an interrupted wait). */
+int iou__be_wait(iou_loop *loop, int wait_ms);
+/* Run the complete function of every completion that came in; how many. */
+int iou__be_dispatch(iou_loop *loop);
+
 #endif /* IOU_BACKEND_H */

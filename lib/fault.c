@@ -66,7 +66,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "uring.h"
 
 struct fault_op {
 	uint64_t ud;       /* 0: free slot */
@@ -300,7 +300,7 @@ static void maybe_short_send(struct iou__fault *f, struct io_uring_sqe *sqe)
 void iou__fault_sq(iou_loop *loop)
 {
 	struct iou__fault *f = loop->fault;
-	struct io_uring_sq *sq = &loop->ring.sq;
+	struct io_uring_sq *sq = &iou__uring(loop)->ring.sq;
 
 	if (!f)
 		return;

@@ -3,7 +3,6 @@
 #ifndef IOU_INTERNAL_H
 #define IOU_INTERNAL_H
 
-#include <liburing.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -14,20 +13,6 @@
 #include "iou.h"
 #include "backend.h"
 #include "rxq.h"
-
-/* liburing 2.3's headers predate some kernel constants. */
-#ifndef IORING_SETUP_SINGLE_ISSUER
-#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
-#endif
-#ifndef IORING_SETUP_DEFER_TASKRUN
-#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
-#endif
-#ifndef IORING_RECVSEND_BUNDLE
-#define IORING_RECVSEND_BUNDLE (1U << 4)
-#endif
-#ifndef IORING_FEAT_RECVSEND_BUNDLE
-#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
-#endif
 
 #define IOU__CONTAINER_OF(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -105,14 +90,8 @@ struct iou__list {
 	struct iou__list *prev, *next;
 };
 
-struct iou__sqe_chunk;
-
+/* One per loop; its backend allocates it inside its own state (uring.h). */
 struct iou_loop {
-	struct io_uring ring;
-	unsigned setup_flags;
-	/* SQEs waiting for room in the ring, oldest first (loop.c) */
-	struct iou__sqe_chunk *ovf_head, *ovf_tail, *ovf_spare;
-	unsigned ovf_first;         /* next SQE to copy in ovf_head */
 	bool stop;                  /* the last turn took a stop request */
 	bool in_run;
 	uint64_t now;               /* ms, monotonic, cached per turn */
@@ -182,10 +161,6 @@ static inline void iou__list_del(struct iou__list *n)
 }
 
 /* loop.c */
-/* An SQE to fill at once (before the next call): from the ring, or, when
- * the ring is full and the kernel takes nothing, from the loop's overflow
- * queue, submitted as room appears.  NULL only when out of memory. */
-struct io_uring_sqe *iou__get_sqe(iou_loop *loop);
 void iou__op_submitted(iou_loop *loop);   /* an op now in flight: +1 active */
 void iou__op_done(iou_loop *loop);        /* its final CQE arrived: -1 active */
 uint64_t iou__clock_ms(void);
@@ -198,9 +173,7 @@ int iou__timers_run(iou_loop *loop);      /* fire expired, return count */
 int iou__timers_next_ms(iou_loop *loop);  /* ms until nearest, -1 none */
 void iou__timers_free(iou_loop *loop);
 
-/* bufring.c */
-int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count);
-void iou__bufring_teardown(iou_loop *loop);
+/* bufring.c: the pool's buffers in and out of the backend's hands */
 static inline unsigned char *iou__buf_addr(const iou_loop *loop, unsigned bid)
 {
 	return iou__pool_addr(&loop->pool, bid);

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <sys/socket.h>
 
-#include "internal.h"
+#include "uring.h"
 
 int iou__be_recv(iou_loop *loop, struct iou__op *op, int fd, size_t limit)
 {
