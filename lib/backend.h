@@ -43,6 +43,11 @@ struct iou__op {
 	void (*complete)(struct iou__op *op, const struct iou__cqe_rec *rec);
 };
 
+/* The pool's buffers (internal.h, bufring.c for io_uring): a receive's
+ * buffers are the stream's until it gives each back with iou__buf_recycle();
+ * returns reach the kernel at iou__bufring_publish(), once per turn before
+ * the wait; iou__bufring_grow() puts more of the pool in circulation. */
+
 /* ---- operations --------------------------------------------------------- */
 
 struct msghdr;
