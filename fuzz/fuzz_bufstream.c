@@ -5,11 +5,11 @@
  * io_uring.  (fuzz_rxq.c fuzzes lib/rxq.c alone.)
  *
  * The REAL lib/bufstream.c, lib/rxq.c, lib/stream.c, lib/bufring.c,
- * lib/blkcache.c, lib/timer.c and lib/errors.c are linked (built with the
- * fuzzer's flags into fuzz/obj/).
+ * lib/uring_ops.c, lib/blkcache.c, lib/timer.c and lib/errors.c are linked
+ * (built with the fuzzer's flags into fuzz/obj/).
  * lib/loop.c is not: this file supplies its few internal functions
- * (iou__get_sqe, iou__op_submitted/done, iou__cancel_op/fd, iou__clock_ms)
- * and a fake kernel behind them:
+ * (iou__get_sqe, iou__op_submitted/done, iou__clock_ms) and a fake kernel
+ * behind them:
  *
  *  - SQEs the library prepares are "submitted" at the start of each turn (or
  *    when the fake SQ is full): a multishot recv arms the stream's receive, a
@@ -51,7 +51,7 @@
 
 #define FUZZ_NAME "fuzz_bufstream"
 #include "fuzz.h"
-#include "internal.h"
+#include "uring.h"
 
 #ifndef IORING_RECVSEND_BUNDLE
 #define IORING_RECVSEND_BUNDLE (1U << 4)
@@ -188,28 +188,6 @@ void iou__op_done(iou_loop *l)
 {
 	CHECK(l->active > 0, "active underflow");
 	l->active--;
-}
-
-int iou__cancel_op(iou_loop *l, struct iou__op *op)
-{
-	struct io_uring_sqe *sqe = iou__get_sqe(l);
-
-	if (!sqe)
-		return -EAGAIN;
-	io_uring_prep_cancel(sqe, op, 0);
-	io_uring_sqe_set_data64(sqe, 0);
-	return 0;
-}
-
-int iou__cancel_fd(iou_loop *l, int fd)
-{
-	struct io_uring_sqe *sqe = iou__get_sqe(l);
-
-	if (!sqe)
-		return -EAGAIN;
-	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-	io_uring_sqe_set_data64(sqe, 0);
-	return 0;
 }
 
 uint64_t iou__clock_ms(void)
@@ -1027,9 +1005,7 @@ static void turn_once(void)
 	loop->now++;
 	for (size_t i = 0; i < cq_len; i++) {
 		struct cqe c = cq[i];
-		struct io_uring_cqe cqe = { .user_data = c.user_data,
-					    .res = c.res,
-					    .flags = c.flags };
+		struct iou__cqe_rec cqe = { c.res, c.flags };
 		struct iou__op *op = (struct iou__op *)(uintptr_t)c.user_data;
 		struct model *md;
 		int which;
@@ -1361,7 +1337,7 @@ static void teardown(void)
 		loop->free_writes = next;
 	}
 	iou__blk_cache_free(&loop->blocks);
-	free(loop);
+	free(iou__uring(loop));
 	loop = NULL;
 	for (int i = 0; i < MAX_STREAMS; i++) {
 		free(m[i].d.p);
@@ -1389,8 +1365,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	in_p = data;
 	in_n = size;
-	loop = calloc(1, sizeof(*loop));
-	CHECK(loop, "out of memory");
+	{ /* the loop inside its backend's state, as iou__be_create() makes it */
+		struct iou__uring *u = calloc(1, sizeof(*u));
+
+		CHECK(u, "out of memory");
+		loop = &u->loop;
+	}
 	loop->wake_fd = -1;
 	iou__list_init(&loop->starved);
 	iou__list_init(&loop->deferred);

@@ -18,7 +18,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "uring.h"
 
 #define BGID 0
 /* Buffers in circulation at first: a few connections' worth.  With 16,
@@ -106,7 +106,7 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 	reg.ring_addr = (unsigned long)(uintptr_t)b->br;
 	reg.ring_entries = count;
 	reg.bgid = BGID;
-	ret = io_uring_register_buf_ring(&loop->ring, &reg, 0);
+	ret = io_uring_register_buf_ring(&iou__uring(loop)->ring, &reg, 0);
 	if (ret < 0) {
 		/* Buffer rings came with 5.19; -EINVAL means a kernel without. */
 		if (ret == -EINVAL)

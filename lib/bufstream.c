@@ -23,7 +23,7 @@ static void consume(iou_stream *s, size_t n)
 /* ---- the multishot recv ------------------------------------------------- */
 
 /* The multishot recv takes at most the bytes the stream may still buffer
- * (sqe->optlen, kernels 6.16+): it ends by itself there, so even a flood that
+ * (kernels 6.16+): it ends by itself there, so even a flood that
  * filled the socket's receive queue takes no more than max_buffered (plus at
  * most one buffer without bundles) from the shared pool.  Older kernels
  * reject the limit with -EINVAL; then it is dropped for the loop and only the
@@ -31,32 +31,21 @@ static void consume(iou_stream *s, size_t n)
  * the socket still come in. */
 void iou__recv_arm(iou_stream *s)
 {
-	struct io_uring_sqe *sqe;
-	size_t room;
+	size_t limit;
 
 	if (!(s->flags & IOU__S_RECV_WANTED) ||
 	    (s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED | IOU__S_EOF |
 			 IOU__S_RD_SHUT | IOU__S_CLOSING)) ||
 	    s->rd_err || buffered(s) >= s->max_buffered)
 		return;
-	sqe = iou__get_sqe(s->loop);
-	if (!sqe) {
+	limit = s->loop->bufs.recv_limit ? s->max_buffered - buffered(s) : 0;
+	if (iou__be_recv(s->loop, &s->recv_op, s->fd, limit) < 0) {
 		iou__stream_poke(s);
 		return;
 	}
-	io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
-	if (s->loop->bufs.bundle)
-		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
-	room = s->max_buffered - buffered(s);
-	/* sqe->optlen in newer headers; liburing 2.3 names that word file_index */
 	s->flags &= ~IOU__S_RECV_LIMITED;
-	if (s->loop->bufs.recv_limit) {
-		sqe->file_index = room < UINT32_MAX ? (uint32_t)room : UINT32_MAX;
+	if (limit)
 		s->flags |= IOU__S_RECV_LIMITED;
-	}
-	sqe->flags |= IOSQE_BUFFER_SELECT;
-	sqe->buf_group = (uint16_t)s->loop->bufs.bgid;
-	io_uring_sqe_set_data(sqe, &s->recv_op);
 	s->flags |= IOU__S_RECV_ARMED;
 	s->inflight++;
 	iou__op_submitted(s->loop);
@@ -115,15 +104,15 @@ static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 	}
 }
 
-void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, recv_op);
 	iou_loop *loop = s->loop;
 	int res = cqe->res;
 
-	if (cqe->flags & IORING_CQE_F_BUFFER)
-		recv_take_buffers(s, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
-	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+	if (cqe->flags & IOU__CQE_F_BUFFER)
+		recv_take_buffers(s, iou__cqe_buf(cqe), res);
+	if (!(cqe->flags & IOU__CQE_F_MORE)) {
 		s->flags &= ~(IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL);
 		s->inflight--;
 		iou__op_done(loop);

@@ -159,7 +159,7 @@ static void finish_soon(struct conn_req *c)
 
 static void try_next(struct conn_req *c);
 
-static void connect_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void connect_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct conn_req *c = IOU__CONTAINER_OF(op, struct conn_req, op);
 	iou_stream *s = c->s;
@@ -201,7 +201,6 @@ static void try_next(struct conn_req *c)
 {
 	for (; c->next < c->naddrs; c->next++) {
 		const struct sockaddr *sa = (struct sockaddr *)&c->addrs[c->next];
-		struct io_uring_sqe *sqe;
 
 		c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (c->fd < 0) {
@@ -216,15 +215,13 @@ static void try_next(struct conn_req *c)
 			c->fd = -1;
 			continue;
 		}
-		sqe = iou__get_sqe(c->loop);
-		if (!sqe) {
+		if (iou__be_connect(c->loop, &c->op, c->fd, sa,
+				    addr_len(&c->addrs[c->next])) < 0) {
 			c->err = -ENOMEM;
 			close(c->fd);
 			c->fd = -1;
 			break;
 		}
-		io_uring_prep_connect(sqe, c->fd, sa, addr_len(&c->addrs[c->next]));
-		io_uring_sqe_set_data(sqe, &c->op);
 		c->connecting = true;
 		c->s->inflight++;
 		iou__op_submitted(c->loop);

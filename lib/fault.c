@@ -67,7 +67,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "uring.h"
 
 struct fault_op {
 	uint64_t ud;       /* 0: free slot */
@@ -301,7 +301,7 @@ static void maybe_short_send(struct iou__fault *f, struct io_uring_sqe *sqe)
 void iou__fault_sq(iou_loop *loop)
 {
 	struct iou__fault *f = loop->fault;
-	struct io_uring_sq *sq = &loop->ring.sq;
+	struct io_uring_sq *sq = &iou__uring(loop)->ring.sq;
 
 	if (!f)
 		return;
@@ -325,13 +325,13 @@ void iou__fault_sq(iou_loop *loop)
 
 /* The CQE is about to report an error: give back a provided buffer it
  * carries (the library counts a received buffer as out, then recycles). */
-static void drop_buffer(iou_loop *loop, struct io_uring_cqe *cqe)
+static void drop_buffer(iou_loop *loop, struct iou__cqe_rec *cqe)
 {
-	if (cqe->flags & IORING_CQE_F_BUFFER) {
+	if (cqe->flags & IOU__CQE_F_BUFFER) {
 		loop->bufs.out++;
-		iou__buf_recycle(loop, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-		cqe->flags &= ~(IORING_CQE_F_BUFFER |
-				(~0u << IORING_CQE_BUFFER_SHIFT));
+		iou__buf_recycle(loop, iou__cqe_buf(cqe));
+		cqe->flags &= ~(IOU__CQE_F_BUFFER |
+				(~0u << IOU__CQE_BUFFER_SHIFT));
 	}
 }
 
@@ -353,7 +353,7 @@ static void cancel_for_real(iou_loop *loop, struct iou__op *op,
 	e->pending_kind = kinds[i];
 }
 
-static void apply_final(iou_loop *loop, struct io_uring_cqe *cqe, int res,
+static void apply_final(iou_loop *loop, struct iou__cqe_rec *cqe, int res,
 			int kind, uint8_t opcode)
 {
 	if (opcode == IORING_OP_ACCEPT && cqe->res >= 0) {
@@ -368,7 +368,7 @@ static void apply_final(iou_loop *loop, struct io_uring_cqe *cqe, int res,
 }
 
 void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
-		    struct io_uring_cqe *cqe)
+		    struct iou__cqe_rec *cqe)
 {
 	static const int recv_res[] = { -ECANCELED, -ENOBUFS, -ECONNRESET };
 	static const int recv_kind[] = { IOU__F_RECV_CANCELED,
@@ -383,7 +383,7 @@ void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
 					 IOU__F_SEND_CANCELED };
 	struct iou__fault *f = loop->fault;
 	struct fault_op *e = find(f, (uint64_t)(uintptr_t)op);
-	bool final = !(cqe->flags & IORING_CQE_F_MORE);
+	bool final = !(cqe->flags & IOU__CQE_F_MORE);
 	uint8_t opcode;
 
 	if (!e)

@@ -3,7 +3,6 @@
 #ifndef IOU_INTERNAL_H
 #define IOU_INTERNAL_H
 
-#include <liburing.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -12,33 +11,11 @@
 #include <sys/uio.h>
 
 #include "iou.h"
+#include "backend.h"
 #include "rxq.h"
-
-/* liburing 2.3's headers predate some kernel constants. */
-#ifndef IORING_SETUP_SINGLE_ISSUER
-#define IORING_SETUP_SINGLE_ISSUER (1U << 12)
-#endif
-#ifndef IORING_SETUP_DEFER_TASKRUN
-#define IORING_SETUP_DEFER_TASKRUN (1U << 13)
-#endif
-#ifndef IORING_RECVSEND_BUNDLE
-#define IORING_RECVSEND_BUNDLE (1U << 4)
-#endif
-#ifndef IORING_FEAT_RECVSEND_BUNDLE
-#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
-#endif
 
 #define IOU__CONTAINER_OF(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
-
-/* ---- ops ---------------------------------------------------------------- */
-
-/* An operation the kernel may own.  user_data points at it; the owner embeds
- * it and must not release it before `complete` saw the final CQE (the one
- * without IORING_CQE_F_MORE for multishot ops). */
-struct iou__op {
-	void (*complete)(struct iou__op *op, const struct io_uring_cqe *cqe);
-};
 
 /* ---- timers ------------------------------------------------------------- */
 
@@ -114,14 +91,8 @@ struct iou__list {
 	struct iou__list *prev, *next;
 };
 
-struct iou__sqe_chunk;
-
+/* One per loop; its backend allocates it inside its own state (uring.h). */
 struct iou_loop {
-	struct io_uring ring;
-	unsigned setup_flags;
-	/* SQEs waiting for room in the ring, oldest first (loop.c) */
-	struct iou__sqe_chunk *ovf_head, *ovf_tail, *ovf_spare;
-	unsigned ovf_first;         /* next SQE to copy in ovf_head */
 	bool stop;                  /* the last turn took a stop request */
 	bool in_run;
 	uint64_t now;               /* ms, monotonic, cached per turn */
@@ -191,14 +162,8 @@ static inline void iou__list_del(struct iou__list *n)
 }
 
 /* loop.c */
-/* An SQE to fill at once (before the next call): from the ring, or, when
- * the ring is full and the kernel takes nothing, from the loop's overflow
- * queue, submitted as room appears.  NULL only when out of memory. */
-struct io_uring_sqe *iou__get_sqe(iou_loop *loop);
 void iou__op_submitted(iou_loop *loop);   /* an op now in flight: +1 active */
 void iou__op_done(iou_loop *loop);        /* its final CQE arrived: -1 active */
-int iou__cancel_op(iou_loop *loop, struct iou__op *op);
-int iou__cancel_fd(iou_loop *loop, int fd);
 uint64_t iou__clock_ms(void);
 
 /* timer.c */
@@ -209,9 +174,7 @@ int iou__timers_run(iou_loop *loop);      /* fire expired, return count */
 int iou__timers_next_ms(iou_loop *loop);  /* ms until nearest, -1 none */
 void iou__timers_free(iou_loop *loop);
 
-/* bufring.c */
-int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count);
-void iou__bufring_teardown(iou_loop *loop);
+/* bufring.c: the pool's buffers in and out of the backend's hands */
 static inline unsigned char *iou__buf_addr(const iou_loop *loop, unsigned bid)
 {
 	return iou__pool_addr(&loop->pool, bid);
@@ -253,7 +216,7 @@ void iou__fault_init(iou_loop *loop);          /* reads IOU_FAULT_SEED/RATE */
 void iou__fault_fini(iou_loop *loop);
 void iou__fault_sq(iou_loop *loop);            /* before every submit */
 void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
-		    struct io_uring_cqe *cqe); /* before op->complete */
+		    struct iou__cqe_rec *cqe); /* before op->complete */
 void iou__fault_turn(iou_loop *loop);          /* allocations may fail */
 void iou__fault_turn_end(void);                /* ... no longer */
 /* Process-wide totals since start; names for printing. */
@@ -468,7 +431,7 @@ void iou__write_put(iou_loop *loop, struct iou__write *w);
 
 /* bufstream.c: the receive side */
 void iou__recv_arm(iou_stream *s);
-void iou__recv_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
 void iou__read_fail(iou_stream *s, int err);
 void iou__read_deadline_passed(iou_stream *s);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The ring engine: set-up with feature fallbacks, SQE acquisition, one
- * submit-and-wait per turn, batched CQE dispatch, cross-thread wake-up. */
+/* The loop: its turn (wait, dispatch, timers, posts, end-of-turn work),
+ * cross-thread wake-up and stop; the kernel's side is the backend's
+ * (backend.h). */
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -11,17 +12,9 @@
 
 #include "internal.h"
 
-/* Fault injection (lib/fault.c) hooks; nothing at all in a default build. */
-#ifdef IOU_FAULT_INJECTION
-#define FAULT_SQ(loop) iou__fault_sq(loop)
-#else
-#define FAULT_SQ(loop) ((void)0)
-#endif
-
 #define DEFAULT_QUEUE_DEPTH 512
 #define DEFAULT_BUF_SIZE 16384
 #define DEFAULT_BUF_COUNT 1024
-#define MAX_CQ_ENTRIES 65536u
 
 void iou_loop_opts_init(struct iou_loop_opts *opts)
 {
@@ -53,215 +46,18 @@ static bool opts_valid(const struct iou_loop_opts *o)
 	return (o->flags & ~(IOU_LOOP_NO_DEFER_TASKRUN | IOU_LOOP_NO_RECV_BUNDLE)) == 0;
 }
 
-/* The errors of a seccomp filter (EPERM in Docker's default profile, ENOSYS
- * in others), of kernel.io_uring_disabled or of a kernel without io_uring.
- * A filter may refuse io_uring_enter or io_uring_register while
- * io_uring_setup works: io_uring is blocked then, the kernel is not old. */
-static bool uring_blocked(int ret)
-{
-	return ret == -EPERM || ret == -ENOSYS;
-}
-
-/* Try the best ring set-up first and fall back step by step, as kernels
- * before 6.1 refuse DEFER_TASKRUN and those before 5.19 COOP_TASKRUN. */
-static int ring_init(iou_loop *loop, unsigned depth, unsigned flags)
-{
-	static const unsigned tries[] = {
-		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
-			IORING_SETUP_DEFER_TASKRUN,
-		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
-			IORING_SETUP_TASKRUN_FLAG,
-		IORING_SETUP_SUBMIT_ALL,
-		0,
-	};
-	int ret = -EINVAL;
-
-	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
-		struct io_uring_params p;
-
-		if ((flags & IOU_LOOP_NO_DEFER_TASKRUN) &&
-		    (tries[i] & IORING_SETUP_DEFER_TASKRUN))
-			continue;
-		memset(&p, 0, sizeof(p));
-		/* Multishot ops post many CQEs per SQE: give the CQ room, up to
-		 * the kernel's limit (IORING_MAX_CQ_ENTRIES, 65536), past which
-		 * it refuses CQSIZE with -EINVAL. */
-		p.flags = tries[i] | IORING_SETUP_CQSIZE;
-		p.cq_entries = depth <= MAX_CQ_ENTRIES / 8 ? depth * 8
-							  : MAX_CQ_ENTRIES;
-		ret = io_uring_queue_init_params(depth, &loop->ring, &p);
-		if (ret == 0) {
-			loop->setup_flags = tries[i];
-			return 0;
-		}
-		if (ret != -EINVAL)
-			break;
-	}
-	if (uring_blocked(ret))
-		return -IOU_ENOURING;
-	return ret;
-}
-
-/* Multishot recv and accept came with 6.0, as did IORING_OP_SEND_ZC: the
- * opcode probe is the cheapest reliable witness of that kernel.  Not
- * io_uring_get_probe_ring(): its NULL hides why the probe failed. */
-static int probe_features(iou_loop *loop)
-{
-	struct io_uring_probe *probe;
-	int ret, ok;
-
-	probe = calloc(1, sizeof(*probe) + 256 * sizeof(probe->ops[0]));
-	if (!probe)
-		return -ENOMEM;
-	ret = io_uring_register_probe(&loop->ring, probe, 256);
-	ok = ret >= 0 && io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
-	free(probe);
-	if (uring_blocked(ret))
-		return -IOU_ENOURING;
-	/* Before 5.6 there is no probe at all (-EINVAL). */
-	return ok ? 0 : -IOU_ENOFEATURE;
-}
-
-/* Setup alone proves little: a filter on io_uring_enter would only show in
- * the first iou_loop_run*().  One enter that waits for nothing, once per
- * loop, while the ring is still empty. */
-static int enter_check(iou_loop *loop)
-{
-	int ret = io_uring_get_events(&loop->ring);
-
-	if (uring_blocked(ret))
-		return -IOU_ENOURING;
-	if (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
-		return 0; /* transient, as in ring_wait() */
-	return ret < 0 ? ret : 0;
-}
-
-/* ---- SQ overflow -------------------------------------------------------- */
-
-/* SQEs made while the ring was full and the kernel took none (it refuses
- * SQEs when it cannot allocate requests, for one) wait here, in order, for
- * room; as libxev's io_uring backend does with its unqueued list.  Chunks,
- * so an SQE handed out never moves until it is copied into the ring. */
-#define SQE_CHUNK 64
-
-struct iou__sqe_chunk {
-	struct iou__sqe_chunk *next;
-	unsigned n;                 /* SQEs handed out of this chunk */
-	struct io_uring_sqe sqes[SQE_CHUNK];
-};
-
-static struct io_uring_sqe *ovf_push(iou_loop *loop)
-{
-	struct iou__sqe_chunk *c = loop->ovf_tail;
-	struct io_uring_sqe *sqe;
-
-	if (!c || c->n == SQE_CHUNK) {
-		c = loop->ovf_spare;
-		if (c)
-			loop->ovf_spare = NULL;
-		else if (!(c = malloc(sizeof(*c))))
-			return NULL;
-		c->next = NULL;
-		c->n = 0;
-		if (loop->ovf_tail) {
-			loop->ovf_tail->next = c;
-		} else {
-			loop->ovf_head = c;
-			loop->ovf_first = 0;
-		}
-		loop->ovf_tail = c;
-	}
-	sqe = &c->sqes[c->n++];
-	memset(sqe, 0, sizeof(*sqe));
-	return sqe;
-}
-
-/* Copy the oldest waiting SQE into the ring slot `to`. */
-static void ovf_pop(iou_loop *loop, struct io_uring_sqe *to)
-{
-	struct iou__sqe_chunk *c = loop->ovf_head;
-
-	*to = c->sqes[loop->ovf_first++];
-	if (loop->ovf_first < c->n)
-		return;
-	/* Drained (a tail chunk too: the next push starts a new one). */
-	loop->ovf_head = c->next;
-	if (!loop->ovf_head)
-		loop->ovf_tail = NULL;
-	loop->ovf_first = 0;
-	if (loop->ovf_spare)
-		free(c);
-	else
-		loop->ovf_spare = c;
-}
-
-/* Move waiting SQEs into the ring, submitting whenever it is full; stops
- * when none wait, or when the ring is full and the kernel took nothing
- * (they go out in a later turn). */
-static void sq_flush(iou_loop *loop)
-{
-	for (;;) {
-		struct io_uring_sqe *sqe = NULL;
-
-		if (loop->ovf_head)
-			sqe = io_uring_get_sqe(&loop->ring);
-		if (sqe) {
-			ovf_pop(loop, sqe);
-			continue;
-		}
-		if (io_uring_sq_space_left(&loop->ring))
-			return; /* nothing waits */
-		FAULT_SQ(loop);
-		if (io_uring_submit(&loop->ring) <= 0)
-			return;
-		if (!loop->ovf_head)
-			return;
-	}
-}
-
-static void ovf_free(iou_loop *loop)
-{
-	while (loop->ovf_head) {
-		struct iou__sqe_chunk *c = loop->ovf_head;
-
-		loop->ovf_head = c->next;
-		free(c);
-	}
-	free(loop->ovf_spare);
-	loop->ovf_tail = loop->ovf_spare = NULL;
-}
-
-/* A full SQ is submitted, or the SQE waits in the overflow queue: no caller
- * ever sees SQ pressure.  Once one SQE waits there, every later one does,
- * so SQEs reach the kernel in the order they were made. */
-struct io_uring_sqe *iou__get_sqe(iou_loop *loop)
-{
-	struct io_uring_sqe *sqe;
-
-	if (!loop->ovf_head && (sqe = io_uring_get_sqe(&loop->ring)))
-		return sqe;
-	sq_flush(loop);
-	if (!loop->ovf_head && (sqe = io_uring_get_sqe(&loop->ring)))
-		return sqe;
-	return ovf_push(loop); /* NULL: out of memory */
-}
-
-static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+static void wake_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 
 static int wake_arm(iou_loop *loop)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
-
-	if (!sqe)
+	if (iou__be_read(loop, &loop->wake_op, loop->wake_fd, &loop->wake_value,
+			 sizeof(loop->wake_value)) < 0)
 		return -EAGAIN;
-	io_uring_prep_read(sqe, loop->wake_fd, &loop->wake_value,
-			   sizeof(loop->wake_value), 0);
-	io_uring_sqe_set_data(sqe, &loop->wake_op);
 	loop->wake_armed = true;
 	return 0;
 }
 
-static void wake_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void wake_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_loop *loop = IOU__CONTAINER_OF(op, iou_loop, wake_op);
 
@@ -292,38 +88,17 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 	}
 	if (!opts_valid(opts))
 		return -EINVAL;
-	loop = calloc(1, sizeof(*loop));
-	if (!loop)
-		return -ENOMEM;
-	loop->wake_fd = -1;
+	ret = iou__be_create(opts, &loop);
+	if (ret < 0)
+		return ret;
 	loop->wake_op.complete = wake_complete;
 	iou__list_init(&loop->starved);
 	iou__list_init(&loop->deferred);
 	iou__list_init(&loop->holders);
-
-	ret = ring_init(loop, opts->queue_depth, opts->flags);
-	if (ret < 0)
-		goto err_free;
-	ret = enter_check(loop);
-	if (ret < 0)
-		goto err_ring;
-	ret = probe_features(loop);
-	if (ret < 0)
-		goto err_ring;
-	/* Saves the fd lookup on every io_uring_enter; optional (5.18+). */
-	io_uring_register_ring_fd(&loop->ring);
-
-	ret = iou__bufring_setup(loop, opts->buf_size, opts->buf_count);
-	if (ret < 0)
-		goto err_ring;
-	/* Receive bundles (6.10+): one CQE for several buffers' worth. */
-	loop->bufs.bundle = (loop->ring.features & IORING_FEAT_RECVSEND_BUNDLE) &&
-			    !(opts->flags & IOU_LOOP_NO_RECV_BUNDLE);
-	loop->bufs.recv_limit = true;
 	loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (loop->wake_fd < 0) {
 		ret = -errno;
-		goto err_bufs;
+		goto err_be;
 	}
 	ret = wake_arm(loop);
 	if (ret < 0)
@@ -337,12 +112,8 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 
 err_wake:
 	close(loop->wake_fd);
-err_bufs:
-	iou__bufring_teardown(loop);
-err_ring:
-	io_uring_queue_exit(&loop->ring);
-err_free:
-	free(loop);
+err_be:
+	iou__be_destroy(loop);
 	return ret;
 }
 
@@ -375,8 +146,6 @@ int iou_loop_destroy(iou_loop *loop)
 	 * its wake-up: let it leave the loop first. */
 	while (__atomic_load_n(&loop->posters, __ATOMIC_SEQ_CST))
 		sched_yield();
-	io_uring_queue_exit(&loop->ring);
-	iou__bufring_teardown(loop);
 	close(loop->wake_fd);
 	iou__timers_free(loop);
 	while (loop->free_writes) {
@@ -386,11 +155,10 @@ int iou_loop_destroy(iou_loop *loop)
 	}
 	iou__blk_cache_free(&loop->blocks);
 	iou__tasks_free(loop);
-	ovf_free(loop);
 #ifdef IOU_FAULT_INJECTION
 	iou__fault_fini(loop);
 #endif
-	free(loop);
+	iou__be_destroy(loop);
 	return 0;
 }
 
@@ -402,56 +170,6 @@ void iou__op_submitted(iou_loop *loop)
 void iou__op_done(iou_loop *loop)
 {
 	loop->active--;
-}
-
-/* Cancel requests complete with user_data 0, which dispatch ignores: the
- * cancelled op itself still gets its own (final) CQE. */
-int iou__cancel_op(iou_loop *loop, struct iou__op *op)
-{
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
-
-	if (!sqe)
-		return -EAGAIN;
-	io_uring_prep_cancel(sqe, op, 0);
-	io_uring_sqe_set_data64(sqe, 0);
-	return 0;
-}
-
-int iou__cancel_fd(iou_loop *loop, int fd)
-{
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
-
-	if (!sqe)
-		return -EAGAIN;
-	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-	io_uring_sqe_set_data64(sqe, 0);
-	return 0;
-}
-
-static int dispatch_cqes(iou_loop *loop)
-{
-	struct io_uring_cqe *cqe;
-	unsigned head, n = 0;
-
-	io_uring_for_each_cqe(&loop->ring, head, cqe) {
-		struct iou__op *op = io_uring_cqe_get_data(cqe);
-
-		n++;
-#ifdef IOU_FAULT_INJECTION
-		if (op && loop->fault) {
-			/* A private copy: the fault may change res and flags. */
-			struct io_uring_cqe c = *cqe;
-
-			iou__fault_cqe(loop, op, &c);
-			op->complete(op, &c);
-			continue;
-		}
-#endif
-		if (op)
-			op->complete(op, cqe);
-	}
-	io_uring_cq_advance(&loop->ring, n);
-	return (int)n;
 }
 
 /* Take every posted callback at once and run them oldest first. */
@@ -484,7 +202,7 @@ static int wait_budget(iou_loop *loop, int timeout_ms)
 {
 	int next;
 
-	if (timeout_ms == 0 || loop->ovf_head ||
+	if (timeout_ms == 0 ||
 	    __atomic_load_n(&loop->stop_requested, __ATOMIC_SEQ_CST) ||
 	    __atomic_load_n(&loop->post_head, __ATOMIC_RELAXED) ||
 	    !iou__list_empty(&loop->deferred) || iou__tasks_ready(loop))
@@ -493,29 +211,6 @@ static int wait_budget(iou_loop *loop, int timeout_ms)
 	if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
 		return next;
 	return timeout_ms;
-}
-
-static int ring_wait(iou_loop *loop, int wait_ms)
-{
-	struct io_uring_cqe *cqe;
-	int ret;
-
-	FAULT_SQ(loop);
-	if (wait_ms == 0) {
-		ret = io_uring_submit_and_get_events(&loop->ring);
-	} else if (wait_ms < 0) {
-		ret = io_uring_submit_and_wait(&loop->ring, 1);
-	} else {
-		struct __kernel_timespec ts = {
-			.tv_sec = wait_ms / 1000,
-			.tv_nsec = (long long)(wait_ms % 1000) * 1000000,
-		};
-		ret = io_uring_submit_and_wait_timeout(&loop->ring, &cqe, 1,
-						       &ts, NULL);
-	}
-	if (ret == -ETIME || ret == -EINTR || ret == -EAGAIN || ret == -EBUSY)
-		return 0;
-	return ret < 0 ? ret : 0;
 }
 
 /* The loop whose turn runs on this thread: a stop or post made from its
@@ -544,13 +239,10 @@ int iou_loop_run_once(iou_loop *loop, int timeout_ms)
 	 * now must not wait a whole extra timeout. */
 	if (iou__timers_next_ms(loop) >= 0)
 		loop->now = iou__clock_ms();
-	/* SQEs that found the ring full go out with this turn's submit;
-	 * should some still wait, the wait does not block. */
-	sq_flush(loop);
-	ret = ring_wait(loop, wait_budget(loop, timeout_ms));
+	ret = iou__be_wait(loop, wait_budget(loop, timeout_ms));
 	loop->now = iou__clock_ms();
 	turn_loop = loop;
-	n = dispatch_cqes(loop);
+	n = iou__be_dispatch(loop);
 	n += iou__timers_run(loop);
 	n += run_posts(loop);
 	/* Tasks first: what they queue goes out with this turn's submit. */

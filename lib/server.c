@@ -76,17 +76,12 @@ static void work_timer_disarm(iou_server *srv, struct iou__timer *t)
 
 static void arm_accept(iou_server *srv)
 {
-	struct io_uring_sqe *sqe;
-
 	if (srv->accept_armed || srv->shutting_down)
 		return;
-	sqe = iou__get_sqe(srv->loop);
-	if (!sqe) {
+	if (iou__be_accept(srv->loop, &srv->accept_op, srv->fd) < 0) {
 		work_timer_arm(srv, &srv->retry, srv->loop->now + BACKOFF_MIN_MS);
 		return;
 	}
-	io_uring_prep_multishot_accept(sqe, srv->fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data(sqe, &srv->accept_op);
 	srv->accept_armed = true;
 	srv->accept_cancelled = false;
 	iou__op_submitted(srv->loop);
@@ -208,10 +203,10 @@ static bool is_transient_error(int err)
 	return false;
 }
 
-static void accept_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void accept_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_server *srv = IOU__CONTAINER_OF(op, iou_server, accept_op);
-	bool more = cqe->flags & IORING_CQE_F_MORE;
+	bool more = cqe->flags & IOU__CQE_F_MORE;
 	int res = cqe->res;
 
 	if (!more) {

@@ -67,16 +67,13 @@ static void thread_unwatch(int signo)
 	pthread_sigmask(SIG_UNBLOCK, &one, NULL);
 }
 
-static void read_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+static void read_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 
 static int read_arm(struct iou__sigs *sg)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(sg->loop);
-
-	if (!sqe)
+	if (iou__be_read(sg->loop, &sg->op, sg->fd, sg->info,
+			 sizeof(sg->info)) < 0)
 		return -EAGAIN;
-	io_uring_prep_read(sqe, sg->fd, sg->info, sizeof(sg->info), 0);
-	io_uring_sqe_set_data(sqe, &sg->op);
 	sg->reading = true;
 	return 0;
 }
@@ -117,7 +114,7 @@ static void deliver(struct iou__sigs *sg, size_t n)
 	}
 }
 
-static void read_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void read_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct iou__sigs *sg = IOU__CONTAINER_OF(op, struct iou__sigs, op);
 

@@ -55,8 +55,8 @@ bool iou__stream_opts_valid(const struct iou_stream_opts *o)
 	       o->max_buffered >= 1 && o->max_buffered <= (1ul << 30);
 }
 
-static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
-static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe);
+static void send_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
+static void aux_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 static void stream_timer_fire(struct iou__timer *t);
 
 int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
@@ -322,26 +322,25 @@ static unsigned gather_writes(iou_stream *s)
 static void start_send(iou_stream *s)
 {
 	struct iou__write *w = s->wq_head;
-	struct io_uring_sqe *sqe = iou__get_sqe(s->loop);
-	unsigned n;
+	unsigned n = gather_writes(s);
+	int ret;
 
-	if (!sqe) {
+	if (n > 1) {
+		ret = iou__be_sendmsg(s->loop, &s->send_op, s->fd,
+				      &s->gather->msg);
+	} else {
+		n = 1;
+		if (w->len == 0) /* an empty drain: keeps the order */
+			ret = iou__be_nop(s->loop, &s->send_op);
+		else
+			ret = iou__be_send(s->loop, &s->send_op, s->fd,
+					   w->buf + w->done, w->len - w->done);
+	}
+	if (ret < 0) {
 		iou__stream_poke(s); /* try again at the end of the turn */
 		return;
 	}
-	n = gather_writes(s);
-	if (n > 1) {
-		io_uring_prep_sendmsg(sqe, s->fd, &s->gather->msg, MSG_NOSIGNAL);
-	} else {
-		n = 1;
-		if (w->len == 0)
-			io_uring_prep_nop(sqe); /* an empty drain: keeps the order */
-		else
-			io_uring_prep_send(sqe, s->fd, w->buf + w->done,
-					   w->len - w->done, MSG_NOSIGNAL);
-	}
 	s->send_n = n;
-	io_uring_sqe_set_data(sqe, &s->send_op);
 	s->flags |= IOU__S_SEND_ARMED;
 	s->inflight++;
 	iou__op_submitted(s->loop);
@@ -349,21 +348,16 @@ static void start_send(iou_stream *s)
 
 static void shutdown_write_if_due(iou_stream *s)
 {
-	struct io_uring_sqe *sqe;
-
 	if ((s->flags & (IOU__S_WR_SHUT | IOU__S_WR_SHUT_SENT | IOU__S_CLOSING)) !=
 		    IOU__S_WR_SHUT ||
 	    s->wq_head)
 		return;
 	if (s->wr_err && (s->flags & IOU__S_FLUSHING))
 		return; /* bytes were lost: flush_progress resets instead */
-	sqe = iou__get_sqe(s->loop);
-	if (!sqe) {
+	if (iou__be_shutdown(s->loop, &s->aux_op, s->fd, SHUT_WR) < 0) {
 		iou__stream_poke(s); /* retry: the FIN must not get lost */
 		return;
 	}
-	io_uring_prep_shutdown(sqe, s->fd, SHUT_WR);
-	io_uring_sqe_set_data(sqe, &s->aux_op);
 	s->flags |= IOU__S_WR_SHUT_SENT;
 	s->inflight++;
 	iou__op_submitted(s->loop);
@@ -418,7 +412,7 @@ static void writes_sent(iou_stream *s, size_t res)
 	}
 }
 
-static void send_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void send_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, send_op);
 	int res = cqe->res;
@@ -989,7 +983,7 @@ static void stream_free(iou_stream *s)
 	loop->active--;
 }
 
-static void aux_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void aux_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, aux_op);
 
@@ -1034,8 +1028,6 @@ static int cancel_inflight(iou_stream *s)
  * the fd through the ring; its CQE frees the stream. */
 static void close_progress(iou_stream *s)
 {
-	struct io_uring_sqe *sqe;
-
 	if (s->flags & IOU__S_CONNECTING) {
 		iou__connect_cancel(s);
 		if (s->flags & IOU__S_CONNECTING)
@@ -1067,13 +1059,10 @@ static void close_progress(iou_stream *s)
 	}
 	if (s->flags & IOU__S_CLOSE_SENT)
 		return;
-	sqe = iou__get_sqe(s->loop);
-	if (!sqe) {
+	if (iou__be_close(s->loop, &s->aux_op, s->fd) < 0) {
 		iou__stream_poke(s);
 		return;
 	}
-	io_uring_prep_close(sqe, s->fd);
-	io_uring_sqe_set_data(sqe, &s->aux_op);
 	s->flags |= IOU__S_CLOSE_SENT;
 	s->inflight++;
 	iou__op_submitted(s->loop);

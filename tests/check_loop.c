@@ -25,7 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "uring.h" /* the engine underneath */
 #include "t_helpers.h"
 
 static struct iou_loop_opts small_opts(void)
@@ -70,7 +70,7 @@ START_TEST(test_create_default)
 	ck_assert_int_eq(iou_loop_alive(loop), 0);
 	ck_assert_uint_eq(loop->pool.buf_size, 16384);
 	ck_assert_uint_eq(loop->bufs.buf_count, 1024);
-	ck_assert_uint_ge(loop->ring.sq.ring_entries, 512);
+	ck_assert_uint_ge(iou__uring(loop)->ring.sq.ring_entries, 512);
 	ck_assert_uint_gt(iou_loop_now(loop), 0);
 	ck_assert_int_eq(iou_loop_destroy(loop), 0);
 }
@@ -101,7 +101,7 @@ START_TEST(test_create_custom)
 		ck_assert_msg(ret == 0, "depth %u size %u count %u: %s",
 			      o.queue_depth, o.buf_size, o.buf_count,
 			      iou_strerror(ret));
-		ck_assert_uint_ge(loop->ring.sq.ring_entries, o.queue_depth);
+		ck_assert_uint_ge(iou__uring(loop)->ring.sq.ring_entries, o.queue_depth);
 		ck_assert_uint_eq(loop->pool.buf_size, o.buf_size);
 		ck_assert_uint_eq(loop->bufs.buf_count, o.buf_count);
 		ck_assert_int_eq(iou_loop_alive(loop), 0);
@@ -290,15 +290,15 @@ START_TEST(test_no_defer_taskrun)
 
 	o.flags = IOU_LOOP_NO_DEFER_TASKRUN;
 	loop = t_loop_create_or_skip(&o);
-	ck_assert_uint_eq(loop->setup_flags & IORING_SETUP_DEFER_TASKRUN, 0);
-	ck_assert_uint_eq(loop->ring.flags & IORING_SETUP_DEFER_TASKRUN, 0);
+	ck_assert_uint_eq(iou__uring(loop)->setup_flags & IORING_SETUP_DEFER_TASKRUN, 0);
+	ck_assert_uint_eq(iou__uring(loop)->ring.flags & IORING_SETUP_DEFER_TASKRUN, 0);
 	exercise(loop);
 	t_loop_destroy(loop);
 
 	/* Without the kill switch the loop asks for it where it exists. */
 	loop = small_loop();
 	if (kernel_has_defer_taskrun())
-		ck_assert_uint_ne(loop->setup_flags & IORING_SETUP_DEFER_TASKRUN, 0);
+		ck_assert_uint_ne(iou__uring(loop)->setup_flags & IORING_SETUP_DEFER_TASKRUN, 0);
 	exercise(loop);
 	t_loop_destroy(loop);
 }
@@ -1325,7 +1325,7 @@ struct counter_op {
 	int failed;
 };
 
-static void counter_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void counter_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct counter_op *c = IOU__CONTAINER_OF(op, struct counter_op, op);
 
@@ -1403,7 +1403,7 @@ struct heap_op {
 	char buf[16];
 };
 
-static void heap_op_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void heap_op_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct heap_op *h = IOU__CONTAINER_OF(op, struct heap_op, op);
 
@@ -1716,7 +1716,7 @@ static void chatter_fill(struct chatter *c)
 	}
 }
 
-static void chatter_complete(struct iou__op *op, const struct io_uring_cqe *cqe)
+static void chatter_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	struct chatter *c = IOU__CONTAINER_OF(op, struct chatter, op);
 

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "uring.h"
 #include "iou.h"
 #include "t_helpers.h"
 #include "t_stream_peer.h"
@@ -332,7 +332,7 @@ static int ring_head(iou_loop *loop)
 {
 	struct pbuf_status st = { .buf_group = (uint32_t)loop->bufs.bgid };
 
-	if (syscall(__NR_io_uring_register, loop->ring.ring_fd,
+	if (syscall(__NR_io_uring_register, iou__uring(loop)->ring.ring_fd,
 		    IORING_REGISTER_PBUF_STATUS, &st, 1) < 0)
 		return -1;
 	return (int)(uint16_t)st.head;
@@ -394,13 +394,13 @@ static void bundles_across_the_wrap(int scribble)
 			 * the re-armed receive submitted, the kernel takes
 			 * buffers for them and posts the CQEs here, and the
 			 * library handles them in the next turn. */
+			struct io_uring *ring = &iou__uring(loop)->ring;
 			struct timespec ts = { 0, 300000 };
 
 			nanosleep(&ts, NULL);
 			iou__bufring_publish(loop);
-			ck_assert_int_ge(io_uring_submit_and_get_events(&loop->ring),
-					 0);
-			early += io_uring_cq_ready(&loop->ring) > 0;
+			ck_assert_int_ge(io_uring_submit_and_get_events(ring), 0);
+			early += io_uring_cq_ready(ring) > 0;
 			scribble_taken_slots(loop);
 		}
 		ck_assert_int_ge(tsp_turn(loop), 0);
