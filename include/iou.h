@@ -129,7 +129,17 @@ struct iou_loop_opts {
 				 after 10 s of lighter load the surplus
 				 leaves and its memory is released) */
 	unsigned flags;       /* IOU_LOOP_* */
+	unsigned backend;     /* IOU_BACKEND_*, default IOU_BACKEND_AUTO */
 };
+
+/* The kernel interface a loop runs on; every function behaves the same on
+ * both.  AUTO: io_uring where this process may use it and the kernel has
+ * what iou needs, epoll otherwise (seccomp filters of containers,
+ * kernel.io_uring_disabled, kernels before 6.0); the environment variable
+ * IOU_BACKEND=uring or =epoll picks one for AUTO loops (tests, debugging). */
+#define IOU_BACKEND_AUTO  0u
+#define IOU_BACKEND_URING 1u
+#define IOU_BACKEND_EPOLL 2u
 
 /* Fill `opts` with the defaults above.  Any thread. */
 IOU_EXTERN void iou_loop_opts_init(struct iou_loop_opts *opts);
@@ -142,6 +152,9 @@ IOU_EXTERN void iou_loop_opts_init(struct iou_loop_opts *opts);
  * RLIMIT_MEMLOCK too low for the memory io_uring pins, without
  * CAP_IPC_LOCK). */
 IOU_EXTERN int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts);
+
+/* The backend `loop` runs on: "io_uring" or "epoll" (NULL for NULL). */
+IOU_EXTERN const char *iou_loop_backend(const iou_loop *loop);
 
 /* Destroy a loop that has no work left (see iou_loop_alive()).  Returns
  * -EBUSY and changes nothing while streams, servers, timers, posted

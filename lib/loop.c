@@ -43,7 +43,31 @@ static bool opts_valid(const struct iou_loop_opts *o)
 	if (o->buf_count < 1 || o->buf_count > 32768 ||
 	    (o->buf_count & (o->buf_count - 1)))
 		return false;
+	if (o->backend > IOU_BACKEND_EPOLL)
+		return false;
 	return (o->flags & ~(IOU_LOOP_NO_DEFER_TASKRUN | IOU_LOOP_NO_RECV_BUNDLE)) == 0;
+}
+
+/* AUTO resolved by IOU_BACKEND; -EINVAL for a value it does not know. */
+static int backend_wanted(const struct iou_loop_opts *o)
+{
+	const char *env;
+
+	if (o->backend != IOU_BACKEND_AUTO)
+		return (int)o->backend;
+	env = getenv("IOU_BACKEND");
+	if (!env || !*env)
+		return IOU_BACKEND_AUTO;
+	if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0)
+		return IOU_BACKEND_URING;
+	if (strcmp(env, "epoll") == 0)
+		return IOU_BACKEND_EPOLL;
+	return -EINVAL;
+}
+
+const char *iou_loop_backend(const iou_loop *loop)
+{
+	return loop ? "io_uring" : NULL;
 }
 
 static void wake_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
@@ -88,6 +112,11 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 	}
 	if (!opts_valid(opts))
 		return -EINVAL;
+	ret = backend_wanted(opts);
+	if (ret < 0)
+		return ret;
+	if (ret == IOU_BACKEND_EPOLL)
+		return -IOU_ENOFEATURE; /* TODO(epoll backend): lib/epoll.c */
 	ret = iou__be_create(opts, &loop);
 	if (ret < 0)
 		return ret;
