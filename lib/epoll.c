@@ -342,7 +342,11 @@ static bool run_recv(struct iou__ep *ep, struct ep_fd *f, struct ep_op *e)
 		post(ep, e, -ENOBUFS, 0);
 		return true;
 	}
-	n = b->bundle ? (avail < RECV_IOV ? avail : RECV_IOV) : 1;
+	/* At most half of what is free when little is: a stream with a
+	 * flood must leave some to the others that wait for buffers. */
+	n = b->bundle ? (avail + 1) / 2 : 1;
+	if (n > RECV_IOV)
+		n = RECV_IOV;
 	if (e->u.recv.limit)
 		left = e->u.recv.limit - e->u.recv.got;
 	for (unsigned i = 0; i < n && want < left; i++) {
