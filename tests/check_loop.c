@@ -440,9 +440,10 @@ static int wait_bounded(pid_t pid, int *status, int timeout_ms)
 
 /* A seccomp filter that blocks any one of the three io_uring syscalls
  * (Docker's default profile, systemd's SystemCallFilter=) makes
- * iou_loop_create fail with IOU_ENOURING, not with "kernel too old" nor
- * with a loop that fails on its first run.  A probe the kernel does not
- * know (-EINVAL, before 5.6) still reads as too old. */
+ * iou_loop_create fail with IOU_ENOURING on IOU_BACKEND_URING, not with
+ * "kernel too old" nor with a loop that fails on its first run.  A probe
+ * the kernel does not know (-EINVAL, before 5.6) still reads as too old.
+ * With AUTO, each gives a working loop on epoll instead. */
 START_TEST(test_create_seccomp)
 {
 #ifdef T_AUDIT_ARCH
