@@ -243,8 +243,10 @@ static void post(struct iou__ep *ep, struct ep_op *e, int32_t res,
 	ep->cq[ep->ncq++] = (struct ep_cqe){ e, res, flags };
 	if (!(flags & IOU__CQE_F_MORE)) {
 		/* ended: a later cancel finds nothing */
-		struct ep_op **p = hfind(ep, e->op);
+		struct ep_op **p = &ep->htab[hash(ep, e->op)];
 
+		while (*p != e)
+			p = &(*p)->hnext;
 		*p = e->hnext;
 		ep->hcount--;
 	}
