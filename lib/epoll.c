@@ -344,8 +344,8 @@ static bool run_recv(struct iou__ep *ep, struct ep_fd *f, struct ep_op *e)
 		post(ep, e, -ENOBUFS, 0);
 		return true;
 	}
-	/* At most half of what is free when little is: a stream with a
-	 * flood must leave some to the others that wait for buffers. */
+	/* At most half of the free buffers (and RECV_IOV): when few are
+	 * free, a stream with a flood must leave some to the others. */
 	n = b->bundle ? (avail + 1) / 2 : 1;
 	if (n > RECV_IOV)
 		n = RECV_IOV;
