@@ -1369,11 +1369,8 @@ static void counter_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 static void queue_nops(iou_loop *loop, struct counter_op *c, int n)
 {
 	for (int i = 0; i < n; i++) {
-		struct io_uring_sqe *sqe = iou__get_sqe(loop);
-
-		ck_assert_msg(sqe != NULL, "no SQE for nop %d", i);
-		io_uring_prep_nop(sqe);
-		io_uring_sqe_set_data(sqe, &c->op);
+		ck_assert_msg(iou__be_nop(loop, &c->op) == 0, "no SQE for nop %d",
+			      i);
 		iou__op_submitted(loop);
 	}
 }
@@ -1383,7 +1380,6 @@ static void queue_nops(iou_loop *loop, struct counter_op *c, int n)
  * complete exactly once and the loop ends idle. */
 START_TEST(test_engine_100k_nops)
 {
-	T_URING_ONLY("its SQ engine: raw SQEs");
 	enum { TOTAL = 100000, BURST = 1000 };
 	int fds = t_fd_count();
 	iou_loop *loop = small_loop();
@@ -1409,7 +1405,6 @@ END_TEST
 /* The same at a steady pace that never overflows the CQ. */
 START_TEST(test_engine_nops_paced)
 {
-	T_URING_ONLY("its SQ engine: raw SQEs");
 	enum { TOTAL = 100000, BURST = 50 };
 	iou_loop *loop = small_loop();
 	struct counter_op c = { .op.complete = counter_complete, .loop = loop };
@@ -1464,11 +1459,9 @@ static struct heap_op *start_read(iou_loop *loop, int fd, int *completions,
 				  int *last_res)
 {
 	struct heap_op *h = heap_op_new(loop, completions, last_res);
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
 
-	ck_assert_ptr_nonnull(sqe);
-	io_uring_prep_read(sqe, fd, h->buf, sizeof(h->buf), 0);
-	io_uring_sqe_set_data(sqe, &h->op);
+	ck_assert_int_eq(iou__be_read(loop, &h->op, fd, h->buf, sizeof(h->buf)),
+			 0);
 	iou__op_submitted(loop);
 	return h;
 }
@@ -1532,7 +1525,6 @@ END_TEST
 /* The cancel is queued right behind the op, before either was submitted. */
 START_TEST(test_cancel_same_batch)
 {
-	T_URING_ONLY("its SQ engine: raw SQEs");
 	iou_loop *loop = small_loop();
 	int p[2], done = 0, res = 1;
 	struct heap_op *rd;
@@ -1559,7 +1551,6 @@ END_TEST
  * CQE (-ENOENT, user_data 0) is ignored. */
 START_TEST(test_cancel_after_completion)
 {
-	T_URING_ONLY("its SQ engine: raw SQEs");
 	iou_loop *loop = small_loop();
 	struct counter_op c = { .op.complete = counter_complete, .loop = loop };
 
@@ -1577,7 +1568,6 @@ END_TEST
 /* iou__cancel_fd cancels every op on that fd and nothing else. */
 START_TEST(test_cancel_fd_all)
 {
-	T_URING_ONLY("its SQ engine: raw SQEs");
 	enum { ON_A = 5 };
 	iou_loop *loop = small_loop();
 	int a[2], b[2], done_a = 0, done_b = 0, res_a = 1, res_b = 1;
@@ -1615,7 +1605,7 @@ END_TEST
  * the flushing path). */
 START_TEST(test_cancel_many)
 {
-	T_URING_ONLY("its SQ engine: raw SQEs");
+	T_URING_ONLY("io_uring timeout ops");
 	enum { N = 200 };
 	iou_loop *loop = small_loop();
 	struct heap_op *h[N];
