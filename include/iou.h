@@ -144,13 +144,16 @@ struct iou_loop_opts {
 /* Fill `opts` with the defaults above.  Any thread. */
 IOU_EXTERN void iou_loop_opts_init(struct iou_loop_opts *opts);
 
-/* Create a loop (one io_uring plus its provided-buffer ring) owned by the
- * calling thread; `opts` may be NULL for the defaults.  On success *out is
- * set and 0 returned.
- * Errors: -EINVAL (bad option or NULL out), IOU_ENOURING (io_uring disabled
- * or filtered), IOU_ENOFEATURE (kernel older than 6.0), -ENOMEM (also:
- * RLIMIT_MEMLOCK too low for the memory io_uring pins, without
- * CAP_IPC_LOCK). */
+/* Create a loop (one io_uring plus its provided-buffer ring, or an epoll
+ * set and the same pool: see IOU_BACKEND_*) owned by the calling thread;
+ * `opts` may be NULL for the defaults.  On success *out is set and 0
+ * returned.  On epoll, queue_depth and the IOU_LOOP_NO_DEFER_TASKRUN flag
+ * mean nothing and are ignored.
+ * Errors: -EINVAL (bad option, NULL out, or an IOU_BACKEND value other than
+ * uring, io_uring or epoll), and for IOU_BACKEND_URING only: IOU_ENOURING
+ * (io_uring disabled or filtered), IOU_ENOFEATURE (kernel older than 6.0);
+ * -ENOMEM (also: RLIMIT_MEMLOCK too low for the memory io_uring pins,
+ * without CAP_IPC_LOCK), -errno of epoll_create1(). */
 IOU_EXTERN int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts);
 
 /* The backend `loop` runs on: "io_uring" or "epoll" (NULL for NULL). */

@@ -4,7 +4,8 @@
  * connects, signals and the loop start operations through these calls and
  * learn their results from a completion record; only the backend knows the
  * kernel's interface (lib/uring.c, lib/uring_ops.c, lib/bufring.c for
- * io_uring).  Never installed; included by internal.h. */
+ * io_uring; lib/epoll.c for epoll, which the io_uring calls hand a loop on
+ * epoll to, see epoll.h).  Never installed; included by internal.h. */
 #ifndef IOU_BACKEND_H
 #define IOU_BACKEND_H
 

@@ -106,7 +106,10 @@ int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count)
 	reg.ring_addr = (unsigned long)(uintptr_t)b->br;
 	reg.ring_entries = count;
 	reg.bgid = BGID;
-	ret = io_uring_register_buf_ring(&iou__uring(loop)->ring, &reg, 0);
+	/* On epoll the ring is ours alone: epoll.c takes buffers from it as
+	 * the kernel would. */
+	ret = loop->backend == IOU_BACKEND_EPOLL ? 0 :
+		io_uring_register_buf_ring(&iou__uring(loop)->ring, &reg, 0);
 	if (ret < 0) {
 		/* Buffer rings came with 5.19; -EINVAL means a kernel without. */
 		if (ret == -EINVAL)

@@ -95,6 +95,7 @@ struct iou__list {
 struct iou_loop {
 	bool stop;                  /* the last turn took a stop request */
 	bool in_run;
+	uint8_t backend;            /* IOU_BACKEND_URING or _EPOLL */
 	uint64_t now;               /* ms, monotonic, cached per turn */
 
 	/* In-flight ops and other reasons to keep running (timers, open
@@ -179,6 +180,10 @@ static inline unsigned char *iou__buf_addr(const iou_loop *loop, unsigned bid)
 {
 	return iou__pool_addr(&loop->pool, bid);
 }
+/* The pool and its ring (registered with the kernel on io_uring; read by
+ * epoll.c on epoll): 0, -ENOMEM, -IOU_ENOFEATURE. */
+int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count);
+void iou__bufring_teardown(iou_loop *loop);
 void iou__buf_recycle(iou_loop *loop, unsigned bid);
 /* The buffer we put in ring slot `pos` (a tail counter value). */
 static inline unsigned iou__buf_at(const iou_loop *loop, unsigned pos)

@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "epoll.h"
 
 #define DEFAULT_QUEUE_DEPTH 512
 #define DEFAULT_BUF_SIZE 16384
@@ -67,7 +67,24 @@ static int backend_wanted(const struct iou_loop_opts *o)
 
 const char *iou_loop_backend(const iou_loop *loop)
 {
-	return loop ? "io_uring" : NULL;
+	if (!loop)
+		return NULL;
+	return loop->backend == IOU_BACKEND_EPOLL ? "epoll" : "io_uring";
+}
+
+/* AUTO: io_uring, or epoll where it is blocked or lacks what iou needs. */
+static int backend_create(const struct iou_loop_opts *opts, int want,
+			  iou_loop **out)
+{
+	int ret;
+
+	if (want == IOU_BACKEND_EPOLL)
+		return iou__ep_create(opts, out);
+	ret = iou__be_create(opts, out);
+	if (want == IOU_BACKEND_AUTO &&
+	    (ret == -IOU_ENOURING || ret == -IOU_ENOFEATURE))
+		ret = iou__ep_create(opts, out);
+	return ret;
 }
 
 static void wake_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
@@ -115,9 +132,7 @@ int iou_loop_create(iou_loop **out, const struct iou_loop_opts *opts)
 	ret = backend_wanted(opts);
 	if (ret < 0)
 		return ret;
-	if (ret == IOU_BACKEND_EPOLL)
-		return -IOU_ENOFEATURE; /* TODO(epoll backend): lib/epoll.c */
-	ret = iou__be_create(opts, &loop);
+	ret = backend_create(opts, ret, &loop);
 	if (ret < 0)
 		return ret;
 	loop->wake_op.complete = wake_complete;

@@ -130,9 +130,12 @@ static void read_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 		return;
 	}
 	/* Anything else would fail again at once: rather deaf than spinning.
-	 * (A failed re-arm is retried by the next iou_signal_start().) */
-	if (cqe->res > 0 || cqe->res == -ECANCELED || cqe->res == -EINTR ||
-	    cqe->res == -EAGAIN)
+	 * (A failed re-arm is retried by the next iou_signal_start().)  A
+	 * watcher started by a callback above may have armed it already: a
+	 * second read on the same op would outlive the watchers' state. */
+	if (!sg->reading &&
+	    (cqe->res > 0 || cqe->res == -ECANCELED || cqe->res == -EINTR ||
+	     cqe->res == -EAGAIN))
 		read_arm(sg);
 }
 

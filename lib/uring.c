@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "epoll.h"
 #include "uring.h"
 
 /* Fault injection (lib/fault.c) hooks; nothing at all in a default build. */
@@ -223,6 +224,7 @@ int iou__be_create(const struct iou_loop_opts *opts, iou_loop **out)
 	if (!u)
 		return -ENOMEM;
 	loop = &u->loop;
+	loop->backend = IOU_BACKEND_URING;
 	ret = ring_init(u, opts->queue_depth, opts->flags);
 	if (ret < 0)
 		goto err_free;
@@ -256,6 +258,10 @@ void iou__be_destroy(iou_loop *loop)
 {
 	struct iou__uring *u = iou__uring(loop);
 
+	if (iou__on_epoll(loop)) {
+		iou__ep_destroy(loop);
+		return;
+	}
 	io_uring_queue_exit(&u->ring);
 	iou__bufring_teardown(loop); /* the kernel holds none of it now */
 	ovf_free(u);
@@ -273,6 +279,8 @@ int iou__be_dispatch(iou_loop *loop)
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_dispatch(loop);
 	io_uring_for_each_cqe(ring, head, cqe) {
 		struct iou__op *op = io_uring_cqe_get_data(cqe);
 		/* io_uring's flag bits are the record's (backend.h) */
@@ -318,6 +326,8 @@ int iou__be_wait(iou_loop *loop, int wait_ms)
 {
 	struct iou__uring *u = iou__uring(loop);
 
+	if (iou__on_epoll(loop))
+		return iou__ep_wait(loop, wait_ms);
 	/* SQEs that found the ring full go out with this turn's submit;
 	 * should some still wait, the wait does not block. */
 	sq_flush(u);

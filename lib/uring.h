@@ -47,8 +47,4 @@ static inline struct iou__uring *iou__uring(iou_loop *loop)
  * queue, submitted as room appears.  NULL only when out of memory. */
 struct io_uring_sqe *iou__get_sqe(iou_loop *loop);
 
-/* bufring.c */
-int iou__bufring_setup(iou_loop *loop, unsigned size, unsigned count);
-void iou__bufring_teardown(iou_loop *loop);
-
 #endif /* IOU_URING_H */

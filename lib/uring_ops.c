@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: MIT */
 /* The operations of backend.h on io_uring: one SQE each, user_data the op.
  * (Apart from the engine in uring.c so that fuzz/fuzz_bufstream.c can put
- * its fake ring under them.) */
+ * its fake ring under them.)  A loop on epoll goes to epoll.c instead. */
 #include <errno.h>
 #include <sys/socket.h>
 
+#include "epoll.h"
 #include "uring.h"
 
 int iou__be_recv(iou_loop *loop, struct iou__op *op, int fd, size_t limit)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_recv(loop, op, fd, limit);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
@@ -28,8 +32,11 @@ int iou__be_recv(iou_loop *loop, struct iou__op *op, int fd, size_t limit)
 int iou__be_send(iou_loop *loop, struct iou__op *op, int fd, const void *buf,
 		 size_t len)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_send(loop, op, fd, buf, len);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
@@ -40,8 +47,11 @@ int iou__be_send(iou_loop *loop, struct iou__op *op, int fd, const void *buf,
 int iou__be_sendmsg(iou_loop *loop, struct iou__op *op, int fd,
 		    const struct msghdr *msg)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_sendmsg(loop, op, fd, msg);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_sendmsg(sqe, fd, msg, MSG_NOSIGNAL);
@@ -51,8 +61,11 @@ int iou__be_sendmsg(iou_loop *loop, struct iou__op *op, int fd,
 
 int iou__be_nop(iou_loop *loop, struct iou__op *op)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_nop(loop, op);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_nop(sqe);
@@ -62,8 +75,11 @@ int iou__be_nop(iou_loop *loop, struct iou__op *op)
 
 int iou__be_shutdown(iou_loop *loop, struct iou__op *op, int fd, int how)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_shutdown(loop, op, fd, how);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_shutdown(sqe, fd, how);
@@ -73,8 +89,11 @@ int iou__be_shutdown(iou_loop *loop, struct iou__op *op, int fd, int how)
 
 int iou__be_close(iou_loop *loop, struct iou__op *op, int fd)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_close(loop, op, fd);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_close(sqe, fd);
@@ -84,8 +103,11 @@ int iou__be_close(iou_loop *loop, struct iou__op *op, int fd)
 
 int iou__be_accept(iou_loop *loop, struct iou__op *op, int fd)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_accept(loop, op, fd);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
@@ -96,8 +118,11 @@ int iou__be_accept(iou_loop *loop, struct iou__op *op, int fd)
 int iou__be_connect(iou_loop *loop, struct iou__op *op, int fd,
 		    const struct sockaddr *sa, unsigned addrlen)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_connect(loop, op, fd, sa, addrlen);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_connect(sqe, fd, sa, addrlen);
@@ -108,8 +133,11 @@ int iou__be_connect(iou_loop *loop, struct iou__op *op, int fd,
 int iou__be_read(iou_loop *loop, struct iou__op *op, int fd, void *buf,
 		 size_t len)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_read(loop, op, fd, buf, len);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_read(sqe, fd, buf, (unsigned)len, 0);
@@ -121,8 +149,11 @@ int iou__be_read(iou_loop *loop, struct iou__op *op, int fd, void *buf,
  * cancelled op itself still gets its own (final) CQE. */
 int iou__cancel_op(iou_loop *loop, struct iou__op *op)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_cancel_op(loop, op);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_cancel(sqe, op, 0);
@@ -132,8 +163,11 @@ int iou__cancel_op(iou_loop *loop, struct iou__op *op)
 
 int iou__cancel_fd(iou_loop *loop, int fd)
 {
-	struct io_uring_sqe *sqe = iou__get_sqe(loop);
+	struct io_uring_sqe *sqe;
 
+	if (iou__on_epoll(loop))
+		return iou__ep_cancel_fd(loop, fd);
+	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;
 	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);

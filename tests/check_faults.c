@@ -540,6 +540,13 @@ static int old_kernel_recv_check(void)
 		fprintf(stderr, "iou_loop_create: %s\n", iou_strerror(ret));
 		return 1;
 	}
+	if (strcmp(iou_loop_backend(loop), "epoll") == 0) {
+		/* the fault is made in an SQE; epoll honours the limit */
+		printf("old kernel (recv byte limit refused): skipped on epoll: "
+		       "io_uring only\n");
+		iou_loop_destroy(loop);
+		return 0;
+	}
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t salen = sizeof(sa);
 	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -64,6 +64,18 @@ int t_run_suite(Suite *s)
 	return failed ? 1 : 0;
 }
 
+bool t_uring_only(const char *test, const char *why)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	bool epoll = strcmp(iou_loop_backend(loop), "epoll") == 0;
+
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+	if (epoll)
+		fprintf(stderr, "note: %s skipped on epoll: io_uring only (%s)\n",
+			test, why);
+	return epoll;
+}
+
 iou_loop *t_loop_create_or_skip(const struct iou_loop_opts *opts)
 {
 	struct iou_loop_opts o;

@@ -12,6 +12,7 @@
 #ifndef T_HELPERS_H
 #define T_HELPERS_H
 
+#include <stdbool.h>
 #include <check.h>
 #include <stdint.h>
 
@@ -38,6 +39,13 @@ int t_run_suite(Suite *s);
  * unavailable, exit(T_EXIT_SKIP) (reached only when t_run_suite() was not
  * used: it skips the whole binary first). */
 iou_loop *t_loop_create_or_skip(const struct iou_loop_opts *opts);
+
+/* For tests of io_uring's own machinery (its SQ, ring set-up, bundles):
+ * true, with a note on stderr naming the test and why, when loops made
+ * with the default options run on epoll (IOU_BACKEND=epoll, no io_uring
+ * here); the test then returns. */
+bool t_uring_only(const char *test, const char *why);
+#define T_URING_ONLY(why) do { if (t_uring_only(__func__, why)) return; } while (0)
 
 /* iou_loop_run_once(loop, timeout_ms), valgrind-aware: under valgrind the
  * wait is capped at 10 ms and followed by a 1 ms sleep, so that other
