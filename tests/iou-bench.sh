@@ -295,8 +295,8 @@ ECHO_P99=$(jnum p99)
 
 # --backend uring / epoll / auto: the JSON names the backend asked for, or
 # the run exits 1 at once with one line naming the option.
-SAVED_ARGS=$BACKEND_ARGS
-BACKEND_ARGS=
+SAVED_ARGS=$BACKEND_ARGS SAVED_NAME=$BACKEND_NAME
+BACKEND_ARGS= BACKEND_NAME= # (json_ok: either name)
 for b in uring epoll auto; do
 	bench "backend$b" -p "$EPORT" -c 1 -d 0.2 --warmup 0 --json --backend "$b"
 	case $b in
@@ -314,7 +314,7 @@ for b in uring epoll auto; do
 		fail "--backend $b: status $RC, JSON '$JS', $lines stderr line(s): $(head -c 300 "$ERR")"
 	fi
 done
-BACKEND_ARGS=$SAVED_ARGS
+BACKEND_ARGS=$SAVED_ARGS BACKEND_NAME=$SAVED_NAME
 stop_server "$SPID"
 
 # ---- faulty servers ---------------------------------------------------------
