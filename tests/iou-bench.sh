@@ -63,7 +63,7 @@ done
 BACKEND=${IOU_BACKEND:-}
 unset IOU_BACKEND
 case $BACKEND in
-"") BACKEND_ARGS= BACKEND_NAME= ;;
+"") BACKEND_ARGS='' BACKEND_NAME='' ;;
 uring | io_uring) BACKEND_ARGS="--backend uring" BACKEND_NAME=io_uring ;;
 epoll) BACKEND_ARGS="--backend epoll" BACKEND_NAME=epoll ;;
 *)
@@ -296,7 +296,7 @@ ECHO_P99=$(jnum p99)
 # --backend uring / epoll / auto: the JSON names the backend asked for, or
 # the run exits 1 at once with one line naming the option.
 SAVED_ARGS=$BACKEND_ARGS SAVED_NAME=$BACKEND_NAME
-BACKEND_ARGS= BACKEND_NAME= # (json_ok: either name)
+BACKEND_ARGS='' BACKEND_NAME='' # (json_ok: either name)
 for b in uring epoll auto; do
 	bench "backend$b" -p "$EPORT" -c 1 -d 0.2 --warmup 0 --json --backend "$b"
 	case $b in

@@ -52,7 +52,7 @@ fi
 BACKEND=${IOU_BACKEND:-}
 unset IOU_BACKEND
 case $BACKEND in
-"") BACKEND_ARGS= BACKEND_NAME= ;;
+"") BACKEND_ARGS='' BACKEND_NAME='' ;;
 uring | io_uring) BACKEND_ARGS="--backend uring" BACKEND_NAME=io_uring ;;
 epoll) BACKEND_ARGS="--backend epoll" BACKEND_NAME=epoll ;;
 *)
