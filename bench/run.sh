@@ -23,6 +23,11 @@
 #     length), and computes
 #       CPU us/req = (CPU s / wall s between those samples) / (client req/s) * 1e6.
 #     Both are steady-state rates, so the two clocks need not line up exactly.
+#   * iou-echo-epoll and iou-echo-tasks-epoll are iou-echo (--tasks) on the
+#     epoll backend (--backend epoll); iou-echo and iou-echo-tasks run on the
+#     library's choice (io_uring where it can).  An iou-echo whose backend
+#     cannot be had here is left out with a one-line note (tried once, up
+#     front).
 #   * Each figure is the median over the rounds, with the range (min-max) of
 #     CPU us/req; ratios are to BENCH_REF (uring-echo).  When both ran,
 #     iou-echo-tasks' CPU per request over iou-echo's is printed per round.
@@ -38,9 +43,11 @@
 #   BENCH_DURATION  measured seconds per run (default 3; BENCH_QUICK: 1)
 #   BENCH_ROUNDS    rounds (default 3; BENCH_QUICK: 1)
 #   BENCH_SERVERS   comma-separated subset of
-#                   iou-echo,iou-echo-tasks,epoll-echo,uring-echo,st-echo,go-echo
-#                   (default: the first four; iou-echo-tasks: iou-echo --tasks,
-#                   a task per connection)
+#                   iou-echo,iou-echo-tasks,iou-echo-epoll,iou-echo-tasks-epoll,
+#                   epoll-echo,uring-echo,st-echo,go-echo
+#                   (default: iou-echo,iou-echo-tasks,iou-echo-epoll,epoll-echo,
+#                   uring-echo; iou-echo-tasks: iou-echo --tasks, a task per
+#                   connection)
 #   BENCH_REF       the server the ratios are to (default uring-echo)
 #   BENCH_CONFIGS   subset of c50 c1 c50x16k pipe16 c1000 (space-separated)
 #   BENCH_QUICK=1   1 round of 1 s each (CI smoke test)
@@ -75,8 +82,8 @@ CLIENT=${BENCH_CLIENT:-$B/tools/iou-bench}
 IDLE_N=${BENCH_IDLE_CONNS:-10000}
 BUDGET=${BENCH_BUDGET:-285}
 HOST=127.0.0.1
-ALL_SERVERS="iou-echo iou-echo-tasks epoll-echo uring-echo st-echo go-echo"
-DEFAULT_SERVERS="iou-echo iou-echo-tasks epoll-echo uring-echo"
+ALL_SERVERS="iou-echo iou-echo-tasks iou-echo-epoll iou-echo-tasks-epoll epoll-echo uring-echo st-echo go-echo"
+DEFAULT_SERVERS="iou-echo iou-echo-tasks iou-echo-epoll epoll-echo uring-echo"
 WANT=$(printf '%s\n' "${BENCH_SERVERS:-$DEFAULT_SERVERS}" | tr ',' ' ')
 REF=${BENCH_REF:-uring-echo}
 CONFIGS=${BENCH_CONFIGS:-"c50 c1 c50x16k pipe16 c1000"}
@@ -116,7 +123,7 @@ elapsed() { echo $(($(date +%s) - T0)); }
 
 server_bin() {
 	case $1 in
-	iou-echo | iou-echo-tasks) echo "$B/tools/iou-echo" ;;
+	iou-echo*) echo "$B/tools/iou-echo" ;;
 	*) echo "$B/bench/$1" ;;
 	esac
 }
@@ -125,6 +132,8 @@ server_args() {
 	case $1 in
 	iou-echo) echo "-p 0 -q" ;;
 	iou-echo-tasks) echo "-p 0 -q --tasks" ;;
+	iou-echo-epoll) echo "-p 0 -q --backend epoll" ;;
+	iou-echo-tasks-epoll) echo "-p 0 -q --tasks --backend epoll" ;;
 	*) echo "-H $HOST -p 0" ;;
 	esac
 }
@@ -160,16 +169,49 @@ else
 	PINNING="not pinned (needs 2 CPUs and taskset)"
 fi
 
+# Builtins only (these run while the benchmark does): no fork.
+running() { # pid: is it running (not exited, not a zombie)?
+	read -r line 2>/dev/null <"/proc/$1/stat" || return 1
+	rest=${line##*) }
+	case ${rest%% *} in Z | X | x | "") return 1 ;; esac
+	return 0
+}
+
+# no_backend NAME: for an iou-echo that cannot create its loops here (its
+# backend unavailable: io_uring blocked, no epoll backend in this libiou),
+# prints the one line it said, else nothing.
+no_backend() {
+	case $1 in iou-echo*) ;; *) return 0 ;; esac
+	: >"$TMP/probe.out" # not the last probe's
+	# shellcheck disable=SC2046
+	timeout -k 1 2 "$(server_bin "$1")" $(server_args "$1") -g 0 >"$TMP/probe.out" 2>"$TMP/probe.err" </dev/null &
+	ppid=$!
+	i=0
+	while [ $i -lt 80 ] && ! grep -q '^listening on' "$TMP/probe.out" && running "$ppid"; do
+		sleep 0.025
+		i=$((i + 1))
+	done
+	kill -TERM "$ppid" 2>/dev/null
+	wait "$ppid" 2>/dev/null
+	grep -m 1 'cannot create the event loop' "$TMP/probe.err"
+}
+
 SERVERS=
+SKIPPED_SERVERS= # the notes
+NO_BACKEND= # their names
 for s in $WANT; do
 	case " $ALL_SERVERS " in
 	*" $s "*) ;;
 	*) say "note: unknown server '$s' ignored"; continue ;;
 	esac
-	if [ -x "$(server_bin "$s")" ]; then
-		SERVERS="$SERVERS $s"
-	else
+	if [ ! -x "$(server_bin "$s")" ]; then
 		say "note: $(server_bin "$s") not built, skipping $s ($(server_missing "$s"))"
+	elif why=$(no_backend "$s") && [ -n "$why" ]; then
+		SKIPPED_SERVERS="$SKIPPED_SERVERS
+note: $s skipped: $why"
+		NO_BACKEND="$NO_BACKEND $s"
+	else
+		SERVERS="$SERVERS $s"
 	fi
 done
 # shellcheck disable=SC2086
@@ -211,14 +253,6 @@ stop_server() {
 	rc=$?
 	[ $rc -eq 0 ] || say "warning: $1 exited with status $rc"
 	SPID=
-}
-
-# Builtins only (these run while the benchmark does): no fork.
-running() { # pid: is it running (not exited, not a zombie)?
-	read -r line 2>/dev/null <"/proc/$1/stat" || return 1
-	rest=${line##*) }
-	case ${rest%% *} in Z | X | x | "") return 1 ;; esac
-	return 0
 }
 
 cpu_ticks() { # pid: sets TICKS to its utime+stime, in clock ticks
@@ -354,6 +388,9 @@ print_table() { # cfg
 		{ printf "| %-14s | %10s | %10s | %11s | %8s | %8s | %14s | %12s | %12s | %4s |\n",
 			$1, f("%.0f", $2), f("%.2f", $3), $4, f("%.1f", $5), f("%.1f", $6),
 			ratio($2, $7), ratio($3, $8), ratio($6, $9), $10 }'
+	for srv in $NO_BACKEND; do
+		echo "| $srv | skipped: its backend is unavailable here (see the note above) |"
+	done
 	tasks_vs_callbacks "$cfg"
 }
 
@@ -436,6 +473,9 @@ echo
 echo "kernel $(uname -r), $(getconf _NPROCESSORS_ONLN) CPUs, $PINNING;"
 echo "servers:${SERVERS:- none}; $ROUNDS round(s) x ${DUR} s measured (+ client warm-up) per run."
 echo "CPU us/req: server utime+stime sampled inside the measured window, per client request."
+if [ -n "$SKIPPED_SERVERS" ]; then
+	echo "$SKIPPED_SERVERS"
+fi
 
 if [ "$NSERVERS" -eq 0 ]; then
 	echo
@@ -487,6 +527,9 @@ if [ "$IDLE_N" -gt 0 ]; then
 				continue
 			fi
 			idle_one "$srv"
+		done
+		for srv in $NO_BACKEND; do
+			echo "| $srv | skipped: its backend is unavailable here |"
 		done
 	fi
 fi
