@@ -516,11 +516,6 @@ static void report_loop_error(int err)
 {
 	const char *why = iou_strerror(err);
 
-	/* TODO(epoll backend): until lib/epoll.c exists the library refuses
-	 * epoll loops with IOU_ENOFEATURE, whose text speaks of io_uring's
-	 * kernel features: say what it means here.  Drop this once it lands. */
-	if (err == -IOU_ENOFEATURE && cfg.backend == IOU_BACKEND_EPOLL)
-		why = "this libiou has no epoll backend (IOU_ENOFEATURE)";
 	if (cfg.backend_arg)
 		fprintf(stderr, "iou-bench: cannot create the event loop (--backend %s): %s\n",
 			cfg.backend_arg, why);
