@@ -22,9 +22,9 @@
 /* A deadline in the loop's min-heap; embedded in its owner. */
 struct iou__timer {
 	uint64_t deadline;   /* loop clock, ms */
-	uint32_t seq;        /* start order, breaks deadline ties; wraps (one
-				deadline's timers start within 2^31 of each
-				other) */
+	uint32_t seq;        /* start order, breaks deadline ties; compared
+				modulo 2^32 (only timers of one deadline
+				compare by it) */
 	unsigned heap_index; /* position in the heap, UINT32_MAX when idle */
 	void (*fire)(struct iou__timer *t);
 };
@@ -401,6 +401,8 @@ struct iou_stream {
 	iou_server *server;
 	struct iou__list server_link;
 };
+/* 8 bytes of malloc's header: a 512-byte chunk at most. */
+_Static_assert(sizeof(struct iou_stream) <= 504, "iou_stream grew past 504 B");
 
 /* stream.c */
 bool iou__stream_opts_valid(const struct iou_stream_opts *o);
