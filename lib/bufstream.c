@@ -148,21 +148,19 @@ void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 
 /* ---- pending reads ------------------------------------------------------ */
 
+/* The kind's fields share a union: only its own are released. */
 static void read_clear(iou_stream *s)
 {
-	if (s->sep != s->sep_inline) {
-		iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
-		s->sep = s->sep_inline;
-	}
-	if (iou__list_linked(&s->fwd_link))
+	if (s->read_kind == IOU__RD_UNTIL) {
+		if (s->sep != s->sep_inline)
+			iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
+	} else if (s->read_kind == IOU__RD_FORWARD ||
+		   s->read_kind == IOU__RD_FORWARDING) {
 		iou__list_del(&s->fwd_link);
+	}
 	s->read_kind = IOU__RD_NONE;
 	s->flags &= ~IOU__S_READ_CANCEL;
 	s->read_deadline = 0; /* the stream's timer finds nothing then */
-	s->scan_pos = 0;
-	s->fwd_req = NULL;
-	s->fwd_to = NULL;
-	s->view_dst = NULL;
 }
 
 static void into_finish(iou_stream *s, ssize_t res)
@@ -587,7 +585,6 @@ static int read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
 	s->read_cb = cb;
 	s->read_n = n;
 	s->read_ud = ud;
-	s->scan_pos = 0;
 	s->flags |= IOU__S_RECV_WANTED;
 	iou__stream_poke(s);
 	return 0;
@@ -648,20 +645,20 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 		return -ENOTCONN;
 	if (s->read_kind != IOU__RD_NONE)
 		return -EBUSY;
+	/* The union's fields are free: no read is pending. */
 	if (seplen > IOU__SEP_INLINE) {
 		s->sep = iou__blk_get(&s->loop->blocks, seplen, &s->sep_cap);
-		if (!s->sep) {
-			s->sep = s->sep_inline;
+		if (!s->sep)
 			return -ENOMEM;
-		}
-	}
-	memcpy(s->sep, sep, seplen);
-	s->seplen = seplen;
-	ret = read_start(s, IOU__RD_UNTIL, max, cb, ud);
-	if (ret < 0 && s->sep != s->sep_inline) {
-		iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
+	} else {
 		s->sep = s->sep_inline;
 	}
+	memcpy(s->sep, sep, seplen);
+	s->seplen = (uint32_t)seplen;
+	s->scan_pos = 0;
+	ret = read_start(s, IOU__RD_UNTIL, max, cb, ud);
+	if (ret < 0 && s->sep != s->sep_inline)
+		iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
 	return ret;
 }
 
@@ -682,6 +679,7 @@ int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
 	if (ret == 0) {
 		from->fwd_cb = cb;
 		from->fwd_to = to;
+		from->fwd_req = NULL;
 		iou__list_add_tail(&to->fwd_sources, &from->fwd_link);
 	}
 	return ret;

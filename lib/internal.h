@@ -22,7 +22,9 @@
 /* A deadline in the loop's min-heap; embedded in its owner. */
 struct iou__timer {
 	uint64_t deadline;   /* loop clock, ms */
-	uint64_t seq;        /* start order, breaks deadline ties */
+	uint32_t seq;        /* start order, breaks deadline ties; compared
+				modulo 2^32 (only timers of one deadline
+				compare by it) */
 	unsigned heap_index; /* position in the heap, UINT32_MAX when idle */
 	void (*fire)(struct iou__timer *t);
 };
@@ -108,7 +110,7 @@ struct iou_loop {
 	/* timers: binary min-heap of pointers */
 	struct iou__timer **heap;
 	unsigned heap_len, heap_cap;
-	uint64_t timer_seq;
+	uint32_t timer_seq;
 
 	/* cross-thread wake-up */
 	int wake_fd;
@@ -310,6 +312,9 @@ enum {
 	IOU__S_CONNECTING    = 1u << 20, /* iou_tcp_connect() in progress: conn */
 };
 
+/* Every idle connection costs one of these: keep it small (issue 14: at most
+ * 504 bytes, a 512-byte malloc chunk).  The pending read's per-kind fields
+ * share a union, valid only while read_kind is theirs. */
 struct iou_stream {
 	iou_loop *loop;
 	int fd;
@@ -317,13 +322,17 @@ struct iou_stream {
 	int rd_err;                 /* receive error, reported after the data */
 	int wr_err;                 /* sticky write error */
 	unsigned inflight;          /* this stream's ops in the kernel */
+	uint16_t send_n;            /* writes covered by the send in flight
+				       (<= IOU__GATHER_MAX) */
+	uint8_t read_kind;          /* of the one pending read */
 
 	struct iou__op recv_op;
 	struct iou__op send_op;
 	struct iou__op aux_op;      /* shutdown, close */
 
 	struct iou__rxq rxq;         /* received bytes (rxq.h) */
-	size_t max_buffered;
+	uint32_t max_buffered;      /* <= 1 << 30 (iou__stream_opts_valid) */
+	uint32_t seplen;            /* read_until: <= max <= max_buffered */
 	size_t delivering;          /* bytes a read callback got (consumed
 				       when it returns) */
 	uint64_t last_active;       /* loop clock of the last bytes received
@@ -340,28 +349,39 @@ struct iou_stream {
 	struct iou__timer timer;
 
 	/* the one pending read */
-	uint8_t read_kind;
-	size_t read_n;              /* n, or max for read/read_until/forward */
-	size_t scan_pos;            /* read_until: bytes known to hold no match */
-	iou_read_cb read_cb;
-	iou_write_cb fwd_cb;
-	void *read_ud;
-	iou_stream *fwd_to;
-	iou_read_into_cb into_cb;
 	union {
-		unsigned char *into_buf; /* read_exactly_into: the caller's
-					    buffer */
-		struct iou__held *view_dst; /* read view: where the bytes go */
+		size_t read_n;      /* n, or max for read/read_until/forward */
+		size_t fwd_total;   /* forwarding: the bytes handed to fwd_to
+				       (read_n is spent then) */
 	};
-	size_t into_got;            /* bytes stored in it so far */
-	size_t fwd_total;           /* bytes of the forward in flight */
-	struct iou__write *fwd_req; /* the forward write in flight on fwd_to */
-	struct iou__list fwd_link;  /* in fwd_to->fwd_sources while forwarding */
+	union {
+		iou_read_cb read_cb;
+		iou_read_into_cb into_cb;
+		iou_write_cb fwd_cb;
+	};
+	void *read_ud;
+	union {
+		struct {            /* IOU__RD_UNTIL */
+			size_t scan_pos; /* bytes known to hold no match */
+			unsigned char *sep; /* sep_inline or a block */
+			union {
+				unsigned char sep_inline[IOU__SEP_INLINE];
+				size_t sep_cap; /* of the block */
+			};
+		};
+		struct {            /* IOU__RD_FORWARD, IOU__RD_FORWARDING */
+			iou_stream *fwd_to;
+			struct iou__write *fwd_req; /* the forward write in
+						       flight on fwd_to */
+			struct iou__list fwd_link; /* in fwd_to->fwd_sources */
+		};
+		struct {            /* IOU__RD_INTO */
+			unsigned char *into_buf; /* the caller's buffer */
+			size_t into_got; /* bytes stored in it so far */
+		};
+		struct iou__held *view_dst; /* IOU__RD_VIEW: where the bytes go */
+	};
 	struct iou__list fwd_sources; /* streams with a forward into this one */
-	size_t seplen;
-	unsigned char *sep;         /* sep_inline or a block of sep_cap bytes */
-	size_t sep_cap;
-	unsigned char sep_inline[IOU__SEP_INLINE];
 
 	/* writes */
 	struct iou__write *wq_head, *wq_tail;
@@ -369,7 +389,6 @@ struct iou_stream {
 	unsigned char *feed;
 	size_t feed_len, feed_cap;
 	struct iou__gather *gather; /* allocated on the first gathered send */
-	unsigned send_n;            /* writes covered by the send in flight */
 
 	struct iou__list deferred_link;
 	struct iou__list starved_link;
@@ -387,6 +406,8 @@ struct iou_stream {
 	iou_server *server;
 	struct iou__list server_link;
 };
+/* 8 bytes of malloc's header: a 512-byte chunk at most. */
+_Static_assert(sizeof(struct iou_stream) <= 504, "iou_stream grew past 504 B");
 
 /* stream.c */
 bool iou__stream_opts_valid(const struct iou_stream_opts *o);

@@ -84,14 +84,12 @@ int iou__stream_new(iou_loop *loop, int fd, const struct iou_stream_opts *o,
 	s->send_op.complete = send_complete;
 	s->aux_op.complete = aux_complete;
 	iou__rxq_init(&s->rxq);
-	s->max_buffered = o->max_buffered;
+	s->max_buffered = (uint32_t)o->max_buffered;
 	s->last_active = loop->now;
-	s->sep = s->sep_inline;
 	iou__list_init(&s->deferred_link);
 	iou__list_init(&s->starved_link);
 	iou__list_init(&s->holder_link);
 	iou__list_init(&s->server_link);
-	iou__list_init(&s->fwd_link);
 	iou__list_init(&s->fwd_sources);
 	iou__timer_init(&s->timer, stream_timer_fire);
 	loop->active++; /* an open stream is work: see iou_loop_alive() */
@@ -340,7 +338,7 @@ static void start_send(iou_stream *s)
 		iou__stream_poke(s); /* try again at the end of the turn */
 		return;
 	}
-	s->send_n = n;
+	s->send_n = (uint16_t)n;
 	s->flags |= IOU__S_SEND_ARMED;
 	s->inflight++;
 	iou__op_submitted(s->loop);
@@ -973,7 +971,7 @@ static void stream_free(iou_stream *s)
 	iou__blk_put(&loop->blocks, s->feed, s->feed_cap);
 	if (s->gather)
 		iou__blk_put(&loop->blocks, s->gather, s->gather->cap);
-	if (s->sep != s->sep_inline)
+	if (s->read_kind == IOU__RD_UNTIL && s->sep != s->sep_inline)
 		iou__blk_put(&loop->blocks, s->sep, s->sep_cap);
 	/* Last: the server's done callback, which frees the server, comes
 	 * after this stream's close callback. */

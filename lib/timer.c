@@ -11,7 +11,7 @@ static bool before(const struct iou__timer *a, const struct iou__timer *b)
 {
 	if (a->deadline != b->deadline)
 		return a->deadline < b->deadline;
-	return a->seq < b->seq;
+	return (int32_t)(a->seq - b->seq) < 0;
 }
 
 static void heap_set(iou_loop *loop, unsigned i, struct iou__timer *t)

@@ -5,7 +5,8 @@
  * messages differs from a truncated message, read_exactly_into streams
  * more than max_buffered into the caller's buffer, write callbacks may be
  * NULL, streams work on Unix-domain sockets, and a feed the stream could
- * never hold is refused.  Peers are plain blocking sockets, driven from the
+ * never hold is refused, and one read kind after another starts from its
+ * own state.  Peers are plain blocking sockets, driven from the
  * test thread or by helper threads (tests/t_stream_peer.h).
  */
 #include <check.h>
@@ -596,6 +597,102 @@ START_TEST(buffered_in_callback_excludes_delivered)
 }
 END_TEST
 
+/* ======================================================================== */
+/* one read kind after another                                              */
+/* ======================================================================== */
+
+struct fwd {
+	ssize_t res;
+	int calls;
+};
+
+static void fwd_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	struct fwd *f = ud;
+
+	(void)s;
+	f->calls++;
+	f->res = res;
+}
+
+#define LONG_SEP "--boundary-17-b--" /* longer than the inline separator */
+
+/* The pending read's fields of different kinds share memory: each kind must
+ * start from its own state whatever ran before, and a close must release
+ * only what the pending kind holds.  read_until with a long separator (a
+ * block), a forward, read_until with a short one, read_exactly_into, then a
+ * forward that waits (nothing buffered) and is cancelled, a read_until
+ * again, and a close under a pending long-separator read_until. */
+START_TEST(read_kinds_in_turn)
+{
+	iou_loop *loop = loop_with_bufs(0);
+	unsigned char out[10], fwd_got[8];
+	struct into r = { 0 };
+	struct got g = { 0 };
+	struct fwd f = { 0 };
+	iou_stream *s, *t;
+	int peer = tsp_open_pair(loop, NULL, &s);
+	int tpeer = tsp_open_pair(loop, NULL, &t);
+	const char *m1 = "one" LONG_SEP;
+
+	ck_assert_int_eq(iou_read_until(s, LONG_SEP, strlen(LONG_SEP), 1024,
+					got_cb, &g), 0);
+	ck_assert_int_eq(send(peer, m1, strlen(m1), 0), (ssize_t)strlen(m1));
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, (ssize_t)strlen(m1));
+	ck_assert_int_eq(memcmp(g.bytes, m1, strlen(m1)), 0);
+
+	ck_assert_int_eq(send(peer, "forward!", 8, 0), 8);
+	wait_buffered(loop, s, 8);
+	ck_assert_int_eq(iou_forward(s, t, 8, fwd_cb, &f), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &f.calls, 5000), 0);
+	ck_assert_int_eq(f.calls, 1);
+	ck_assert_int_eq(f.res, 8);
+	peer_recv(loop, tpeer, fwd_got, 8);
+	ck_assert_int_eq(memcmp(fwd_got, "forward!", 8), 0);
+
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read_until(s, "\r\n", 2, 1024, got_cb, &g), 0);
+	ck_assert_int_eq(send(peer, "two\r\n", 5, 0), 5);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 5);
+	ck_assert_int_eq(memcmp(g.bytes, "two\r\n", 5), 0);
+
+	ck_assert_int_eq(iou_read_exactly_into(s, out, sizeof(out), into_cb, &r), 0);
+	ck_assert_int_eq(send(peer, "0123456789", 10, 0), 10);
+	ck_assert_int_eq(tsp_run_until(loop, &r.calls, 5000), 0);
+	ck_assert_int_eq(r.res, 10);
+	ck_assert_int_eq(memcmp(out, "0123456789", 10), 0);
+
+	/* waiting for bytes: no forward write of its own to detach */
+	memset(&f, 0, sizeof(f));
+	ck_assert_int_eq(iou_forward(s, t, 100, fwd_cb, &f), 0);
+	ck_assert_int_eq(tsp_turn(loop), 0);
+	ck_assert_int_eq(iou_read_cancel(s), 0);
+	ck_assert_int_eq(tsp_run_until(loop, &f.calls, 5000), 0);
+	ck_assert_int_eq(f.calls, 1);
+	ck_assert_int_eq(f.res, -ECANCELED);
+
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read_until(s, "\n", 1, 1024, got_cb, &g), 0);
+	ck_assert_int_eq(send(peer, "three\n", 6, 0), 6);
+	wait_got(loop, &g);
+	ck_assert_int_eq(g.res, 6);
+
+	/* the close releases the pending read's separator block */
+	memset(&g, 0, sizeof(g));
+	ck_assert_int_eq(iou_read_until(s, LONG_SEP, strlen(LONG_SEP), 1024,
+					got_cb, &g), 0);
+	tsp_close_and_wait(loop, s);
+	ck_assert_int_eq(g.calls, 1);
+	ck_assert_int_eq(g.res, -ECANCELED);
+	tsp_close_and_wait(loop, t);
+	close(peer);
+	close(tpeer);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 static Suite *reads_suite(void)
 {
 	Suite *s = suite_create("reads");
@@ -619,6 +716,11 @@ static Suite *reads_suite(void)
 	tcase_add_test(tc, read_exactly_into_4mib_through_64kib);
 	tcase_add_test(tc, read_exactly_into_truncated_reports_got);
 	tcase_add_test(tc, read_exactly_into_errors_and_close);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("kinds");
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, read_kinds_in_turn);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("writes");
