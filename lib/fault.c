@@ -6,8 +6,8 @@
  * Driven by the environment, read when a loop is created:
  *   IOU_FAULT_SEED   seed of the fault sequence; unset: no faults at all
  *   IOU_FAULT_RATE   faults per 1000 chances, 0..1000, default 5; a chance
- *                    is a CQE of a recv, send or accept, a send SQE, or an
- *                    allocation during a turn
+ *                    is a completion of a recv, send or accept, a send
+ *                    about to start, or an allocation during a turn
  *
  * The fault model.  Every fault is one the kernel (or libc) can really
  * produce, injected where it cannot break the engine's first invariant ("the
@@ -55,8 +55,22 @@
  * multishot recv's byte limit as kernels before 6.16 do (see below).
  *
  * Which op a CQE belongs to is learnt from the SQEs: before every submit the
- * pending SQEs are walked, their opcode recorded by user_data (a small hash
- * table, removed at the op's final CQE).
+ * pending SQEs are walked, their kind (IOU__FOP_*, from the opcode) recorded
+ * by user_data (a small hash table, removed at the op's final CQE).
+ *
+ * On epoll (lib/epoll.c) the model and its invariants are the same, in the
+ * backend's terms: a "CQE" is its completion record, which iou__ep_dispatch
+ * passes to iou__fault_cqe() as uring.c does.  There are no SQEs: the
+ * backend tells the kind of each recv, send and accept as it queues it
+ * (iou__fault_op()), and a send is shortened there too (iou__fault_send():
+ * its len or the msghdr's iovecs, before the send/sendmsg syscall is ever
+ * made).  The real cancel is iou__cancel_op(), which ends the op waiting on
+ * its fd and queues its final -ECANCELED for the next dispatch; should the
+ * op have ended already (its error queued in the same batch), that
+ * final record is the one rewritten, as a CQE that raced the cancel.  A
+ * final record with an error carries no buffer and no fd there.  Nor does
+ * epoll complete a send with -EAGAIN: it waits for EPOLLOUT and retries.
+ * IOU_FAULT_OLD_RECV is io_uring's alone (epoll honours the byte limit).
  */
 #ifdef IOU_FAULT_INJECTION
 
