@@ -36,6 +36,18 @@
 #define ACCEPT_BATCH 16  /* connections one accept takes per turn */
 #define EVENTS 128
 
+/* Fault injection (lib/fault.c) hooks; nothing at all in a default build. */
+#ifdef IOU_FAULT_INJECTION
+#define FAULT_OP(loop, op, kind) iou__fault_op(loop, op, kind)
+#define FAULT_SEND(loop, len, msg) iou__fault_send(loop, len, msg)
+#define FAULT_CQE(loop, op, rec) \
+	((loop)->fault ? iou__fault_cqe(loop, op, rec) : (void)0)
+#else
+#define FAULT_OP(loop, op, kind) ((void)0)
+#define FAULT_SEND(loop, len, msg) ((void)0)
+#define FAULT_CQE(loop, op, rec) ((void)0)
+#endif
+
 enum { OP_RECV, OP_SEND, OP_SENDMSG, OP_NOP, OP_SHUTDOWN, OP_CLOSE,
        OP_ACCEPT, OP_CONNECT, OP_READ };
 
@@ -593,6 +605,7 @@ int iou__ep_recv(iou_loop *loop, struct iou__op *op, int fd, size_t limit)
 	if (!e)
 		return -EAGAIN;
 	e->u.recv.limit = limit;
+	FAULT_OP(loop, op, IOU__FOP_RECV);
 	return 0;
 }
 
@@ -605,6 +618,8 @@ int iou__ep_send(iou_loop *loop, struct iou__op *op, int fd, const void *buf,
 		return -EAGAIN;
 	e->u.send.buf = buf;
 	e->u.send.len = len;
+	FAULT_OP(loop, op, IOU__FOP_SEND);
+	FAULT_SEND(loop, &e->u.send.len, NULL);
 	return 0;
 }
 
@@ -616,6 +631,8 @@ int iou__ep_sendmsg(iou_loop *loop, struct iou__op *op, int fd,
 	if (!e)
 		return -EAGAIN;
 	e->u.msg = msg;
+	FAULT_OP(loop, op, IOU__FOP_SEND);
+	FAULT_SEND(loop, NULL, msg);
 	return 0;
 }
 
@@ -641,7 +658,10 @@ int iou__ep_close(iou_loop *loop, struct iou__op *op, int fd)
 
 int iou__ep_accept(iou_loop *loop, struct iou__op *op, int fd)
 {
-	return op_new(loop, op, OP_ACCEPT, fd, ACCEPT_BATCH + 1) ? 0 : -EAGAIN;
+	if (!op_new(loop, op, OP_ACCEPT, fd, ACCEPT_BATCH + 1))
+		return -EAGAIN;
+	FAULT_OP(loop, op, IOU__FOP_ACCEPT);
+	return 0;
 }
 
 int iou__ep_connect(iou_loop *loop, struct iou__op *op, int fd,
@@ -851,6 +871,7 @@ int iou__ep_dispatch(iou_loop *loop)
 			c.e->next = ep->free_ops;
 			ep->free_ops = c.e;
 		}
+		FAULT_CQE(loop, op, &rec);
 		op->complete(op, &rec);
 	}
 	return (int)n;

@@ -6,8 +6,8 @@
  * Driven by the environment, read when a loop is created:
  *   IOU_FAULT_SEED   seed of the fault sequence; unset: no faults at all
  *   IOU_FAULT_RATE   faults per 1000 chances, 0..1000, default 5; a chance
- *                    is a CQE of a recv, send or accept, a send SQE, or an
- *                    allocation during a turn
+ *                    is a completion of a recv, send or accept, a send
+ *                    about to start, or an allocation during a turn
  *
  * The fault model.  Every fault is one the kernel (or libc) can really
  * produce, injected where it cannot break the engine's first invariant ("the
@@ -55,8 +55,22 @@
  * multishot recv's byte limit as kernels before 6.16 do (see below).
  *
  * Which op a CQE belongs to is learnt from the SQEs: before every submit the
- * pending SQEs are walked, their opcode recorded by user_data (a small hash
- * table, removed at the op's final CQE).
+ * pending SQEs are walked, their kind (IOU__FOP_*, from the opcode) recorded
+ * by user_data (a small hash table, removed at the op's final CQE).
+ *
+ * On epoll (lib/epoll.c) the model and its invariants are the same, in the
+ * backend's terms: a "CQE" is its completion record, which iou__ep_dispatch
+ * passes to iou__fault_cqe() as uring.c does.  There are no SQEs: the
+ * backend tells the kind of each recv, send and accept as it queues it
+ * (iou__fault_op()), and a send is shortened there too (iou__fault_send():
+ * its len or the msghdr's iovecs, before the send/sendmsg syscall is ever
+ * made).  The real cancel is iou__cancel_op(), which ends the op waiting on
+ * its fd and queues its final -ECANCELED for the next dispatch; should the
+ * op have ended already (its error queued in the same batch), that
+ * final record is the one rewritten, as a CQE that raced the cancel.  A
+ * final record with an error carries no buffer and no fd there.  Nor does
+ * epoll complete a send with -EAGAIN: it waits for EPOLLOUT and retries.
+ * IOU_FAULT_OLD_RECV is io_uring's alone (epoll honours the byte limit).
  */
 #ifdef IOU_FAULT_INJECTION
 
@@ -71,7 +85,7 @@
 
 struct fault_op {
 	uint64_t ud;       /* 0: free slot */
-	uint8_t opcode;
+	uint8_t kind;      /* IOU__FOP_* */
 	bool pending;      /* a fault waits for the op's final CQE */
 	int pending_res;
 	int pending_kind;
@@ -178,7 +192,7 @@ void iou__fault_fini(iou_loop *loop)
 	loop->fault = NULL;
 }
 
-/* ---- op table: user_data -> opcode ------------------------------------- */
+/* ---- op table: user_data -> op kind ------------------------------------ */
 
 static unsigned slot_of(const struct iou__fault *f, uint64_t ud)
 {
@@ -222,7 +236,7 @@ static bool grow(struct iou__fault *f)
 	return true;
 }
 
-static void record(struct iou__fault *f, uint64_t ud, uint8_t opcode)
+static void record(struct iou__fault *f, uint64_t ud, int kind)
 {
 	struct fault_op *e = find(f, ud);
 	unsigned i;
@@ -237,7 +251,7 @@ static void record(struct iou__fault *f, uint64_t ud, uint8_t opcode)
 	}
 	memset(e, 0, sizeof(*e));
 	e->ud = ud;
-	e->opcode = opcode;
+	e->kind = (uint8_t)kind;
 }
 
 /* Linear probing: delete by shifting the following run back. */
@@ -278,23 +292,53 @@ static void shorten_msg(struct msghdr *msg, size_t k)
 	}
 }
 
+/* Maybe cut a send of len >= 2 bytes to 1..len-1. */
+static bool short_len(struct iou__fault *f, size_t *len)
+{
+	if (*len < 2 || *len - 1 > UINT32_MAX || !roll(f))
+		return false;
+	*len = 1 + pick(f, (unsigned)(*len - 1));
+	count(IOU__F_SEND_SHORT);
+	return true;
+}
+
+/* The same for a sendmsg's iovecs: the library's own, rebuilt for every
+ * send, so that cutting them changes no other send. */
+static void short_msg(struct iou__fault *f, const struct msghdr *msg)
+{
+	size_t total = 0, k;
+
+	for (size_t i = 0; i < msg->msg_iovlen; i++)
+		total += msg->msg_iov[i].iov_len;
+	k = total;
+	if (short_len(f, &k))
+		shorten_msg((struct msghdr *)msg, k);
+}
+
 static void maybe_short_send(struct iou__fault *f, struct io_uring_sqe *sqe)
 {
 	if (sqe->opcode == IORING_OP_SEND) {
-		if (sqe->len >= 2 && roll(f)) {
-			sqe->len = 1 + pick(f, sqe->len - 1);
-			count(IOU__F_SEND_SHORT);
-		}
-	} else if (sqe->opcode == IORING_OP_SENDMSG) {
-		struct msghdr *msg = (struct msghdr *)(uintptr_t)sqe->addr;
-		size_t total = 0;
+		size_t len = sqe->len;
 
-		for (size_t i = 0; i < msg->msg_iovlen; i++)
-			total += msg->msg_iov[i].iov_len;
-		if (total >= 2 && total - 1 <= UINT32_MAX && roll(f)) {
-			shorten_msg(msg, 1 + pick(f, (unsigned)(total - 1)));
-			count(IOU__F_SEND_SHORT);
-		}
+		if (short_len(f, &len))
+			sqe->len = (uint32_t)len;
+	} else if (sqe->opcode == IORING_OP_SENDMSG) {
+		short_msg(f, (const struct msghdr *)(uintptr_t)sqe->addr);
+	}
+}
+
+static int kind_of(uint8_t opcode)
+{
+	switch (opcode) {
+	case IORING_OP_RECV:
+		return IOU__FOP_RECV;
+	case IORING_OP_SEND:
+	case IORING_OP_SENDMSG:
+		return IOU__FOP_SEND;
+	case IORING_OP_ACCEPT:
+		return IOU__FOP_ACCEPT;
+	default:
+		return IOU__FOP_OTHER;
 	}
 }
 
@@ -310,7 +354,7 @@ void iou__fault_sq(iou_loop *loop)
 
 		if (!sqe->user_data)
 			continue; /* cancels */
-		record(f, sqe->user_data, sqe->opcode);
+		record(f, sqe->user_data, kind_of(sqe->opcode));
 		maybe_short_send(f, sqe);
 		/* Kernels before 6.16 reject a recv's byte limit (optlen, the
 		 * word liburing 2.3 calls file_index) with -EINVAL at prep;
@@ -319,6 +363,25 @@ void iou__fault_sq(iou_loop *loop)
 		    sqe->file_index)
 			sqe->addr2 = 1;
 	}
+}
+
+/* The epoll backend, which has no SQEs, tells what it starts. */
+void iou__fault_op(iou_loop *loop, struct iou__op *op, int kind)
+{
+	if (loop->fault)
+		record(loop->fault, (uint64_t)(uintptr_t)op, kind);
+}
+
+void iou__fault_send(iou_loop *loop, size_t *len, const struct msghdr *msg)
+{
+	struct iou__fault *f = loop->fault;
+
+	if (!f)
+		return;
+	if (msg)
+		short_msg(f, msg);
+	else
+		short_len(f, len);
 }
 
 /* ---- CQEs -------------------------------------------------------------- */
@@ -354,9 +417,9 @@ static void cancel_for_real(iou_loop *loop, struct iou__op *op,
 }
 
 static void apply_final(iou_loop *loop, struct iou__cqe_rec *cqe, int res,
-			int kind, uint8_t opcode)
+			int kind, int op_kind)
 {
-	if (opcode == IORING_OP_ACCEPT && cqe->res >= 0) {
+	if (op_kind == IOU__FOP_ACCEPT && cqe->res >= 0) {
 		close(cqe->res);
 		count(IOU__F_ACCEPT_FD_CLOSED);
 	} else if (cqe->res > 0) {
@@ -384,18 +447,18 @@ void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
 	struct iou__fault *f = loop->fault;
 	struct fault_op *e = find(f, (uint64_t)(uintptr_t)op);
 	bool final = !(cqe->flags & IOU__CQE_F_MORE);
-	uint8_t opcode;
+	int op_kind;
 
 	if (!e)
 		return;
-	opcode = e->opcode;
+	op_kind = e->kind;
 	if (final) {
 		bool pending = e->pending;
 		int res = e->pending_res, kind = e->pending_kind;
 
 		forget(f, e);
 		if (pending) {
-			apply_final(loop, cqe, res, kind, opcode);
+			apply_final(loop, cqe, res, kind, op_kind);
 			return;
 		}
 	} else if (e->pending) {
@@ -403,27 +466,26 @@ void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
 	}
 	if (!roll(f))
 		return;
-	switch (opcode) {
-	case IORING_OP_RECV:
+	switch (op_kind) {
+	case IOU__FOP_RECV:
 		if (!final) {
 			cancel_for_real(loop, op, recv_res, recv_kind, 3);
 		} else {
 			unsigned i = 1 + pick(f, 2); /* -ENOBUFS, -ECONNRESET */
 
-			apply_final(loop, cqe, recv_res[i], recv_kind[i], opcode);
+			apply_final(loop, cqe, recv_res[i], recv_kind[i], op_kind);
 		}
 		break;
-	case IORING_OP_ACCEPT:
+	case IOU__FOP_ACCEPT:
 		if (!final) {
 			cancel_for_real(loop, op, acc_res, acc_kind, 3);
 		} else {
 			unsigned i = 1 + pick(f, 2); /* -EMFILE, -ECONNABORTED */
 
-			apply_final(loop, cqe, acc_res[i], acc_kind[i], opcode);
+			apply_final(loop, cqe, acc_res[i], acc_kind[i], op_kind);
 		}
 		break;
-	case IORING_OP_SEND:
-	case IORING_OP_SENDMSG:
+	case IOU__FOP_SEND:
 		if (final) {
 			unsigned i = pick(f, 3);
 

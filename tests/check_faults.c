@@ -596,7 +596,8 @@ int main(void)
 	struct iou_loop_opts lo;
 	struct iou_server_opts so;
 	struct iou_server_stats st;
-	uint64_t totals[IOU__F_NKINDS], nfaults = 0;
+	uint64_t totals[IOU__F_NKINDS], nfaults = 0, nrecv, nsend, naccept;
+	const char *backend;
 	char seedbuf[32];
 	iou_loop *loop;
 	iou_server *srv, *tsrv;
@@ -633,6 +634,7 @@ int main(void)
 		fprintf(stderr, "iou_loop_create: %s\n", iou_strerror(ret));
 		return 1;
 	}
+	backend = iou_loop_backend(loop);
 	iou_server_opts_init(&so);
 	so.port = 0;
 	ret = iou_server_start(loop, &so, on_conn, NULL, &srv);
@@ -714,6 +716,20 @@ int main(void)
 	}
 	if (env_uint("IOU_FAULT_RATE", 0) && !nfaults) {
 		fprintf(stderr, "FAIL: no fault was injected\n");
+		failed = 1;
+	}
+	/* Each op kind's faults on either backend (epoll once had none). */
+	nrecv = totals[IOU__F_RECV_CANCELED] + totals[IOU__F_RECV_ENOBUFS] +
+		totals[IOU__F_RECV_RESET];
+	nsend = totals[IOU__F_SEND_SHORT] + totals[IOU__F_SEND_EPIPE] +
+		totals[IOU__F_SEND_RESET] + totals[IOU__F_SEND_CANCELED];
+	naccept = totals[IOU__F_ACCEPT_CANCELED] +
+		  totals[IOU__F_ACCEPT_EMFILE] + totals[IOU__F_ACCEPT_ABORTED];
+	if (env_uint("IOU_FAULT_RATE", 0) && (!nrecv || !nsend || !naccept)) {
+		fprintf(stderr, "FAIL: on %s, faults injected: %llu recv, %llu "
+			"send, %llu accept; each kind must have some\n", backend,
+			(unsigned long long)nrecv, (unsigned long long)nsend,
+			(unsigned long long)naccept);
 		failed = 1;
 	}
 	printf("%s\n", failed ? "FAIL" : "PASS");
