@@ -80,6 +80,9 @@ struct ep_fd {
 	bool hup;               /* the peer closed or an error is pending:
 				   a short read does not drain it */
 	bool queued;            /* on the ready list */
+	bool stream;            /* a stream's socket: stays in the set until
+				   its close (the library's streams close
+				   through OP_CLOSE alone) */
 };
 
 struct ep_cqe {
@@ -290,7 +293,11 @@ static void fail_waiting(struct iou__ep *ep, struct ep_fd *f, int err)
 }
 
 /* Put fd in the epoll set for what its ops wait for, or take it out once
- * none does; should the kernel refuse, they end with its error. */
+ * none does; should the kernel refuse, they end with its error.  A
+ * stream's socket, once in, stays with both directions until its close:
+ * a receive re-armed or a send that waits costs no epoll_ctl, and the
+ * events it gets meanwhile keep rd_wait and wr_wait true to the socket
+ * (edge-triggered: EPOLLOUT comes only after a send found it full). */
 static void fd_update(struct iou__ep *ep, int fd)
 {
 	struct ep_fd *f = &ep->fds[fd];
@@ -300,6 +307,8 @@ static void fd_update(struct iou__ep *ep, int fd)
 
 	if (f->rd && f->rd->kind == OP_READ)
 		mask = EPOLLIN; /* level: a read may leave more behind */
+	else if (f->stream && (f->rd || f->wr || f->mask))
+		mask = EPOLLET | EPOLLIN | EPOLLRDHUP | EPOLLOUT;
 	else if (f->rd || f->wr)
 		mask = EPOLLET | (f->rd ? EPOLLIN | EPOLLRDHUP : 0) |
 		       (f->wr ? EPOLLOUT : 0);
@@ -317,7 +326,7 @@ static void fd_update(struct iou__ep *ep, int fd)
 	}
 	f->mask = mask;
 	if (!mask) /* out of the set: nothing known about it any more */
-		f->rd_wait = f->wr_wait = f->hup = false;
+		f->rd_wait = f->wr_wait = f->hup = f->stream = false;
 }
 
 static void ready_add(struct iou__ep *ep, int fd)
@@ -544,6 +553,7 @@ static void run_close(struct iou__ep *ep, struct ep_op *e)
 	/* Out of the set before the fd goes: a reused number must not
 	 * inherit anything. */
 	fail_waiting(ep, f, -ECANCELED);
+	f->stream = false;
 	fd_update(ep, e->fd);
 	post(ep, e, close(e->fd) < 0 ? -errno : 0, 0);
 }
@@ -581,6 +591,9 @@ static void start(struct iou__ep *ep, struct ep_op *e)
 			return;
 		}
 	}
+	if (e->kind == OP_RECV || e->kind == OP_SEND ||
+	    e->kind == OP_SENDMSG)
+		f->stream = true;
 	if (e->kind == OP_SEND || e->kind == OP_SENDMSG ||
 	    e->kind == OP_CONNECT)
 		queue_on(&f->wr, e);

@@ -3,12 +3,14 @@
  * (IOU_BACKEND_EPOLL): completions never run inside the call that started
  * the op, a send that finds the socket full waits for room, a receive ends
  * with -ENOBUFS when the pool is dry and at its byte limit, accept ends at
- * EMFILE, connect reports refusals, and every op kind can be cancelled.
+ * EMFILE, connect reports refusals, every op kind can be cancelled, and a
+ * stream's socket stays in the epoll set between its receives.
  * The other suites run on epoll too, with IOU_BACKEND=epoll. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -241,6 +243,88 @@ START_TEST(recv_byte_limit)
 }
 END_TEST
 
+/* Whether fd is in an epoll set of this process (the loop's): the
+ * kernel lists each set's fds in its fdinfo. */
+static bool in_epoll_set(int fd)
+{
+	bool found = false;
+
+	for (int e = 0; e < 1024 && !found; e++) {
+		char path[64], link[64], line[256];
+		ssize_t n;
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", e);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n < 0)
+			continue;
+		link[n] = '\0';
+		if (strcmp(link, "anon_inode:[eventpoll]"))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", e);
+		f = fopen(path, "r");
+		ck_assert_ptr_nonnull(f);
+		while (fgets(line, sizeof(line), f)) {
+			int tfd;
+
+			if (sscanf(line, "tfd: %d", &tfd) == 1 && tfd == fd)
+				found = true;
+		}
+		fclose(f);
+	}
+	return found;
+}
+
+/* A stream's socket stays in the epoll set between its receives (no
+ * epoll_ctl to re-arm one) until its close; bytes that come while no
+ * receive waits are still seen by the next one, whether the last one
+ * ended with bytes left in the socket or with it drained. */
+START_TEST(stream_socket_stays_registered)
+{
+	iou_loop *loop = epoll_loop(64, 64);
+	struct rec_op rcv, cls;
+	char data[1000];
+	int sv[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	memset(data, 'z', sizeof(data));
+	/* waits (in the set), then ends at its limit with 300 bytes left */
+	rec_init(&rcv, loop);
+	ck_assert_int_eq(iou__be_recv(loop, &rcv.op, sv[0], 300), 0);
+	iou__op_submitted(loop);
+	ck_assert_int_eq(t_run_once(loop, 0), 0);
+	ck_assert_int_eq(rcv.n, 0);
+	ck_assert_int_eq(send(sv[1], data, 600, 0), 600);
+	run_until_final(loop, &rcv, 1);
+	ck_assert_uint_eq(rcv.bytes, 300);
+	ck_assert(in_epoll_set(sv[0]));
+	/* takes those, drains the socket and ends at its limit */
+	rec_init(&rcv, loop);
+	ck_assert_int_eq(iou__be_recv(loop, &rcv.op, sv[0], 300), 0);
+	iou__op_submitted(loop);
+	run_until_final(loop, &rcv, 1);
+	ck_assert_uint_eq(rcv.bytes, 300);
+	ck_assert(in_epoll_set(sv[0]));
+	/* bytes while no receive waits, seen by the next one */
+	ck_assert_int_eq(send(sv[1], data, 400, 0), 400);
+	ck_assert_int_eq(t_run_once(loop, 0), 0);
+	rec_init(&rcv, loop);
+	ck_assert_int_eq(iou__be_recv(loop, &rcv.op, sv[0], 400), 0);
+	iou__op_submitted(loop);
+	run_until_final(loop, &rcv, 1);
+	ck_assert_uint_eq(rcv.bytes, 400);
+	/* the close takes it out */
+	rec_init(&cls, loop);
+	ck_assert_int_eq(iou__be_close(loop, &cls.op, sv[0]), 0);
+	iou__op_submitted(loop);
+	run_until_final(loop, &cls, 1);
+	ck_assert_int_eq(cls.res, 0);
+	ck_assert(!in_epoll_set(sv[0]));
+	close(sv[1]);
+	ck_assert_int_eq(iou_loop_destroy(loop), 0);
+}
+END_TEST
+
 /* Out of fds, the multishot accept ends with -EMFILE (the server backs
  * off and re-arms). */
 START_TEST(accept_ends_at_emfile)
@@ -383,6 +467,7 @@ static Suite *epoll_suite(void)
 	tcase_add_test(tc, send_waits_for_room);
 	tcase_add_test(tc, recv_enobufs_when_pool_dry);
 	tcase_add_test(tc, recv_byte_limit);
+	tcase_add_test(tc, stream_socket_stays_registered);
 	tcase_add_test(tc, accept_ends_at_emfile);
 	tcase_add_test(tc, connect_refused_and_ok);
 	tcase_add_test(tc, cancel_each_kind);
