@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blkcache.h"
 #include "internal.h" /* in the fault build, malloc can fail */
 
 /* Blocks above this size are freed, not kept, and so is a block that would
