@@ -461,7 +461,12 @@ void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
 void iou__read_fail(iou_stream *s, int err);
 void iou__read_deadline_passed(iou_stream *s);
-void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
+/* The pending read of `kind` (n bytes, or at most n) starts: 0, or why not,
+ * with nothing of the stream changed. */
+int iou__read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
+		    void *ud);
+void iou__read_clear(iou_stream *s);       /* the pending read is over */
+void iou__recv_resume(iou_stream *s);      /* bytes were consumed */
 /* Received bytes taken out of a stream by a read view: a pool buffer (bid)
  * or a heap block, owned by the holder until iou__held_release(), so that
  * neither a close of the stream nor new receives touch them. */
@@ -478,6 +483,10 @@ struct iou__held {
 int iou__read_view(iou_stream *s, size_t max, struct iou__held *h,
 		   iou_read_cb cb, void *ud);
 void iou__held_release(iou_loop *loop, struct iou__held *h);
+
+/* forward.c: a read of one stream into the write queue of another */
+void iou__forward_progress(iou_stream *s); /* bytes are buffered: queue them */
+void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
 /* `to` is closing: forwards into it that wait for bytes fail with err (the
  * ones whose bytes sit in its write queue fail with the queue). */
 void iou__forward_sources_fail(iou_stream *to, int err);
