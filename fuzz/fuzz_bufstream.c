@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target for the receive side of a stream (lib/bufstream.c over
+ * libFuzzer target for the receive side of a stream (lib/receive.c over
  * lib/rxq.c, and the end-of-turn work of lib/stream.c), without a real
  * io_uring.  (fuzz_rxq.c fuzzes lib/rxq.c alone.)
  *
- * The REAL lib/bufstream.c, lib/rxq.c, lib/stream.c, lib/bufring.c,
- * lib/uring_ops.c, lib/blkcache.c, lib/timer.c and lib/errors.c are linked
+ * The REAL lib/receive.c, lib/forward.c, lib/send.c, lib/rxq.c,
+ * lib/stream.c, lib/bufring.c, lib/uring_ops.c, lib/blkcache.c, lib/timer.c
+ * and lib/errors.c are linked
  * (built with the fuzzer's flags into fuzz/obj/).
  * lib/loop.c is not: this file supplies its few internal functions
  * (iou__get_sqe, iou__op_submitted/done, iou__clock_ms) and a fake kernel

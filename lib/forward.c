@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Forwarding: the one place that knows both sides of streams.  A forward is
- * a pending read of `from` (bufstream.c serves it) whose bytes, a whole pool
+ * a pending read of `from` (receive.c serves it) whose bytes, a whole pool
  * buffer or a copy, are queued on the write queue of `to` (send side); the
  * last piece's send completion ends the forward. */
 #include <errno.h>

@@ -134,7 +134,7 @@ struct iou_loop {
 	 * starvation; one that gave them all back leaves at the next walk */
 	struct iou__list holders;
 
-	/* freelist of write records (stream.c) */
+	/* freelist of write records (send.c) */
 	void *free_writes;
 	struct iou__blkcache blocks;
 	unsigned n_writes;          /* allocated, for leak checks */
@@ -429,17 +429,24 @@ void iou__stream_op_done(iou_stream *s);   /* one of its ops ended */
  * down (reset if bytes were left unsent or unread); the memory stays the
  * application's until iou_close(). */
 void iou__stream_cut(iou_stream *s, int err);
-/* On a coming turn, fail every queued write of s with err (the send in
- * flight cancelled first) and every later one, or end its graceful close
- * at once (a reset if bytes were left): for a task cancelled in a write,
- * whose buffer the kernel must let go of, or in a close. */
-void iou__stream_cancel_writes(iou_stream *s, int err);
 void iou__streams_turn_end(iou_loop *loop);
 /* A deadline of the stream at `when`: its timer fires by then. */
 void iou__stream_timer_at(iou_stream *s, uint64_t when);
 /* Put the stream's timer in the loop's heap (parked) so that deadlines can
  * be set later without allocating: 0 or -ENOMEM. */
 int iou__stream_timer_reserve(iou_stream *s);
+/* iou_shutdown(s, SHUT_WR), and cb(s, res, ud) once the FIN's shutdown op
+ * completed (its result), or with the error of a close or cut that comes
+ * first.  1: the FIN went out already (no callback); 0: cb will run; or an
+ * error of iou_shutdown() or the cut's. */
+int iou__shutdown_wait(iou_stream *s, iou_write_cb cb, void *ud);
+/* Send the FIN once the write queue emptied after iou_shutdown(SHUT_WR). */
+void iou__shutdown_write_if_due(iou_stream *s);
+int iou__cancel_inflight_send(iou_stream *s); /* 0, or -ENOMEM: again */
+
+/* send.c: the send side */
+struct iou__write *iou__write_get(iou_loop *loop);
+void iou__write_put(iou_loop *loop, struct iou__write *w);
 int iou__stream_queue_write(iou_stream *s, struct iou__write *w);
 /* Queue a forward piece without sending yet (iou__stream_flush() sends);
  * the provided buffer `bid` (or IOU__SEG_NONE) goes back once it was sent. */
@@ -447,15 +454,19 @@ int iou__stream_queue_forward(iou_stream *to, const unsigned char *p,
 			      size_t len, uint32_t bid, size_t copy_cap,
 			      struct iou__write **out);
 void iou__stream_flush(iou_stream *s);     /* start sending the queue */
-/* iou_shutdown(s, SHUT_WR), and cb(s, res, ud) once the FIN's shutdown op
- * completed (its result), or with the error of a close or cut that comes
- * first.  1: the FIN went out already (no callback); 0: cb will run; or an
- * error of iou_shutdown() or the cut's. */
-int iou__shutdown_wait(iou_stream *s, iou_write_cb cb, void *ud);
-struct iou__write *iou__write_get(iou_loop *loop);
-void iou__write_put(iou_loop *loop, struct iou__write *w);
+int iou__queue_drain(iou_stream *s, iou_write_cb cb, void *ud); /* fed bytes */
+void iou__start_send(iou_stream *s);        /* the queue's head, if idle */
+void iou__send_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
+void iou__fail_writes(iou_stream *s, int err);
+/* Past a write deadline the queue fails; the earliest one left, 0: none. */
+uint64_t iou__writes_deadline_check(iou_stream *s);
+/* On a coming turn, fail every queued write of s with err (the send in
+ * flight cancelled first) and every later one, or end its graceful close
+ * at once (a reset if bytes were left): for a task cancelled in a write,
+ * whose buffer the kernel must let go of, or in a close. */
+void iou__stream_cancel_writes(iou_stream *s, int err);
 
-/* bufstream.c: the receive side */
+/* receive.c: the receive side */
 void iou__recv_arm(iou_stream *s);
 void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe);
 void iou__read_progress(iou_stream *s);    /* satisfy the pending read */
