@@ -53,6 +53,7 @@
 #define FUZZ_NAME "fuzz_bufstream"
 #include "fuzz.h"
 #include "uring.h"
+#include "internal.h" /* the streams on it */
 
 #ifndef IORING_RECVSEND_BUNDLE
 #define IORING_RECVSEND_BUNDLE (1U << 4)

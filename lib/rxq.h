@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The pure buffer core of a stream's receive side: no ring, no loop, no
- * stream.  Included by internal.h; tests and fuzzers may include it alone.
+ * stream.  Included by loop_int.h; tests and fuzzers may include it alone.
  *
  * Received bytes sit in numbered, fixed-size pool buffers (the loop's
  * provided buffers).  A receive queue holds [spill][head .. tail]: the spill
