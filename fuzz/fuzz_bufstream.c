@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target for the receive side of a stream (lib/bufstream.c over
+ * libFuzzer target for the receive side of a stream (lib/receive.c over
  * lib/rxq.c, and the end-of-turn work of lib/stream.c), without a real
  * io_uring.  (fuzz_rxq.c fuzzes lib/rxq.c alone.)
  *
- * The REAL lib/bufstream.c, lib/rxq.c, lib/stream.c, lib/bufring.c,
- * lib/uring_ops.c, lib/blkcache.c, lib/timer.c and lib/errors.c are linked
+ * The REAL lib/receive.c, lib/forward.c, lib/send.c, lib/rxq.c,
+ * lib/stream.c, lib/bufring.c, lib/uring_ops.c, lib/blkcache.c, lib/timer.c
+ * and lib/errors.c are linked
  * (built with the fuzzer's flags into fuzz/obj/).
  * lib/loop.c is not: this file supplies its few internal functions
  * (iou__get_sqe, iou__op_submitted/done, iou__clock_ms) and a fake kernel
@@ -52,6 +53,7 @@
 #define FUZZ_NAME "fuzz_bufstream"
 #include "fuzz.h"
 #include "uring.h"
+#include "internal.h" /* the streams on it */
 
 #ifndef IORING_RECVSEND_BUNDLE
 #define IORING_RECVSEND_BUNDLE (1U << 4)
@@ -214,6 +216,28 @@ void iou__connect_cancel(iou_stream *s)
 	(void)s;
 	fail("iou__connect_cancel without a connect");
 }
+
+/* The fake loop runs on io_uring: the ops never hand over to epoll. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#define NOT_EPOLL(name, ...) \
+	int name(__VA_ARGS__) { fail(#name " on the fake io_uring loop"); return -1; }
+NOT_EPOLL(iou__ep_recv, iou_loop *l, struct iou__op *op, int fd, size_t limit)
+NOT_EPOLL(iou__ep_send, iou_loop *l, struct iou__op *op, int fd, const void *b,
+	  size_t len)
+NOT_EPOLL(iou__ep_sendmsg, iou_loop *l, struct iou__op *op, int fd,
+	  const struct msghdr *msg)
+NOT_EPOLL(iou__ep_nop, iou_loop *l, struct iou__op *op)
+NOT_EPOLL(iou__ep_shutdown, iou_loop *l, struct iou__op *op, int fd, int how)
+NOT_EPOLL(iou__ep_close, iou_loop *l, struct iou__op *op, int fd)
+NOT_EPOLL(iou__ep_accept, iou_loop *l, struct iou__op *op, int fd)
+NOT_EPOLL(iou__ep_connect, iou_loop *l, struct iou__op *op, int fd,
+	  const struct sockaddr *sa, unsigned len)
+NOT_EPOLL(iou__ep_read, iou_loop *l, struct iou__op *op, int fd, void *b,
+	  size_t len)
+NOT_EPOLL(iou__ep_cancel_op, iou_loop *l, struct iou__op *op)
+NOT_EPOLL(iou__ep_cancel_fd, iou_loop *l, int fd)
+#pragma GCC diagnostic pop
 
 /* No ring to register the buffer ring with: iou__bufring_setup() runs for
  * real otherwise (-Wl,--wrap=io_uring_register_buf_ring). */

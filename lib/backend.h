@@ -5,7 +5,7 @@
  * learn their results from a completion record; only the backend knows the
  * kernel's interface (lib/uring.c, lib/uring_ops.c, lib/bufring.c for
  * io_uring; lib/epoll.c for epoll, which the io_uring calls hand a loop on
- * epoll to, see epoll.h).  Never installed; included by internal.h. */
+ * epoll to, see epoll.h).  Never installed; included by loop_int.h. */
 #ifndef IOU_BACKEND_H
 #define IOU_BACKEND_H
 
@@ -44,7 +44,7 @@ struct iou__op {
 	void (*complete)(struct iou__op *op, const struct iou__cqe_rec *rec);
 };
 
-/* The pool's buffers (internal.h, bufring.c for io_uring): a receive's
+/* The pool's buffers (loop_int.h, bufring.c for io_uring): a receive's
  * buffers are the stream's until it gives each back with iou__buf_recycle();
  * returns reach the kernel at iou__bufring_publish(), once per turn before
  * the wait; iou__bufring_grow() puts more of the pool in circulation. */

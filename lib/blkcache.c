@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h" /* in the fault build, malloc can fail */
+#include "blkcache.h"
+#include "loop_int.h" /* in the fault build, malloc can fail */
 
 /* Blocks above this size are freed, not kept, and so is a block that would
  * take the cache past the total: it stays small. */

@@ -6,7 +6,7 @@
 #ifndef IOU_EPOLL_H
 #define IOU_EPOLL_H
 
-#include "internal.h"
+#include "loop_int.h"
 
 static inline bool iou__on_epoll(const iou_loop *loop)
 {

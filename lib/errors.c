@@ -6,7 +6,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "internal.h"
+#include "loop_int.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)

@@ -40,7 +40,7 @@
  *  - accept (multishot): as recv, a real cancel, and the final CQE becomes
  *    -ECANCELED, -EMFILE (the library backs off) or -ECONNABORTED.  If that
  *    final CQE carries an accepted fd, the fd is closed here first.
- *  - allocations: every malloc/calloc/realloc of the library (internal.h
+ *  - allocations: every malloc/calloc/realloc of the library (loop_int.h
  *    wraps them) may return NULL while a loop with faults runs a turn on this
  *    thread (dispatch, timers, posted callbacks, end-of-turn work, and the
  *    application's calls from its callbacks): write records, spill and feed

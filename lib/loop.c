@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "epoll.h"
+#include "internal.h" /* the end-of-turn work of streams */
 
 #define DEFAULT_QUEUE_DEPTH 512
 #define DEFAULT_BUF_SIZE 16384

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The pure buffer core of a stream's receive side: no ring, no loop, no
- * stream.  Included by internal.h; tests and fuzzers may include it alone.
+ * stream.  Included by loop_int.h; tests and fuzzers may include it alone.
  *
  * Received bytes sit in numbered, fixed-size pool buffers (the loop's
  * provided buffers).  A receive queue holds [spill][head .. tail]: the spill
@@ -15,29 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* ---- the cache of freed heap blocks (blkcache.c) ------------------------ */
-
-/* Enough for a stream's pipelined requests in flight (a forwarded copy
- * each) plus the blocks of a few more streams. */
-#define IOU__BLK_SLOTS 32
-
-struct iou__blkcache {
-	void *p[IOU__BLK_SLOTS];
-	size_t cap[IOU__BLK_SLOTS];
-	unsigned n;
-	size_t bytes;       /* sum of cap[0..n) */
-};
-
-/* A block of at least `want` bytes, its size in *cap; NULL if out of memory. */
-void *iou__blk_get(struct iou__blkcache *c, size_t want, size_t *cap);
-/* Give back a block from iou__blk_get (NULL is fine). */
-void iou__blk_put(struct iou__blkcache *c, void *p, size_t cap);
-/* Make *p (a block of *cap bytes, or NULL) hold at least `need` bytes,
- * keeping its first `keep`; sizes double from 256 (or are `need` where
- * doubling would pass SIZE_MAX).  0 or -ENOMEM (then nothing changed). */
-int iou__blk_grow(struct iou__blkcache *c, unsigned char **p, size_t *cap,
-		  size_t keep, size_t need);
-void iou__blk_cache_free(struct iou__blkcache *c);
+#include "blkcache.h"
 
 /* ---- the pool of receive buffers ---------------------------------------- */
 

@@ -10,7 +10,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "loop_int.h"
 
 struct iou_signal {
 	struct iou__list link;  /* in sigs->watchers */

@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "loop_int.h"
 
 static bool before(const struct iou__timer *a, const struct iou__timer *b)
 {

@@ -7,7 +7,7 @@
 
 #include <liburing.h>
 
-#include "internal.h"
+#include "loop_int.h"
 
 /* liburing 2.3's headers predate some kernel constants. */
 #ifndef IORING_SETUP_SINGLE_ISSUER

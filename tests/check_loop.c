@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "uring.h" /* the engine underneath */
+#include "internal.h" /* the streams on it */
 #include "t_helpers.h"
 
 static struct iou_loop_opts small_opts(void)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "uring.h"
+#include "internal.h" /* the streams on it */
 #include "iou.h"
 #include "t_helpers.h"
 #include "t_stream_peer.h"

@@ -2,7 +2,8 @@
 /* The receive side of a stream: one multishot recv into the loop's provided
  * buffers, their bytes kept in the stream's receive queue (rxq.c), and the
  * buffered reads on top (read, read_exactly, read_exactly_into, peek,
- * read_until, forward, and the tasks' read view). */
+ * read_until, and the tasks' read view); a forward is served here as a
+ * pending read, its bytes handed over by forward.c. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -149,7 +150,7 @@ void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 /* ---- pending reads ------------------------------------------------------ */
 
 /* The kind's fields share a union: only its own are released. */
-static void read_clear(iou_stream *s)
+void iou__read_clear(iou_stream *s)
 {
 	if (s->read_kind == IOU__RD_UNTIL) {
 		if (s->sep != s->sep_inline)
@@ -169,7 +170,7 @@ static void into_finish(iou_stream *s, ssize_t res)
 	size_t got = s->into_got;
 	void *ud = s->read_ud;
 
-	read_clear(s);
+	iou__read_clear(s);
 	cb(s, res, got, ud);
 }
 
@@ -185,18 +186,18 @@ void iou__read_fail(iou_stream *s, int err)
 
 		if (s->fwd_req)
 			s->fwd_req->cb_stream = NULL; /* its send ends alone */
-		read_clear(s);
+		iou__read_clear(s);
 		cb(s, err, ud);
 	} else {
 		iou_read_cb cb = s->read_cb;
 
-		read_clear(s);
+		iou__read_clear(s);
 		cb(s, err, NULL, ud);
 	}
 }
 
 /* Receiving stopped for backpressure resumes once bytes were consumed. */
-static void recv_resume(iou_stream *s)
+void iou__recv_resume(iou_stream *s)
 {
 	if ((s->flags & IOU__S_RECV_WANTED) &&
 	    !(s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED)) &&
@@ -210,7 +211,7 @@ static void deliver(iou_stream *s, const unsigned char *p, size_t n,
 	iou_read_cb cb = s->read_cb;
 	void *ud = s->read_ud;
 
-	read_clear(s);
+	iou__read_clear(s);
 	s->flags |= IOU__S_DELIVERING;
 	s->delivering = keep ? 0 : n;
 	cb(s, (ssize_t)n, p, ud);
@@ -218,7 +219,7 @@ static void deliver(iou_stream *s, const unsigned char *p, size_t n,
 	s->delivering = 0;
 	if (!keep) {
 		consume(s, n);
-		recv_resume(s);
+		iou__recv_resume(s);
 	}
 }
 
@@ -241,7 +242,7 @@ static size_t copy_out(iou_stream *s, unsigned char *dst, size_t cap)
 		done += len;
 	}
 	if (done)
-		recv_resume(s);
+		iou__recv_resume(s);
 	return done;
 }
 
@@ -255,119 +256,6 @@ static int end_error(const iou_stream *s)
 	if (s->flags & (IOU__S_RD_SHUT | IOU__S_CLOSING))
 		return -IOU_ECLOSED;
 	return 0;
-}
-
-/* Queue the first bytes (at most max) on `to`: a whole received buffer is
- * handed over as it is while forwards hold fewer than their budget of pool
- * buffers; spilled bytes, part of a buffer, or any past the budget are
- * copied (a target whose peer stops reading keeps what it was given, and
- * must not keep the pool from every other stream). */
-static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
-			 struct iou__write **w, size_t *len)
-{
-	struct iou__bufring *b = &s->loop->bufs;
-	const unsigned char *p;
-	int ret;
-
-	/* Queue the write before taking the bytes out of the stream: if that
-	 * fails (no memory for the record), the bytes stay where they were
-	 * instead of being lost from the middle of the stream. */
-	iou__rxq_first(&s->loop->pool, &s->rxq, &p, len);
-	if (*len > max)
-		*len = max;
-	if (b->fwd_held < b->fwd_max &&
-	    iou__rxq_head_is(&s->loop->pool, &s->rxq, *len)) {
-		ret = iou__stream_queue_forward(to, p, *len, s->rxq.head, 0, w);
-		if (ret == 0) {
-			iou__rxq_detach_head(&s->loop->pool, &s->rxq);
-			b->fwd_held++;
-		}
-	} else {
-		size_t cap;
-		unsigned char *copy = iou__blk_get(&s->loop->blocks, *len, &cap);
-
-		if (!copy)
-			return -ENOMEM;
-		memcpy(copy, p, *len);
-		ret = iou__stream_queue_forward(to, copy, *len, IOU__SEG_NONE,
-						cap, w);
-		if (ret == 0)
-			consume(s, *len);
-		else
-			iou__blk_put(&s->loop->blocks, copy, cap);
-	}
-	return ret;
-}
-
-/* Hand every buffered byte (up to read_n) to `to` at once, so that its
- * writer sends them with one sendmsg; the last piece carries the callback. */
-static void forward_progress(iou_stream *s)
-{
-	iou_stream *to = s->fwd_to;
-	struct iou__write *w, *last = NULL;
-	size_t total = 0, len;
-	int ret = 0;
-
-	if (to->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT)) {
-		iou__read_fail(s, -IOU_ECLOSED);
-		return;
-	}
-	if (to->wr_err) {
-		iou__read_fail(s, to->wr_err);
-		return;
-	}
-	for (int i = 0; i < IOU__GATHER_MAX && total < s->read_n &&
-			buffered(s);
-	     i++) {
-		ret = forward_piece(s, to, s->read_n - total, &w, &len);
-		if (ret < 0)
-			break;
-		total += len;
-		last = w;
-	}
-	if (!last) {
-		iou__read_fail(s, ret);
-		return;
-	}
-	last->cb_stream = s;
-	s->fwd_total = total;
-	s->read_kind = IOU__RD_FORWARDING;
-	s->fwd_req = last;
-	iou__stream_flush(to);
-	recv_resume(s);
-}
-
-/* A forward keeps a pointer to its target, so the target must not be freed
- * under it: a closing target fails the forwards still waiting for bytes.
- * Rescan from the head after each callback, which may change the list. */
-void iou__forward_sources_fail(iou_stream *to, int err)
-{
-	for (;;) {
-		struct iou__list *n;
-		iou_stream *from = NULL;
-
-		for (n = to->fwd_sources.next; n != &to->fwd_sources; n = n->next) {
-			iou_stream *f = IOU__CONTAINER_OF(n, iou_stream, fwd_link);
-
-			if (f->read_kind == IOU__RD_FORWARD) {
-				from = f;
-				break;
-			}
-		}
-		if (!from)
-			return;
-		iou__read_fail(from, err);
-	}
-}
-
-void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res)
-{
-	iou_write_cb cb = from->fwd_cb;
-	void *ud = from->read_ud;
-
-	(void)w;
-	read_clear(from);
-	cb(from, res < 0 ? res : (ssize_t)from->fwd_total, ud);
 }
 
 /* ---- read views --------------------------------------------------------- */
@@ -414,7 +302,7 @@ static bool view_progress(iou_stream *s)
 		iou__read_fail(s, -ENOMEM);
 		return false;
 	}
-	recv_resume(s);
+	iou__recv_resume(s);
 	deliver(s, p, n, true); /* taken out already: nothing to consume */
 	return true;
 }
@@ -489,7 +377,7 @@ static bool read_progress_once(iou_stream *s)
 		break;
 	case IOU__RD_FORWARD:
 		if (have) {
-			forward_progress(s);
+			iou__forward_progress(s);
 			return false;
 		}
 		err = end_error(s);
@@ -568,8 +456,8 @@ int iou_read_cancel(iou_stream *s)
 
 /* Nothing of the stream changes unless this succeeds: a refused read must
  * leave the pending one (its callback included) alone. */
-static int read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
-		      void *ud)
+int iou__read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
+		   void *ud)
 {
 	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
@@ -594,7 +482,7 @@ int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud)
 {
 	if (!s || !cb || !max)
 		return -EINVAL;
-	return read_start(s, IOU__RD_SOME, max, cb, ud);
+	return iou__read_start(s, IOU__RD_SOME, max, cb, ud);
 }
 
 static int read_fixed(iou_stream *s, size_t n, iou_read_cb cb, void *ud,
@@ -602,7 +490,7 @@ static int read_fixed(iou_stream *s, size_t n, iou_read_cb cb, void *ud,
 {
 	if (!s || !cb || !n || n > s->max_buffered)
 		return -EINVAL;
-	return read_start(s, kind, n, cb, ud);
+	return iou__read_start(s, kind, n, cb, ud);
 }
 
 int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
@@ -617,7 +505,7 @@ int iou_read_exactly_into(iou_stream *s, void *buf, size_t n,
 
 	if (!s || !buf || !cb || !n || n > SSIZE_MAX)
 		return -EINVAL;
-	ret = read_start(s, IOU__RD_INTO, n, NULL, ud);
+	ret = iou__read_start(s, IOU__RD_INTO, n, NULL, ud);
 	if (ret == 0) {
 		s->into_cb = cb;
 		s->into_buf = buf;
@@ -656,32 +544,9 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 	memcpy(s->sep, sep, seplen);
 	s->seplen = (uint32_t)seplen;
 	s->scan_pos = 0;
-	ret = read_start(s, IOU__RD_UNTIL, max, cb, ud);
+	ret = iou__read_start(s, IOU__RD_UNTIL, max, cb, ud);
 	if (ret < 0 && s->sep != s->sep_inline)
 		iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
-	return ret;
-}
-
-int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,
-		void *ud)
-{
-	int ret;
-
-	if (!from || !to || !cb || !max || from->loop != to->loop)
-		return -EINVAL;
-	if (to->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT))
-		return -IOU_ECLOSED;
-	if ((to->flags & IOU__S_CONNECTING) || to->fd < 0)
-		return -ENOTCONN;
-	if (from->read_kind != IOU__RD_NONE)
-		return -EBUSY;
-	ret = read_start(from, IOU__RD_FORWARD, max, NULL, ud);
-	if (ret == 0) {
-		from->fwd_cb = cb;
-		from->fwd_to = to;
-		from->fwd_req = NULL;
-		iou__list_add_tail(&to->fwd_sources, &from->fwd_link);
-	}
 	return ret;
 }
 
@@ -692,7 +557,7 @@ int iou__read_view(iou_stream *s, size_t max, struct iou__held *h,
 
 	if (!s || !h || !cb || !max)
 		return -EINVAL;
-	ret = read_start(s, IOU__RD_VIEW, max, cb, ud);
+	ret = iou__read_start(s, IOU__RD_VIEW, max, cb, ud);
 	if (ret == 0)
 		s->view_dst = h;
 	return ret;
