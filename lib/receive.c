@@ -456,15 +456,23 @@ int iou_read_cancel(iou_stream *s)
 
 /* Nothing of the stream changes unless this succeeds: a refused read must
  * leave the pending one (its callback included) alone. */
-int iou__read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
-		   void *ud)
+/* Why a new read is refused now, or 0. */
+static int read_refused(const iou_stream *s)
 {
 	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
 		return -IOU_ECLOSED;
 	if ((s->flags & IOU__S_CONNECTING) || s->fd < 0)
 		return -ENOTCONN;
-	if (s->read_kind != IOU__RD_NONE)
-		return -EBUSY;
+	return s->read_kind != IOU__RD_NONE ? -EBUSY : 0;
+}
+
+int iou__read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
+		   void *ud)
+{
+	int ret = read_refused(s);
+
+	if (ret < 0)
+		return ret;
 	if (s->read_timeout_ms) {
 		s->read_deadline = iou__clock_ms() + s->read_timeout_ms;
 		iou__stream_timer_at(s, s->read_deadline);
@@ -527,12 +535,9 @@ int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
 	if (!s || !sep || !cb || !seplen || max < seplen ||
 	    max > s->max_buffered)
 		return -EINVAL;
-	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
-		return -IOU_ECLOSED;
-	if ((s->flags & IOU__S_CONNECTING) || s->fd < 0)
-		return -ENOTCONN;
-	if (s->read_kind != IOU__RD_NONE)
-		return -EBUSY;
+	ret = read_refused(s);
+	if (ret < 0)
+		return ret;
 	/* The union's fields are free: no read is pending. */
 	if (seplen > IOU__SEP_INLINE) {
 		s->sep = iou__blk_get(&s->loop->blocks, seplen, &s->sep_cap);
