@@ -235,7 +235,7 @@ NOT_EPOLL(iou__ep_connect, iou_loop *l, struct iou__op *op, int fd,
 	  const struct sockaddr *sa, unsigned len)
 NOT_EPOLL(iou__ep_read, iou_loop *l, struct iou__op *op, int fd, void *b,
 	  size_t len)
-NOT_EPOLL(iou__ep_cancel_op, iou_loop *l, struct iou__op *op)
+NOT_EPOLL(iou__ep_cancel_op, iou_loop *l, struct iou__op *op, int fd)
 NOT_EPOLL(iou__ep_cancel_fd, iou_loop *l, int fd)
 #pragma GCC diagnostic pop
 

@@ -87,8 +87,9 @@ int iou__be_read(iou_loop *loop, struct iou__op *op, int fd, void *buf,
 		 size_t len);
 /* Ask for op's end: it completes (its final completion) with -ECANCELED,
  * or with what it got before the cancel took; cancelling an op that ended
- * is harmless.  The cancel itself reports to nobody. */
-int iou__cancel_op(iou_loop *loop, struct iou__op *op);
+ * is harmless.  The cancel itself reports to nobody.  fd is the one op was
+ * started on (epoll finds the op among that fd's, io_uring needs none). */
+int iou__cancel_op(iou_loop *loop, struct iou__op *op, int fd);
 /* The same for every op on fd. */
 int iou__cancel_fd(iou_loop *loop, int fd);
 

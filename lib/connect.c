@@ -235,7 +235,7 @@ static void try_next(struct conn_req *c)
 static void cancel_connect_op(struct conn_req *c)
 {
 	if (c->connecting && !c->cancel_sent &&
-	    iou__cancel_op(c->loop, &c->op) == 0)
+	    iou__cancel_op(c->loop, &c->op, c->fd) == 0)
 		c->cancel_sent = true;
 }
 

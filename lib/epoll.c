@@ -6,8 +6,10 @@
  * Operations queue up during the turn and start in iou__ep_wait(), as SQEs
  * do at the submit (the pool's returns are published by then).  Each one
  * is tried at once; one that would block waits on its fd, which is in
- * the epoll set (edge-triggered) only while ops wait on it: removed as the
- * last one ends, before the library can learn of it and close the fd.
+ * the epoll set (edge-triggered): a stream's socket from its first receive
+ * or send until its close (OP_CLOSE), any other fd only while ops wait on
+ * it, removed as the last one ends, before the library can learn of it and
+ * close the fd.
  * Completions are queued and run by iou__ep_dispatch(), never from inside
  * the call that started the op.
  *
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,12 +41,12 @@
 
 /* Fault injection (lib/fault.c) hooks; nothing at all in a default build. */
 #ifdef IOU_FAULT_INJECTION
-#define FAULT_OP(loop, op, kind) iou__fault_op(loop, op, kind)
+#define FAULT_OP(loop, op, kind, fd) iou__fault_op(loop, op, kind, fd)
 #define FAULT_SEND(loop, len, msg) iou__fault_send(loop, len, msg)
 #define FAULT_CQE(loop, op, rec) \
 	((loop)->fault ? iou__fault_cqe(loop, op, rec) : (void)0)
 #else
-#define FAULT_OP(loop, op, kind) ((void)0)
+#define FAULT_OP(loop, op, kind, fd) ((void)0)
 #define FAULT_SEND(loop, len, msg) ((void)0)
 #define FAULT_CQE(loop, op, rec) ((void)0)
 #endif
@@ -52,17 +55,17 @@ enum { OP_RECV, OP_SEND, OP_SENDMSG, OP_NOP, OP_SHUTDOWN, OP_CLOSE,
        OP_ACCEPT, OP_CONNECT, OP_READ };
 
 /* The backend's record of an op, from its start to its final completion's
- * dispatch. */
+ * dispatch: each armed receive has one, so it is kept small (48 bytes) and
+ * allocated in blocks. */
 struct ep_op {
 	struct iou__op *op;
 	struct ep_op *next;     /* submit queue, fd's queue or free list */
-	struct ep_op *hnext;    /* op table chain */
-	uint8_t kind;
-	bool cancelled;         /* asked before it started */
-	bool started;           /* connect: in progress */
-	unsigned reserve;       /* completion slots it may fill at once */
 	uint64_t turn;          /* the last turn it read in */
 	int fd;
+	uint8_t kind;
+	uint8_t reserve;        /* completion slots it may fill at once */
+	bool cancelled;         /* asked before it started */
+	bool started;           /* connect: in progress */
 	union {
 		struct { size_t limit, got; } recv;
 		struct { const void *buf; size_t len; } send;
@@ -73,16 +76,29 @@ struct ep_op {
 	} u;
 };
 
+/* Per fd number (24 bytes: one for every connection). */
 struct ep_fd {
 	struct ep_op *rd, *wr;  /* ops waiting on it, oldest first */
 	uint32_t mask;          /* in the epoll set with these; 0: not */
-	bool rd_wait, wr_wait;  /* known not ready (until an event) */
-	bool hup;               /* the peer closed or an error is pending:
+	bool rd_wait : 1, wr_wait : 1; /* known not ready (until an event) */
+	bool hup : 1;           /* the peer closed or an error is pending:
 				   a short read does not drain it */
-	bool queued;            /* on the ready list */
-	bool stream;            /* a stream's socket: stays in the set until
+	bool queued : 1;        /* on the ready list */
+	bool stream : 1;        /* a stream's socket: stays in the set until
 				   its close (the library's streams close
 				   through OP_CLOSE alone) */
+};
+
+/* An idle connection costs a record and an fd entry: 72 bytes with these
+ * (lib/internal.h keeps the stream within what is left of 512). */
+_Static_assert(sizeof(struct ep_op) <= 48, "an idle connection's record");
+_Static_assert(sizeof(struct ep_fd) <= 24, "an idle connection's fd entry");
+
+#define OPS_BLOCK 64 /* records allocated at once */
+
+struct ops_block {
+	struct ops_block *next;
+	struct ep_op ops[OPS_BLOCK];
 };
 
 struct ep_cqe {
@@ -97,15 +113,15 @@ struct iou__ep {
 	uint64_t turn;
 	bool polled;            /* the last turn called epoll_wait */
 	uint16_t head;          /* next ring slot to take a buffer from */
+	/* The tables that grow with the connections are mappings (map_grow) */
 	struct ep_fd *fds;
 	unsigned nfds;
 	struct ep_op *sq_head, *sq_tail;
 	struct ep_op *free_ops;
-	struct ep_op **htab;    /* op -> record, while not ended */
-	unsigned hsize, hcount;
+	struct ops_block *blocks;
 	/* completions: queued, and the batch being dispatched */
 	struct ep_cqe *cq, *cq_run;
-	unsigned ncq, cq_cap, reserved;
+	unsigned ncq, cq_cap, run_cap, reserved;
 	int *ready;             /* fds to read on without a new event */
 	unsigned nready, ready_cap;
 	struct epoll_event ev[EVENTS];
@@ -118,105 +134,93 @@ static struct iou__ep *ep_of(iou_loop *loop)
 
 /* ---- records ------------------------------------------------------------ */
 
-static unsigned hash(const struct iou__ep *ep, const struct iou__op *op)
+/* A mapping's length for cap entries (the kernel rounds to its page). */
+static size_t map_bytes(unsigned cap, size_t size)
 {
-	uint64_t k = (uint64_t)(uintptr_t)op * 0x9e3779b97f4a7c15ull;
-
-	return (unsigned)(k >> 32) & (ep->hsize - 1);
+	return ((size_t)cap * size + 4095) & ~(size_t)4095;
 }
 
-static struct ep_op **hfind(struct iou__ep *ep, const struct iou__op *op)
+/* A table of *cap entries of size bytes grown to at least want: an
+ * anonymous mapping, doubled with mremap, so that growing copies nothing,
+ * new entries are zero, and only the pages written to are resident (the
+ * heap would keep every outgrown copy). */
+static int map_grow(void **p, unsigned *cap, unsigned want, size_t size)
 {
-	struct ep_op **p;
-
-	if (!ep->hsize)
-		return NULL;
-	for (p = &ep->htab[hash(ep, op)]; *p; p = &(*p)->hnext)
-		if ((*p)->op == op)
-			return p;
-	return NULL;
-}
-
-static int hgrow(struct iou__ep *ep)
-{
-	unsigned size = ep->hsize ? ep->hsize * 2 : 64;
-	struct ep_op **old = ep->htab;
-	unsigned old_size = ep->hsize;
-
-	ep->htab = calloc(size, sizeof(*ep->htab));
-	if (!ep->htab) {
-		ep->htab = old;
-		return -ENOMEM;
-	}
-	ep->hsize = size;
-	for (unsigned i = 0; i < old_size; i++) {
-		while (old[i]) {
-			struct ep_op *e = old[i];
-			unsigned h = hash(ep, e->op);
-
-			old[i] = e->hnext;
-			e->hnext = ep->htab[h];
-			ep->htab[h] = e;
-		}
-	}
-	free(old);
-	return 0;
-}
-
-static int grow_array(void **p, unsigned *cap, unsigned want, size_t size)
-{
-	unsigned n = *cap ? *cap : 64;
+	size_t old = map_bytes(*cap, size), bytes = old ? old : 4096;
 	void *q;
 
 	if (want <= *cap)
 		return 0;
-	while (n < want)
-		n *= 2;
-	q = realloc(*p, (size_t)n * size);
-	if (!q)
+	while (bytes < (size_t)want * size)
+		bytes *= 2;
+#ifdef IOU_FAULT_INJECTION
+	if (iou__fault_map_fails())
+		return -ENOMEM;
+#endif
+	if (old)
+		q = mremap(*p, old, bytes, MREMAP_MAYMOVE);
+	else
+		q = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (q == MAP_FAILED)
 		return -ENOMEM;
 	*p = q;
-	*cap = n;
+	*cap = (unsigned)(bytes / size);
 	return 0;
+}
+
+static void map_free(void *p, unsigned cap, size_t size)
+{
+	if (cap)
+		munmap(p, map_bytes(cap, size));
 }
 
 /* Room for every completion the ops may queue before a dispatch: so that
  * queueing one never fails. */
 static int cq_reserve(struct iou__ep *ep, unsigned n)
 {
-	unsigned cap = ep->cq_cap, want = ep->reserved + n;
-	void *run;
+	unsigned want = ep->reserved + n;
 
-	if (want <= cap)
-		return 0;
-	if (grow_array((void **)&ep->cq, &cap, want, sizeof(*ep->cq)) < 0)
+	if (map_grow((void **)&ep->cq, &ep->cq_cap, want, sizeof(*ep->cq)) ||
+	    map_grow((void **)&ep->cq_run, &ep->run_cap, want,
+		     sizeof(*ep->cq_run)))
 		return -ENOMEM;
-	run = realloc(ep->cq_run, (size_t)cap * sizeof(*ep->cq_run));
-	if (!run) {
-		/* cq grew, keep it: only cq_cap says what both hold */
-		return -ENOMEM;
-	}
-	ep->cq_run = run;
-	ep->cq_cap = cap;
 	return 0;
 }
 
+/* An entry for fd, and room for every fd on the ready list (ready_cap >=
+ * nfds, once this succeeded: ready_add() needs no check). */
 static int fd_reserve(struct iou__ep *ep, int fd)
 {
-	unsigned old = ep->nfds;
-
-	if (fd < 0)
+	if (fd < 0 || ((unsigned)fd < ep->nfds && ep->nfds <= ep->ready_cap))
 		return 0;
-	if (grow_array((void **)&ep->fds, &ep->nfds, (unsigned)fd + 1,
-		       sizeof(*ep->fds)) < 0)
+	if (map_grow((void **)&ep->fds, &ep->nfds, (unsigned)fd + 1,
+		     sizeof(*ep->fds)) ||
+	    map_grow((void **)&ep->ready, &ep->ready_cap, ep->nfds,
+		     sizeof(*ep->ready)))
 		return -ENOMEM;
-	if (grow_array((void **)&ep->ready, &ep->ready_cap, ep->nfds,
-		       sizeof(*ep->ready)) < 0) {
-		ep->nfds = old; /* the entries past it are not cleared */
-		return -ENOMEM;
-	}
-	memset(ep->fds + old, 0, (ep->nfds - old) * sizeof(*ep->fds));
 	return 0;
+}
+
+static struct ep_op *op_alloc(struct iou__ep *ep)
+{
+	struct ep_op *e = ep->free_ops;
+	struct ops_block *b;
+
+	if (e) {
+		ep->free_ops = e->next;
+		return e;
+	}
+	b = malloc(sizeof(*b));
+	if (!b)
+		return NULL;
+	b->next = ep->blocks;
+	ep->blocks = b;
+	for (unsigned i = 1; i < OPS_BLOCK; i++) {
+		b->ops[i].next = ep->free_ops;
+		ep->free_ops = &b->ops[i];
+	}
+	return &b->ops[0];
 }
 
 /* A record for op, queued to start at the coming wait; NULL when out of
@@ -225,25 +229,18 @@ static struct ep_op *op_new(iou_loop *loop, struct iou__op *op, int kind,
 			    int fd, unsigned reserve)
 {
 	struct iou__ep *ep = ep_of(loop);
-	struct ep_op *e = ep->free_ops;
+	struct ep_op *e;
 
 	if (fd_reserve(ep, fd) < 0 || cq_reserve(ep, reserve) < 0 ||
-	    (ep->hcount >= ep->hsize && hgrow(ep) < 0))
-		return NULL;
-	if (e)
-		ep->free_ops = e->next;
-	else if (!(e = malloc(sizeof(*e))))
+	    !(e = op_alloc(ep)))
 		return NULL;
 	memset(e, 0, sizeof(*e));
 	e->op = op;
 	e->kind = (uint8_t)kind;
 	e->fd = fd;
-	e->reserve = reserve;
+	e->reserve = (uint8_t)reserve;
 	e->turn = UINT64_MAX;
 	ep->reserved += reserve;
-	e->hnext = ep->htab[hash(ep, op)];
-	ep->htab[hash(ep, op)] = e;
-	ep->hcount++;
 	if (ep->sq_tail)
 		ep->sq_tail->next = e;
 	else
@@ -256,15 +253,6 @@ static void post(struct iou__ep *ep, struct ep_op *e, int32_t res,
 		 uint32_t flags)
 {
 	ep->cq[ep->ncq++] = (struct ep_cqe){ e, res, flags };
-	if (!(flags & IOU__CQE_F_MORE)) {
-		/* ended: a later cancel finds nothing */
-		struct ep_op **p = &ep->htab[hash(ep, e->op)];
-
-		while (*p != e)
-			p = &(*p)->hnext;
-		*p = e->hnext;
-		ep->hcount--;
-	}
 }
 
 /* ---- the epoll set ------------------------------------------------------ */
@@ -618,7 +606,7 @@ int iou__ep_recv(iou_loop *loop, struct iou__op *op, int fd, size_t limit)
 	if (!e)
 		return -EAGAIN;
 	e->u.recv.limit = limit;
-	FAULT_OP(loop, op, IOU__FOP_RECV);
+	FAULT_OP(loop, op, IOU__FOP_RECV, fd);
 	return 0;
 }
 
@@ -631,7 +619,7 @@ int iou__ep_send(iou_loop *loop, struct iou__op *op, int fd, const void *buf,
 		return -EAGAIN;
 	e->u.send.buf = buf;
 	e->u.send.len = len;
-	FAULT_OP(loop, op, IOU__FOP_SEND);
+	FAULT_OP(loop, op, IOU__FOP_SEND, fd);
 	FAULT_SEND(loop, &e->u.send.len, NULL);
 	return 0;
 }
@@ -644,7 +632,7 @@ int iou__ep_sendmsg(iou_loop *loop, struct iou__op *op, int fd,
 	if (!e)
 		return -EAGAIN;
 	e->u.msg = msg;
-	FAULT_OP(loop, op, IOU__FOP_SEND);
+	FAULT_OP(loop, op, IOU__FOP_SEND, fd);
 	FAULT_SEND(loop, NULL, msg);
 	return 0;
 }
@@ -673,7 +661,7 @@ int iou__ep_accept(iou_loop *loop, struct iou__op *op, int fd)
 {
 	if (!op_new(loop, op, OP_ACCEPT, fd, ACCEPT_BATCH + 1))
 		return -EAGAIN;
-	FAULT_OP(loop, op, IOU__FOP_ACCEPT);
+	FAULT_OP(loop, op, IOU__FOP_ACCEPT, fd);
 	return 0;
 }
 
@@ -731,13 +719,25 @@ static void cancel(struct iou__ep *ep, struct ep_op *e)
 	fd_update(ep, e->fd);
 }
 
-int iou__ep_cancel_op(iou_loop *loop, struct iou__op *op)
+/* op is waiting on fd, or not started yet; or it ended (then its
+ * record, if still there, is in neither place: nothing to do). */
+int iou__ep_cancel_op(iou_loop *loop, struct iou__op *op, int fd)
 {
 	struct iou__ep *ep = ep_of(loop);
-	struct ep_op **p = hfind(ep, op);
+	struct ep_op *e;
 
-	if (p && cancellable(*p))
-		cancel(ep, *p);
+	if (fd < 0 || (unsigned)fd >= ep->nfds)
+		return 0;
+	for (e = ep->fds[fd].rd; e && e->op != op; e = e->next)
+		;
+	if (!e)
+		for (e = ep->fds[fd].wr; e && e->op != op; e = e->next)
+			;
+	if (!e)
+		for (e = ep->sq_head; e && e->op != op; e = e->next)
+			;
+	if (e && cancellable(e))
+		cancel(ep, e);
 	return 0;
 }
 
@@ -795,17 +795,16 @@ void iou__ep_destroy(iou_loop *loop)
 
 	close(ep->epfd);
 	iou__bufring_teardown(loop);
-	while (ep->free_ops) {
-		struct ep_op *e = ep->free_ops;
+	while (ep->blocks) {
+		struct ops_block *b = ep->blocks;
 
-		ep->free_ops = e->next;
-		free(e);
+		ep->blocks = b->next;
+		free(b);
 	}
-	free(ep->fds);
-	free(ep->htab);
-	free(ep->cq);
-	free(ep->cq_run);
-	free(ep->ready);
+	map_free(ep->fds, ep->nfds, sizeof(*ep->fds));
+	map_free(ep->cq, ep->cq_cap, sizeof(*ep->cq));
+	map_free(ep->cq_run, ep->run_cap, sizeof(*ep->cq_run));
+	map_free(ep->ready, ep->ready_cap, sizeof(*ep->ready));
 	free(ep);
 }
 
@@ -868,11 +867,14 @@ int iou__ep_dispatch(iou_loop *loop)
 {
 	struct iou__ep *ep = ep_of(loop);
 	struct ep_cqe *run = ep->cq;
-	unsigned n = ep->ncq;
+	unsigned n = ep->ncq, cap;
 
 	/* This batch only: what its callbacks cause comes in a later one. */
 	ep->cq = ep->cq_run;
 	ep->cq_run = run;
+	cap = ep->cq_cap;
+	ep->cq_cap = ep->run_cap;
+	ep->run_cap = cap;
 	ep->ncq = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct ep_cqe c = ep->cq_run[i];

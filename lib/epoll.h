@@ -26,7 +26,7 @@ int iou__ep_connect(iou_loop *loop, struct iou__op *op, int fd,
 		    const struct sockaddr *sa, unsigned addrlen);
 int iou__ep_read(iou_loop *loop, struct iou__op *op, int fd, void *buf,
 		 size_t len);
-int iou__ep_cancel_op(iou_loop *loop, struct iou__op *op);
+int iou__ep_cancel_op(iou_loop *loop, struct iou__op *op, int fd);
 int iou__ep_cancel_fd(iou_loop *loop, int fd);
 int iou__ep_create(const struct iou_loop_opts *opts, iou_loop **out);
 void iou__ep_destroy(iou_loop *loop);

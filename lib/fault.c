@@ -87,6 +87,7 @@ struct fault_op {
 	uint64_t ud;       /* 0: free slot */
 	uint8_t kind;      /* IOU__FOP_* */
 	bool pending;      /* a fault waits for the op's final CQE */
+	int fd;            /* the op's, for a real cancel */
 	int pending_res;
 	int pending_kind;
 };
@@ -236,7 +237,7 @@ static bool grow(struct iou__fault *f)
 	return true;
 }
 
-static void record(struct iou__fault *f, uint64_t ud, int kind)
+static void record(struct iou__fault *f, uint64_t ud, int kind, int fd)
 {
 	struct fault_op *e = find(f, ud);
 	unsigned i;
@@ -252,6 +253,7 @@ static void record(struct iou__fault *f, uint64_t ud, int kind)
 	memset(e, 0, sizeof(*e));
 	e->ud = ud;
 	e->kind = (uint8_t)kind;
+	e->fd = fd;
 }
 
 /* Linear probing: delete by shifting the following run back. */
@@ -354,7 +356,7 @@ void iou__fault_sq(iou_loop *loop)
 
 		if (!sqe->user_data)
 			continue; /* cancels */
-		record(f, sqe->user_data, kind_of(sqe->opcode));
+		record(f, sqe->user_data, kind_of(sqe->opcode), sqe->fd);
 		maybe_short_send(f, sqe);
 		/* Kernels before 6.16 reject a recv's byte limit (optlen, the
 		 * word liburing 2.3 calls file_index) with -EINVAL at prep;
@@ -366,10 +368,10 @@ void iou__fault_sq(iou_loop *loop)
 }
 
 /* The epoll backend, which has no SQEs, tells what it starts. */
-void iou__fault_op(iou_loop *loop, struct iou__op *op, int kind)
+void iou__fault_op(iou_loop *loop, struct iou__op *op, int kind, int fd)
 {
 	if (loop->fault)
-		record(loop->fault, (uint64_t)(uintptr_t)op, kind);
+		record(loop->fault, (uint64_t)(uintptr_t)op, kind, fd);
 }
 
 void iou__fault_send(iou_loop *loop, size_t *len, const struct msghdr *msg)
@@ -398,13 +400,13 @@ static void drop_buffer(iou_loop *loop, struct iou__cqe_rec *cqe)
 	}
 }
 
-static void cancel_for_real(iou_loop *loop, struct iou__op *op,
+static void cancel_for_real(iou_loop *loop, struct iou__op *op, int fd,
 			    const int *res, const int *kinds, unsigned n)
 {
 	unsigned i = pick(loop->fault, n);
 	struct fault_op *e;
 
-	if (iou__cancel_op(loop, op) < 0)
+	if (iou__cancel_op(loop, op, fd) < 0)
 		return;
 	/* Getting the SQE may have flushed the SQ, which may have grown the
 	 * table: look the op up again. */
@@ -469,7 +471,7 @@ void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
 	switch (op_kind) {
 	case IOU__FOP_RECV:
 		if (!final) {
-			cancel_for_real(loop, op, recv_res, recv_kind, 3);
+			cancel_for_real(loop, op, e->fd, recv_res, recv_kind, 3);
 		} else {
 			unsigned i = 1 + pick(f, 2); /* -ENOBUFS, -ECONNRESET */
 
@@ -478,7 +480,7 @@ void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
 		break;
 	case IOU__FOP_ACCEPT:
 		if (!final) {
-			cancel_for_real(loop, op, acc_res, acc_kind, 3);
+			cancel_for_real(loop, op, e->fd, acc_res, acc_kind, 3);
 		} else {
 			unsigned i = 1 + pick(f, 2); /* -EMFILE, -ECONNABORTED */
 

@@ -182,7 +182,7 @@ int iou_loop_destroy(iou_loop *loop)
 	 * If a wake-up was pending, the read completes with data rather than
 	 * -ECANCELED and re-arms itself: cancel again, each turn. */
 	for (int i = 0; i < 1000 && loop->wake_armed; i++) {
-		if (iou__cancel_op(loop, &loop->wake_op) < 0)
+		if (iou__cancel_op(loop, &loop->wake_op, loop->wake_fd) < 0)
 			break;
 		iou_loop_run_once(loop, 10);
 	}

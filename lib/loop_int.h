@@ -226,7 +226,7 @@ void iou__fault_sq(iou_loop *loop);            /* before every submit */
 /* The epoll backend's hooks: an op starts (io_uring's are learnt from the
  * SQEs), and a send or sendmsg may be cut before its syscall. */
 enum { IOU__FOP_OTHER, IOU__FOP_RECV, IOU__FOP_SEND, IOU__FOP_ACCEPT };
-void iou__fault_op(iou_loop *loop, struct iou__op *op, int kind);
+void iou__fault_op(iou_loop *loop, struct iou__op *op, int kind, int fd);
 void iou__fault_send(iou_loop *loop, size_t *len, const struct msghdr *msg);
 void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
 		    struct iou__cqe_rec *cqe); /* before op->complete */

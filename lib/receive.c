@@ -60,7 +60,7 @@ static void recv_pause_if_full(iou_stream *s)
 	    (s->flags & (IOU__S_RECV_ARMED | IOU__S_RECV_CANCEL)) !=
 		    IOU__S_RECV_ARMED)
 		return;
-	if (iou__cancel_op(s->loop, &s->recv_op) == 0)
+	if (iou__cancel_op(s->loop, &s->recv_op, s->fd) == 0)
 		s->flags |= IOU__S_RECV_CANCEL;
 }
 

@@ -107,7 +107,7 @@ static void check_done(iou_server *srv)
 	/* The cancel found no SQE in iou_server_shutdown(): again, and if
 	 * memory is still short, once more after a pause (retry_fire). */
 	if (srv->accept_armed && !srv->accept_cancelled) {
-		if (iou__cancel_op(srv->loop, &srv->accept_op) == 0)
+		if (iou__cancel_op(srv->loop, &srv->accept_op, srv->fd) == 0)
 			srv->accept_cancelled = true;
 		else
 			work_timer_arm(srv, &srv->retry,
@@ -228,7 +228,7 @@ static void accept_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 		if (srv->backoff_ms > BACKOFF_MAX_MS)
 			srv->backoff_ms = BACKOFF_MAX_MS;
 		if (more && !srv->accept_cancelled &&
-		    iou__cancel_op(srv->loop, &srv->accept_op) == 0)
+		    iou__cancel_op(srv->loop, &srv->accept_op, srv->fd) == 0)
 			srv->accept_cancelled = true;
 		if (!srv->shutting_down)
 			work_timer_arm(srv, &srv->retry,
@@ -415,7 +415,7 @@ int iou_server_shutdown(iou_server *srv, unsigned grace_ms,
 	work_timer_disarm(srv, &srv->retry);
 	shutdown(srv->fd, SHUT_RD);
 	if (srv->accept_armed && !srv->accept_cancelled &&
-	    iou__cancel_op(srv->loop, &srv->accept_op) == 0)
+	    iou__cancel_op(srv->loop, &srv->accept_op, srv->fd) == 0)
 		srv->accept_cancelled = true;
 	close(srv->fd);
 	srv->fd = -1;

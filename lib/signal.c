@@ -161,7 +161,7 @@ static void unwatch(iou_signal *w)
 	} else if (!sg->cancelling) {
 		/* If no SQE can be had for the cancel, the read still ends
 		 * with the next signal; counted until then all the same. */
-		iou__cancel_op(sg->loop, &sg->op);
+		iou__cancel_op(sg->loop, &sg->op, sg->fd);
 		sg->cancelling = true;
 		iou__op_submitted(sg->loop);
 	}

@@ -161,7 +161,7 @@ static void flush_progress(iou_stream *s);
  * tries again at the end of the next turn. */
 static void cancel_recv_for_shutdown(iou_stream *s)
 {
-	if (iou__cancel_op(s->loop, &s->recv_op) == 0)
+	if (iou__cancel_op(s->loop, &s->recv_op, s->fd) == 0)
 		s->flags |= IOU__S_RECV_CANCEL;
 	else
 		iou__stream_poke(s);
@@ -624,7 +624,7 @@ static void aux_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
  * ends by itself.  Cancelling an op again is harmless (-ENOENT). */
 int iou__cancel_inflight_send(iou_stream *s)
 {
-	return iou__cancel_op(s->loop, &s->send_op);
+	return iou__cancel_op(s->loop, &s->send_op, s->fd);
 }
 
 static int cancel_inflight(iou_stream *s)
@@ -632,9 +632,9 @@ static int cancel_inflight(iou_stream *s)
 	int ret = 0;
 
 	if (s->flags & IOU__S_RECV_ARMED)
-		ret = iou__cancel_op(s->loop, &s->recv_op);
+		ret = iou__cancel_op(s->loop, &s->recv_op, s->fd);
 	if (ret == 0 && (s->flags & IOU__S_SEND_ARMED))
-		ret = iou__cancel_op(s->loop, &s->send_op);
+		ret = iou__cancel_op(s->loop, &s->send_op, s->fd);
 	return ret;
 }
 

@@ -147,12 +147,12 @@ int iou__be_read(iou_loop *loop, struct iou__op *op, int fd, void *buf,
 
 /* Cancel requests complete with user_data 0, which dispatch ignores: the
  * cancelled op itself still gets its own (final) CQE. */
-int iou__cancel_op(iou_loop *loop, struct iou__op *op)
+int iou__cancel_op(iou_loop *loop, struct iou__op *op, int fd)
 {
 	struct io_uring_sqe *sqe;
 
 	if (iou__on_epoll(loop))
-		return iou__ep_cancel_op(loop, op);
+		return iou__ep_cancel_op(loop, op, fd);
 	sqe = iou__get_sqe(loop);
 	if (!sqe)
 		return -EAGAIN;

@@ -427,11 +427,11 @@ START_TEST(cancel_each_kind)
 	for (int i = 0; i < 3; i++)
 		ck_assert_int_ge(iou_loop_run_once(loop, 5), 0);
 	ck_assert_int_eq(rcv.final + rd.n + acc.n + snd.n, 0);
-	ck_assert_int_eq(iou__cancel_op(loop, &rcv.op), 0);
-	ck_assert_int_eq(iou__cancel_op(loop, &rd.op), 0);
-	ck_assert_int_eq(iou__cancel_op(loop, &acc.op), 0);
-	ck_assert_int_eq(iou__cancel_op(loop, &snd.op), 0);
-	ck_assert_int_eq(iou__cancel_op(loop, &snd.op), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &rcv.op, sv[0]), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &rd.op, p[0]), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &acc.op, lfd), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &snd.op, sw[1]), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &snd.op, sw[1]), 0);
 	ck_assert_int_eq(rcv.final + rd.n + acc.n + snd.n, 0);
 	ck_assert_int_eq(t_loop_drain(loop, T_MS), 0);
 	ck_assert_int_eq(rcv.final, 1);
@@ -442,7 +442,7 @@ START_TEST(cancel_each_kind)
 	ck_assert_int_eq(acc.res, -ECANCELED);
 	ck_assert_int_eq(snd.n, 1);
 	ck_assert_int_eq(snd.res, -ECANCELED);
-	ck_assert_int_eq(iou__cancel_op(loop, &rd.op), 0); /* ended: nothing */
+	ck_assert_int_eq(iou__cancel_op(loop, &rd.op, p[0]), 0); /* ended: nothing */
 	ck_assert_int_eq(iou__cancel_fd(loop, 100000), 0);
 	close(sv[0]);
 	close(sv[1]);

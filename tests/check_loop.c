@@ -1505,14 +1505,14 @@ START_TEST(test_cancel_then_drain)
 	ck_assert_int_eq(done, 0);
 	ck_assert_int_eq(iou_loop_destroy(loop), -EBUSY);
 
-	ck_assert_int_eq(iou__cancel_op(loop, &rd->op), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &rd->op, p[0]), 0);
 	ck_assert_int_eq(done, 0); /* never synchronous */
 	ck_assert_int_eq(t_run_until(loop, &done, T_TIMEOUT_MS), 0);
 	ck_assert_int_eq(done, 1);
 	ck_assert_int_eq(res, -ECANCELED);
 	ck_assert_int_eq(iou_loop_alive(loop), 1); /* the timeout remains */
 
-	ck_assert_int_eq(iou__cancel_op(loop, &to->op), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &to->op, -1), 0);
 	ck_assert_int_eq(t_loop_drain(loop, T_TIMEOUT_MS), 0);
 	ck_assert_int_eq(done, 2);
 	ck_assert_int_eq(res, -ECANCELED);
@@ -1535,7 +1535,7 @@ START_TEST(test_cancel_same_batch)
 		int before = done;
 
 		rd = start_read(loop, p[0], &done, &res);
-		ck_assert_int_eq(iou__cancel_op(loop, &rd->op), 0);
+		ck_assert_int_eq(iou__cancel_op(loop, &rd->op, p[0]), 0);
 		ck_assert_int_eq(t_run_until_count(loop, &done, before + 1,
 						   T_TIMEOUT_MS), 0);
 		ck_assert_int_eq(res, -ECANCELED);
@@ -1557,7 +1557,7 @@ START_TEST(test_cancel_after_completion)
 
 	queue_nops(loop, &c, 1);
 	ck_assert_int_eq(t_run_until(loop, &c.completed, T_TIMEOUT_MS), 0);
-	ck_assert_int_eq(iou__cancel_op(loop, &c.op), 0);
+	ck_assert_int_eq(iou__cancel_op(loop, &c.op, -1), 0);
 	ck_assert_int_eq(iou__cancel_fd(loop, 12345), 0);
 	settle(loop);
 	ck_assert_int_eq(c.completed, 1);
@@ -1617,7 +1617,7 @@ START_TEST(test_cancel_many)
 	settle(loop);
 	ck_assert_int_eq(done, 0);
 	for (int i = N - 1; i >= 0; i--)
-		ck_assert_int_eq(iou__cancel_op(loop, &h[i]->op), 0);
+		ck_assert_int_eq(iou__cancel_op(loop, &h[i]->op, -1), 0);
 	ck_assert_int_eq(t_loop_drain(loop, 10000), 0);
 	ck_assert_int_eq(done, N);
 	ck_assert_int_eq(res, -ECANCELED);
