@@ -674,6 +674,7 @@ int iou__ep_connect(iou_loop *loop, struct iou__op *op, int fd,
 		return -EAGAIN;
 	e->u.conn.sa = sa;
 	e->u.conn.len = addrlen;
+	FAULT_OP(loop, op, IOU__FOP_CONNECT, fd);
 	return 0;
 }
 

@@ -6,8 +6,8 @@
  * Driven by the environment, read when a loop is created:
  *   IOU_FAULT_SEED   seed of the fault sequence; unset: no faults at all
  *   IOU_FAULT_RATE   faults per 1000 chances, 0..1000, default 5; a chance
- *                    is a completion of a recv, send or accept, a send
- *                    about to start, or an allocation during a turn
+ *                    is a completion of a recv, send, accept or connect, a
+ *                    send about to start, or an allocation during a turn
  *
  * The fault model.  Every fault is one the kernel (or libc) can really
  * produce, injected where it cannot break the engine's first invariant ("the
@@ -40,6 +40,13 @@
  *  - accept (multishot): as recv, a real cancel, and the final CQE becomes
  *    -ECANCELED, -EMFILE (the library backs off) or -ECONNABORTED.  If that
  *    final CQE carries an accepted fd, the fd is closed here first.
+ *  - connect: its CQE (single-shot) may become -ECONNREFUSED, -ETIMEDOUT,
+ *    -ECANCELED or -ENETUNREACH, whatever the kernel's result.  The socket
+ *    is the library's (lib/connect.c made it and closes it on any error),
+ *    so a connect the kernel had completed is closed there, and the peer
+ *    sees a connection that ends at once (counted apart: "connect had
+ *    succeeded").  With more than one address the next one is tried, as
+ *    after a real error; the application sees the last address's error.
  *  - allocations: every malloc/calloc/realloc of the library (loop_int.h
  *    wraps them) may return NULL while a loop with faults runs a turn on this
  *    thread (dispatch, timers, posted callbacks, end-of-turn work, and the
@@ -49,7 +56,7 @@
  *    iou_loop_post() from other threads never fails by injection.
  * Other ops get no faults: shutdown and close (the library ignores their
  * results), the wake-up read (loop machinery, cancelled only by
- * iou_loop_destroy), cancels (user_data 0); connect is not covered yet.
+ * iou_loop_destroy), cancels (user_data 0).
  *
  * IOU_FAULT_OLD_RECV (set, with a seed) makes the kernel refuse the
  * multishot recv's byte limit as kernels before 6.16 do (see below).
@@ -61,7 +68,7 @@
  * On epoll (lib/epoll.c) the model and its invariants are the same, in the
  * backend's terms: a "CQE" is its completion record, which iou__ep_dispatch
  * passes to iou__fault_cqe() as uring.c does.  There are no SQEs: the
- * backend tells the kind of each recv, send and accept as it queues it
+ * backend tells the kind of each recv, send, accept and connect it queues
  * (iou__fault_op()), and a send is shortened there too (iou__fault_send():
  * its len or the msghdr's iovecs, before the send/sendmsg syscall is ever
  * made).  The real cancel is iou__cancel_op(), which ends the op waiting on
@@ -116,6 +123,11 @@ static const char *const names[IOU__F_NKINDS] = {
 	[IOU__F_ACCEPT_EMFILE] = "accept -EMFILE",
 	[IOU__F_ACCEPT_ABORTED] = "accept -ECONNABORTED",
 	[IOU__F_ACCEPT_FD_CLOSED] = "accepted fd closed",
+	[IOU__F_CONNECT_REFUSED] = "connect -ECONNREFUSED",
+	[IOU__F_CONNECT_TIMEDOUT] = "connect -ETIMEDOUT",
+	[IOU__F_CONNECT_CANCELED] = "connect -ECANCELED",
+	[IOU__F_CONNECT_UNREACH] = "connect -ENETUNREACH",
+	[IOU__F_CONNECT_WAS_OK] = "connect had succeeded",
 	[IOU__F_ALLOC] = "allocation failed",
 };
 
@@ -339,6 +351,8 @@ static int kind_of(uint8_t opcode)
 		return IOU__FOP_SEND;
 	case IORING_OP_ACCEPT:
 		return IOU__FOP_ACCEPT;
+	case IORING_OP_CONNECT:
+		return IOU__FOP_CONNECT;
 	default:
 		return IOU__FOP_OTHER;
 	}
@@ -446,6 +460,12 @@ void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
 	static const int send_res[] = { -EPIPE, -ECONNRESET, -ECANCELED };
 	static const int send_kind[] = { IOU__F_SEND_EPIPE, IOU__F_SEND_RESET,
 					 IOU__F_SEND_CANCELED };
+	static const int conn_res[] = { -ECONNREFUSED, -ETIMEDOUT, -ECANCELED,
+					-ENETUNREACH };
+	static const int conn_kind[] = { IOU__F_CONNECT_REFUSED,
+					 IOU__F_CONNECT_TIMEDOUT,
+					 IOU__F_CONNECT_CANCELED,
+					 IOU__F_CONNECT_UNREACH };
 	struct iou__fault *f = loop->fault;
 	struct fault_op *e = find(f, (uint64_t)(uintptr_t)op);
 	bool final = !(cqe->flags & IOU__CQE_F_MORE);
@@ -493,6 +513,16 @@ void iou__fault_cqe(iou_loop *loop, struct iou__op *op,
 
 			cqe->res = send_res[i];
 			count(send_kind[i]);
+		}
+		break;
+	case IOU__FOP_CONNECT:
+		if (final) {
+			unsigned i = pick(f, 4);
+
+			if (cqe->res == 0)
+				count(IOU__F_CONNECT_WAS_OK);
+			cqe->res = conn_res[i];
+			count(conn_kind[i]);
 		}
 		break;
 	default:

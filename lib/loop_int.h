@@ -215,6 +215,11 @@ enum {
 	IOU__F_ACCEPT_EMFILE,
 	IOU__F_ACCEPT_ABORTED, /* -ECONNABORTED */
 	IOU__F_ACCEPT_FD_CLOSED, /* an accepted fd closed before the error */
+	IOU__F_CONNECT_REFUSED, /* connect's CQE -> -ECONNREFUSED */
+	IOU__F_CONNECT_TIMEDOUT,
+	IOU__F_CONNECT_CANCELED,
+	IOU__F_CONNECT_UNREACH, /* -ENETUNREACH */
+	IOU__F_CONNECT_WAS_OK, /* ... where the kernel had connected */
 	IOU__F_ALLOC,          /* malloc/calloc/realloc returned NULL */
 	IOU__F_NKINDS
 };
@@ -225,7 +230,8 @@ void iou__fault_fini(iou_loop *loop);
 void iou__fault_sq(iou_loop *loop);            /* before every submit */
 /* The epoll backend's hooks: an op starts (io_uring's are learnt from the
  * SQEs), and a send or sendmsg may be cut before its syscall. */
-enum { IOU__FOP_OTHER, IOU__FOP_RECV, IOU__FOP_SEND, IOU__FOP_ACCEPT };
+enum { IOU__FOP_OTHER, IOU__FOP_RECV, IOU__FOP_SEND, IOU__FOP_ACCEPT,
+       IOU__FOP_CONNECT };
 void iou__fault_op(iou_loop *loop, struct iou__op *op, int kind, int fd);
 void iou__fault_send(iou_loop *loop, size_t *len, const struct msghdr *msg);
 void iou__fault_cqe(iou_loop *loop, struct iou__op *op,

@@ -24,6 +24,12 @@
  *    finds no leak at exit.
  * It prints the faults injected, per kind, at the end.
  *
+ * Before the soak, on a loop of its own at a rate of 200 per 1000: 200
+ * iou_tcp_connect()s to a listener; every injected connect failure must
+ * reach its callback as that error, once (the callbacks' errors counted
+ * against the library's totals), some of them on sockets the kernel had
+ * connected, and no fd may be left open.
+ *
  * Environment: IOU_FAULT_SEED (default: from the clock, printed),
  * IOU_FAULT_RATE (default 2 here), IOU_SOAK_SECS (default 20),
  * IOU_SOAK_CONNS (default 200), IOU_SOAK_LOOP_FLAGS (iou_loop_opts.flags,
@@ -591,6 +597,224 @@ static int old_kernel_recv_check(void)
 	return ret;
 }
 
+/* Connects under faults, on a loop of their own with a higher rate so that
+ * connect faults come for sure: each injected failure must reach the
+ * application's callback as that error, once (counted by error against the
+ * library's totals), and a failed connect must leave no fd behind, the
+ * kernel's connected socket included ("connect had succeeded").  Then as
+ * many connects closed at once: each callback gets -ECANCELED, once,
+ * whatever was injected, and each close callback runs once. */
+enum { CF_CONNS = 200 };
+
+static const struct {
+	int kind, err;
+} cf_errs[] = {
+	{ IOU__F_CONNECT_REFUSED, -ECONNREFUSED },
+	{ IOU__F_CONNECT_TIMEDOUT, -ETIMEDOUT },
+	{ IOU__F_CONNECT_CANCELED, -ECANCELED },
+	{ IOU__F_CONNECT_UNREACH, -ENETUNREACH },
+};
+
+struct cf_conn {
+	int calls, res, closes;
+	iou_stream *s;
+};
+
+static int cf_called, cf_closed;
+
+static void cf_on_connect(iou_stream *s, int res, void *ud)
+{
+	struct cf_conn *c = ud;
+
+	if (!c->calls++)
+		cf_called++;
+	c->res = res;
+	c->s = res == 0 ? s : NULL;
+}
+
+static void cf_on_close(iou_stream *s, void *ud)
+{
+	struct cf_conn *c = ud;
+
+	(void)s;
+	if (!c->closes++)
+		cf_closed++;
+}
+
+/* Start CF_CONNS connects (closed at once if `close_now`) and run the loop
+ * until each was called back (and closed); 0, or -1 if one did not start. */
+static int cf_round(iou_loop *loop, uint16_t port, struct cf_conn *cs,
+		    bool close_now)
+{
+	uint64_t end = t_now_ms() + 10000;
+
+	memset(cs, 0, CF_CONNS * sizeof(*cs));
+	cf_called = cf_closed = 0;
+	for (int i = 0; i < CF_CONNS; i++) {
+		struct iou_connect_opts o;
+		iou_stream *s;
+		int ret;
+
+		iou_connect_opts_init(&o);
+		o.timeout_ms = i % 2 ? 30000 : 0; /* a deadline to disarm */
+		ret = iou_tcp_connect(loop, "127.0.0.1", port, &o,
+				      cf_on_connect, &cs[i], &s);
+		if (ret == 0 && close_now)
+			ret = iou_close(s, cf_on_close, &cs[i]);
+		if (ret < 0) {
+			fprintf(stderr, "connect check: connect %d: %s\n", i,
+				iou_strerror(ret));
+			return -1;
+		}
+	}
+	while ((cf_called < CF_CONNS || (close_now && cf_closed < CF_CONNS)) &&
+	       t_now_ms() < end)
+		iou_loop_run_once(loop, 10);
+	/* a callback that runs twice may do so a little later */
+	for (int i = 0; i < 10; i++)
+		iou_loop_run_once(loop, 0);
+	return 0;
+}
+
+static int connect_fault_check(void)
+{
+	static struct cf_conn cs[CF_CONNS];
+	uint64_t before[IOU__F_NKINDS], after[IOU__F_NKINDS];
+	unsigned long long seen[4] = { 0 }, ok = 0, nomem = 0, injected = 0;
+	unsigned long long on_ok, on_closed = 0;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t salen = sizeof(sa);
+	int fds_before = fd_count(), fds_after, lfd, ret, failed = 0;
+	int closed = 0, nopen = 0;
+	const char *backend;
+	char rate[32];
+	iou_loop *loop;
+	uint64_t end;
+
+	snprintf(rate, sizeof(rate), "%s", getenv("IOU_FAULT_RATE"));
+	setenv("IOU_FAULT_RATE", "200", 1);
+	ret = iou_loop_create(&loop, NULL);
+	setenv("IOU_FAULT_RATE", rate, 1);
+	if (ret < 0) {
+		fprintf(stderr, "iou_loop_create: %s\n", iou_strerror(ret));
+		return 1;
+	}
+	backend = iou_loop_backend(loop);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* never accepted: the backlog holds them all, the close drops them */
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(lfd, 2 * CF_CONNS) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &salen) < 0) {
+		fprintf(stderr, "connect check: no listener\n");
+		return 1;
+	}
+	iou__fault_totals(before);
+	if (cf_round(loop, ntohs(sa.sin_port), cs, false) < 0)
+		return 1;
+	iou__fault_totals(after);
+	for (int i = 0; i < CF_CONNS; i++) {
+		struct cf_conn *c = &cs[i];
+		int k;
+
+		if (c->calls != 1) {
+			fprintf(stderr, "FAIL: connect %d: callback ran %d times\n",
+				i, c->calls);
+			failed = 1;
+			continue;
+		}
+		if (c->res == 0) {
+			ok++;
+			/* outside a turn: this close cannot fail by injection */
+			ret = iou_close(c->s, count_close_cb, &closed);
+			if (ret < 0) {
+				fprintf(stderr, "FAIL: connect %d: iou_close: "
+					"%s\n", i, iou_strerror(ret));
+				failed = 1;
+			} else {
+				nopen++;
+			}
+			continue;
+		}
+		if (c->res == -ENOMEM) { /* an allocation fault */
+			nomem++;
+			continue;
+		}
+		for (k = 0; k < 4 && cf_errs[k].err != c->res; k++)
+			;
+		if (k == 4) {
+			fprintf(stderr, "FAIL: connect %d: %s, no fault of ours\n",
+				i, iou_strerror(c->res));
+			failed = 1;
+			continue;
+		}
+		seen[k]++;
+	}
+	for (int k = 0; k < 4; k++) {
+		unsigned long long n = after[cf_errs[k].kind] -
+				       before[cf_errs[k].kind];
+
+		injected += n;
+		if (n != seen[k]) {
+			fprintf(stderr, "FAIL: %s injected %llu times, the "
+				"callbacks saw it %llu times\n",
+				iou__fault_name(cf_errs[k].kind), n, seen[k]);
+			failed = 1;
+		}
+	}
+	on_ok = after[IOU__F_CONNECT_WAS_OK] - before[IOU__F_CONNECT_WAS_OK];
+	end = t_now_ms() + 5000;
+	while (closed < nopen && t_now_ms() < end)
+		iou_loop_run_once(loop, 10);
+	if (closed != nopen) {
+		fprintf(stderr, "FAIL: connect check: %d of %d connected "
+			"streams closed\n", closed, nopen);
+		failed = 1;
+	}
+
+	iou__fault_totals(before);
+	if (cf_round(loop, ntohs(sa.sin_port), cs, true) < 0)
+		return 1;
+	iou__fault_totals(after);
+	for (int k = 0; k < 4; k++)
+		on_closed += after[cf_errs[k].kind] - before[cf_errs[k].kind];
+	for (int i = 0; i < CF_CONNS; i++) {
+		if (cs[i].calls != 1 || cs[i].res != -ECANCELED ||
+		    cs[i].closes != 1) {
+			fprintf(stderr, "FAIL: connect %d closed at once: "
+				"callback ran %d times (last: %s), close "
+				"callback %d times\n", i, cs[i].calls,
+				iou_strerror(cs[i].res), cs[i].closes);
+			failed = 1;
+		}
+	}
+	close(lfd);
+	if ((ret = iou_loop_destroy(loop)) < 0) {
+		fprintf(stderr, "FAIL: connect check: iou_loop_destroy: %s\n",
+			iou_strerror(ret));
+		failed = 1;
+	}
+	fds_after = fd_count();
+	if (fds_after != fds_before) {
+		fprintf(stderr, "FAIL: connect check: %d fds leaked\n",
+			fds_after - fds_before);
+		failed = 1;
+	}
+	if (!injected || !on_ok) {
+		fprintf(stderr, "FAIL: on %s, connect faults injected: %llu, "
+			"%llu of them on a connected socket; each must have "
+			"some\n", backend, injected, on_ok);
+		failed = 1;
+	}
+	printf("connects under faults (rate 200): of %d, %llu connected, "
+	       "%llu injected failures (%llu after a real connect), %llu "
+	       "-ENOMEM; %d closed at once (%llu injected failures); fds %d "
+	       "before, %d after: %s\n", CF_CONNS, ok, injected, on_ok, nomem,
+	       CF_CONNS, on_closed, fds_before, fds_after,
+	       failed ? "FAIL" : "ok");
+	return failed;
+}
+
 int main(void)
 {
 	struct iou_loop_opts lo;
@@ -618,6 +842,8 @@ int main(void)
 	if (!getenv("IOU_FAULT_RATE"))
 		setenv("IOU_FAULT_RATE", "2", 1);
 	if (old_kernel_recv_check())
+		return 1;
+	if (connect_fault_check())
 		return 1;
 	printf("soak: %u s, %u connections, IOU_FAULT_SEED=%s IOU_FAULT_RATE=%s\n",
 	       soak_secs, nconns, getenv("IOU_FAULT_SEED"),
