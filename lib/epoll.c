@@ -87,6 +87,9 @@ struct ep_fd {
 	bool stream : 1;        /* a stream's socket: stays in the set until
 				   its close (the library's streams close
 				   through OP_CLOSE alone) */
+	bool stashed : 1;       /* stash holds a byte read past a receive's
+				   limit, the next receive's first */
+	unsigned char stash;
 };
 
 /* An idle connection costs a record and an fd entry: 72 bytes with these
@@ -330,8 +333,32 @@ static void ready_add(struct iou__ep *ep, int fd)
 
 /* ---- running ops -------------------------------------------------------- */
 
+/* Post a receive's bytes (the buffers from the ring's head on); true: its
+ * limit is reached, the receive ended. */
+static bool recv_post(struct iou__ep *ep, struct ep_op *e, size_t len)
+{
+	struct iou__bufring *b = &ep->loop.bufs;
+	uint32_t size = ep->loop.pool.buf_size;
+	uint32_t flags = IOU__CQE_F_BUFFER |
+			 b->slot_bid[ep->head & b->mask] << IOU__CQE_BUFFER_SHIFT;
+	bool end;
+
+	ep->head = (uint16_t)(ep->head + (len + size - 1) / size);
+	e->u.recv.got += len;
+	end = e->u.recv.limit && e->u.recv.got >= e->u.recv.limit;
+	post(ep, e, (int32_t)len, end ? flags : flags | IOU__CQE_F_MORE);
+	return end;
+}
+
 /* One recvmsg into the free buffers at the ring's head.  true: the op
- * ended. */
+ * ended.
+ *
+ * A read that fills what it offered leaves the socket's state unknown: the
+ * fd goes on the ready list and the next turn reads again.  When the byte
+ * limit cut the offer, that read would belong to the next receive (the
+ * stream's re-arm, in a request-response most often a futile EAGAIN):
+ * instead, one byte past the limit is asked for, into the fd's stash, and
+ * handed to the next receive first.  A short read then says "emptied". */
 static bool run_recv(struct iou__ep *ep, struct ep_fd *f, struct ep_op *e)
 {
 	iou_loop *loop = &ep->loop;
@@ -339,11 +366,13 @@ static bool run_recv(struct iou__ep *ep, struct ep_fd *f, struct ep_op *e)
 	uint32_t size = loop->pool.buf_size;
 	uint16_t tail = __atomic_load_n(&b->br->tail, __ATOMIC_RELAXED);
 	unsigned avail = (uint16_t)(tail - ep->head), n;
-	struct iovec iov[RECV_IOV];
+	struct iovec iov[RECV_IOV + 1];
 	struct msghdr msg = { .msg_iov = iov };
-	size_t want = 0, left = SIZE_MAX;
-	ssize_t ret;
-	uint32_t first, flags;
+	size_t want = 0, left = SIZE_MAX, asked;
+	bool stashed = f->stashed;
+	unsigned char probe;
+	ssize_t ret = 0;
+	int err = EAGAIN;
 
 	if (e->turn == ep->turn) { /* one read per op and turn */
 		ready_add(ep, e->fd);
@@ -360,42 +389,60 @@ static bool run_recv(struct iou__ep *ep, struct ep_fd *f, struct ep_op *e)
 		n = RECV_IOV;
 	if (e->u.recv.limit)
 		left = e->u.recv.limit - e->u.recv.got;
-	for (unsigned i = 0; i < n && want < left; i++) {
-		uint16_t bid = b->slot_bid[(uint16_t)(ep->head + i) & b->mask];
+	do { /* n >= 1 and left >= 1: at least one */
+		uint16_t bid = b->slot_bid[(uint16_t)(ep->head +
+					     msg.msg_iovlen) & b->mask];
+		struct iovec *v = &iov[msg.msg_iovlen++];
 
-		iov[i].iov_base = iou__buf_addr(loop, bid);
-		iov[i].iov_len = left - want < size ? left - want : size;
-		want += iov[i].iov_len;
-		msg.msg_iovlen = i + 1;
+		v->iov_base = iou__buf_addr(loop, bid);
+		v->iov_len = left - want < size ? left - want : size;
+		want += v->iov_len;
+	} while (msg.msg_iovlen < n && want < left);
+	if (stashed) { /* the last receive's byte past its limit first */
+		*(unsigned char *)iov[0].iov_base = f->stash;
+		iov[0].iov_base = (unsigned char *)iov[0].iov_base + 1;
+		iov[0].iov_len--;
+		f->stashed = false;
 	}
-	do
-		ret = recvmsg(e->fd, &msg, MSG_DONTWAIT);
-	while (ret < 0 && errno == EINTR);
-	if (ret < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-		f->rd_wait = true;
-		return false;
+	asked = want - stashed;
+	if (want == left && asked) {
+		iov[msg.msg_iovlen].iov_base = &probe;
+		iov[msg.msg_iovlen++].iov_len = 1;
+		asked++;
+	}
+	if (asked > 0) { /* else only the stash fits */
+		do
+			ret = recvmsg(e->fd, &msg, MSG_DONTWAIT);
+		while (ret < 0 && errno == EINTR);
+		err = ret < 0 ? errno : 0;
+	}
+	if (err == EAGAIN || err == EWOULDBLOCK) {
+		if (asked)
+			f->rd_wait = true;
+		if (!stashed)
+			return false;
+		e->turn = ep->turn;
+		return recv_post(ep, e, 1);
 	}
 	e->turn = ep->turn;
 	if (ret <= 0) { /* end of file, or an error: the receive ends */
-		post(ep, e, ret < 0 ? -errno : 0, 0);
+		if (stashed) /* left >= 2 here: the byte does not end it */
+			recv_post(ep, e, 1);
+		post(ep, e, -err, 0);
 		return true;
 	}
-	first = b->slot_bid[ep->head & b->mask];
-	ep->head = (uint16_t)(ep->head + (ret + size - 1) / size);
-	e->u.recv.got += (size_t)ret;
 	/* A short read emptied the socket: a new edge comes with new data
 	 * (but not for a FIN or an error seen already). */
-	if ((size_t)ret < want && !f->hup)
+	if ((size_t)ret < asked && !f->hup)
 		f->rd_wait = true;
 	else
 		ready_add(ep, e->fd);
-	flags = IOU__CQE_F_BUFFER | first << IOU__CQE_BUFFER_SHIFT;
-	if (e->u.recv.limit && e->u.recv.got >= e->u.recv.limit) {
-		post(ep, e, (int32_t)ret, flags);
-		return true;
+	if ((size_t)ret + stashed > want) {
+		f->stash = probe;
+		f->stashed = true;
+		ret--;
 	}
-	post(ep, e, (int32_t)ret, flags | IOU__CQE_F_MORE);
-	return false;
+	return recv_post(ep, e, (size_t)ret + stashed);
 }
 
 static bool run_accept(struct iou__ep *ep, struct ep_fd *f, struct ep_op *e)
@@ -541,7 +588,7 @@ static void run_close(struct iou__ep *ep, struct ep_op *e)
 	/* Out of the set before the fd goes: a reused number must not
 	 * inherit anything. */
 	fail_waiting(ep, f, -ECANCELED);
-	f->stream = false;
+	f->stream = f->stashed = false;
 	fd_update(ep, e->fd);
 	post(ep, e, close(e->fd) < 0 ? -errno : 0, 0);
 }
