@@ -54,6 +54,7 @@
 #include "fuzz.h"
 #include "uring.h"
 #include "internal.h" /* the streams on it */
+#include "server.h" /* its hooks, stubbed below */
 
 #ifndef IORING_RECVSEND_BUNDLE
 #define IORING_RECVSEND_BUNDLE (1U << 4)

@@ -272,13 +272,6 @@ void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
  * ones whose bytes sit in its write queue fail with the queue). */
 void iou__forward_sources_fail(iou_stream *to, int err);
 
-/* server.c: a stream of the server's was freed */
-void iou__server_conn_closed(iou_server *srv, iou_stream *s);
-/* The stream's idle deadline (0: none); past it, the server cuts it. */
-uint64_t iou__server_idle_check(iou_stream *s);
-/* fn(arg) when the server is freed (after its done callback). */
-void iou__server_set_cleanup(iou_server *srv, void (*fn)(void *), void *arg);
-
 /* ---- connect ------------------------------------------------------------ */
 
 /* connect.c: iou_tcp_connect() to the AF_INET/AF_INET6 `addrs`, tried in

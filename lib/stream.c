@@ -14,6 +14,7 @@
 #include <linux/sockios.h>
 
 #include "internal.h"
+#include "server.h" /* the server of an accepted stream */
 
 #define DEFAULT_MAX_BUFFERED (256u * 1024u)
 
