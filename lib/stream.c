@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <linux/sockios.h>
 
+#include "connect.h" /* the connect of a connecting stream */
 #include "internal.h"
 #include "server.h" /* the server of an accepted stream */
 
