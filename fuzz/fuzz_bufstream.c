@@ -54,6 +54,8 @@
 #include "fuzz.h"
 #include "uring.h"
 #include "internal.h" /* the streams on it */
+#include "connect.h" /* with server.h: the hooks stubbed below */
+#include "server.h"
 
 #ifndef IORING_RECVSEND_BUNDLE
 #define IORING_RECVSEND_BUNDLE (1U << 4)

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "connect.h"
 #include "internal.h"
 
 /* A name look-up on a helper thread.  The thread and the loop share it:

@@ -2,11 +2,58 @@
 /* Forwarding: the one place that knows both sides of streams.  A forward is
  * a pending read of `from` (receive.c serves it) whose bytes, a whole pool
  * buffer or a copy, are queued on the write queue of `to` (send side); the
- * last piece's send completion ends the forward. */
+ * last piece's send completion ends the forward.
+ *
+ * Read top to bottom, as receive.c and send.c: the bytes that came in are
+ * queued on the target (iou__forward_progress, forward_piece), the last
+ * piece's send completion runs the forward's callback (iou__forward_done);
+ * then a closing target's forwards fail, and last the way in,
+ * iou_forward(). */
 #include <errno.h>
 #include <string.h>
 
 #include "internal.h"
+
+static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
+			 struct iou__write **w, size_t *len);
+
+/* Hand every buffered byte (up to read_n) to `to` at once, so that its
+ * writer sends them with one sendmsg; the last piece carries the callback. */
+void iou__forward_progress(iou_stream *s)
+{
+	iou_stream *to = s->fwd_to;
+	struct iou__write *w, *last = NULL;
+	size_t total = 0, len;
+	int ret = 0;
+
+	if (to->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT)) {
+		iou__read_fail(s, -IOU_ECLOSED);
+		return;
+	}
+	if (to->wr_err) {
+		iou__read_fail(s, to->wr_err);
+		return;
+	}
+	for (int i = 0; i < IOU__GATHER_MAX && total < s->read_n &&
+			iou__rxq_len(&s->rxq);
+	     i++) {
+		ret = forward_piece(s, to, s->read_n - total, &w, &len);
+		if (ret < 0)
+			break;
+		total += len;
+		last = w;
+	}
+	if (!last) {
+		iou__read_fail(s, ret);
+		return;
+	}
+	last->cb_stream = s;
+	s->fwd_total = total;
+	s->read_kind = IOU__RD_FORWARDING;
+	s->fwd_req = last;
+	iou__stream_flush(to);
+	iou__recv_resume(s);
+}
 
 /* Queue the first bytes (at most max) on `to`: a whole received buffer is
  * handed over as it is while forwards hold fewer than their budget of pool
@@ -50,42 +97,14 @@ static int forward_piece(iou_stream *s, iou_stream *to, size_t max,
 	return ret;
 }
 
-/* Hand every buffered byte (up to read_n) to `to` at once, so that its
- * writer sends them with one sendmsg; the last piece carries the callback. */
-void iou__forward_progress(iou_stream *s)
+void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res)
 {
-	iou_stream *to = s->fwd_to;
-	struct iou__write *w, *last = NULL;
-	size_t total = 0, len;
-	int ret = 0;
+	iou_write_cb cb = from->fwd_cb;
+	void *ud = from->read_ud;
 
-	if (to->flags & (IOU__S_CLOSING | IOU__S_WR_SHUT)) {
-		iou__read_fail(s, -IOU_ECLOSED);
-		return;
-	}
-	if (to->wr_err) {
-		iou__read_fail(s, to->wr_err);
-		return;
-	}
-	for (int i = 0; i < IOU__GATHER_MAX && total < s->read_n &&
-			iou__rxq_len(&s->rxq);
-	     i++) {
-		ret = forward_piece(s, to, s->read_n - total, &w, &len);
-		if (ret < 0)
-			break;
-		total += len;
-		last = w;
-	}
-	if (!last) {
-		iou__read_fail(s, ret);
-		return;
-	}
-	last->cb_stream = s;
-	s->fwd_total = total;
-	s->read_kind = IOU__RD_FORWARDING;
-	s->fwd_req = last;
-	iou__stream_flush(to);
-	iou__recv_resume(s);
+	(void)w;
+	iou__read_clear(from);
+	cb(from, res < 0 ? res : (ssize_t)from->fwd_total, ud);
 }
 
 /* A forward keeps a pointer to its target, so the target must not be freed
@@ -109,16 +128,6 @@ void iou__forward_sources_fail(iou_stream *to, int err)
 			return;
 		iou__read_fail(from, err);
 	}
-}
-
-void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res)
-{
-	iou_write_cb cb = from->fwd_cb;
-	void *ud = from->read_ud;
-
-	(void)w;
-	iou__read_clear(from);
-	cb(from, res < 0 ? res : (ssize_t)from->fwd_total, ud);
 }
 
 int iou_forward(iou_stream *from, iou_stream *to, size_t max, iou_write_cb cb,

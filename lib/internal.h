@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The stream layer's internal declarations: streams (stream.c, send.c,
- * receive.c, forward.c), the server's hooks into them and connect.  Built
- * on the loop layer, loop_int.h; never installed. */
+ * receive.c, forward.c), what the server (server.h) and connect (connect.h)
+ * build on.  Built on the loop layer, loop_int.h; never installed. */
 #ifndef IOU_INTERNAL_H
 #define IOU_INTERNAL_H
 
@@ -272,25 +272,5 @@ void iou__forward_done(iou_stream *from, struct iou__write *w, ssize_t res);
 /* `to` is closing: forwards into it that wait for bytes fail with err (the
  * ones whose bytes sit in its write queue fail with the queue). */
 void iou__forward_sources_fail(iou_stream *to, int err);
-
-/* server.c: a stream of the server's was freed */
-void iou__server_conn_closed(iou_server *srv, iou_stream *s);
-/* The stream's idle deadline (0: none); past it, the server cuts it. */
-uint64_t iou__server_idle_check(iou_stream *s);
-/* fn(arg) when the server is freed (after its done callback). */
-void iou__server_set_cleanup(iou_server *srv, void (*fn)(void *), void *arg);
-
-/* ---- connect ------------------------------------------------------------ */
-
-/* connect.c: iou_tcp_connect() to the AF_INET/AF_INET6 `addrs`, tried in
- * turn as if a name had resolved to them (also how tests supply several
- * addresses).  Returns and reports as iou_tcp_connect(). */
-int iou__connect_addrs(iou_loop *loop, const struct sockaddr_storage *addrs,
-		       size_t n, const struct iou_connect_opts *opts,
-		       iou_connect_cb cb, void *ud, iou_stream **out);
-/* iou_close() of a connecting stream: stop the attempt; the connect
- * callback gets -ECANCELED (now, or from the cancelled op's CQE). */
-void iou__connect_cancel(iou_stream *s);
-extern unsigned iou__resolve_delay_ms; /* tests: slow look-ups */
 
 #endif /* IOU_INTERNAL_H */

@@ -217,6 +217,13 @@ void iou__op_done(iou_loop *loop)
 	loop->active--;
 }
 
+/* A callback posted by iou_loop_post(), from any thread. */
+struct iou__post {
+	struct iou__post *next;
+	void (*fn)(void *ud);
+	void *ud;
+};
+
 /* Take every posted callback at once and run them oldest first. */
 static int run_posts(iou_loop *loop)
 {

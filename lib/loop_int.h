@@ -80,14 +80,6 @@ struct iou__bufring {
 };
 
 
-/* ---- posted callbacks --------------------------------------------------- */
-
-struct iou__post {
-	struct iou__post *next;
-	void (*fn)(void *ud);
-	void *ud;
-};
-
 /* ---- the loop ----------------------------------------------------------- */
 
 struct iou__list {

@@ -3,13 +3,35 @@
  * buffers, their bytes kept in the stream's receive queue (rxq.c), and the
  * buffered reads on top (read, read_exactly, read_exactly_into, peek,
  * read_until, and the tasks' read view); a forward is served here as a
- * pending read, its bytes handed over by forward.c. */
+ * pending read, its bytes handed over by forward.c.
+ *
+ * Read top to bottom, the file follows the data path from the kernel to the
+ * application: the multishot recv (armed, and paused while the stream is
+ * full); a receive's completion (iou__recv_complete) queues the buffers it
+ * filled (recv_take_buffers) and serves the pending read
+ * (iou__read_progress, read_progress_once), whose callback gets the bytes
+ * (deliver).  Read views and the reads ended early follow, and last the way
+ * in: the public reads, down to iou__read_start.  A function comes before
+ * those it leads to (the static ones are declared ahead). */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+static void recv_take_buffers(iou_stream *s, uint32_t first, int res);
+static bool read_progress_once(iou_stream *s);
+static int end_error(const iou_stream *s);
+static size_t copy_out(iou_stream *s, unsigned char *dst, size_t cap);
+static void deliver(iou_stream *s, const unsigned char *p, size_t n,
+		    bool keep);
+static void into_finish(iou_stream *s, ssize_t res);
+static bool view_progress(iou_stream *s);
+static int view_take(iou_stream *s, const unsigned char **p, size_t *n);
+static int read_fixed(iou_stream *s, size_t n, iou_read_cb cb, void *ud,
+		      uint8_t kind);
+static int read_refused(const iou_stream *s);
 
 static size_t buffered(const iou_stream *s)
 {
@@ -64,47 +86,6 @@ static void recv_pause_if_full(iou_stream *s)
 		s->flags |= IOU__S_RECV_CANCEL;
 }
 
-/* Queue the buffers a receive filled: one, or with a bundle as many as the
- * bytes need, each full but the last, in ring order after the first.
- *
- * The CQE names only a bundle's first buffer.  The kernel takes a bundle
- * from consecutive ring slots, starting at that buffer's, and posts its CQE
- * before it takes buffers for the next receive: so when we get here, every
- * receive whose buffers were taken before this one's was handled, the ones
- * after it still hold theirs, and the slots of this bundle can have been
- * reused (buffers added at the tail) only for buffers we gave back from
- * this bundle itself, each after its own id was read.  The ids come from
- * slot_bid, which we wrote when we filled the slots: what the shared ring
- * memory says now does not matter. */
-static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
-{
-	iou_loop *loop = s->loop;
-	uint32_t size = loop->pool.buf_size;
-	uint32_t left = res > 0 ? (uint32_t)res : 0;
-	bool keep = left && !(s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT |
-					  IOU__S_FLUSHING));
-	unsigned n = left ? (left + size - 1) / size : 1;
-	unsigned pos = loop->bufs.pos[first]; /* before recycling changes it */
-
-	loop->bufs.taken += n;
-	for (unsigned i = 0; i < n; i++) {
-		uint32_t bid = i ? iou__buf_at(loop, pos + i) : first;
-		uint32_t len = left < size ? left : size;
-
-		loop->bufs.out++;
-		left -= len;
-		if (keep)
-			iou__rxq_push(&loop->pool, &s->rxq, bid, len);
-		else
-			iou__buf_recycle(loop, bid);
-	}
-	if (keep) {
-		s->last_active = loop->now;
-		if (!iou__list_linked(&s->holder_link))
-			iou__list_add_tail(&loop->holders, &s->holder_link);
-	}
-}
-
 void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 {
 	iou_stream *s = IOU__CONTAINER_OF(op, iou_stream, recv_op);
@@ -147,175 +128,67 @@ void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 	recv_pause_if_full(s);
 }
 
-/* ---- pending reads ------------------------------------------------------ */
-
-/* The kind's fields share a union: only its own are released. */
-void iou__read_clear(iou_stream *s)
+/* Queue the buffers a receive filled: one, or with a bundle as many as the
+ * bytes need, each full but the last, in ring order after the first.
+ *
+ * The CQE names only a bundle's first buffer.  The kernel takes a bundle
+ * from consecutive ring slots, starting at that buffer's, and posts its CQE
+ * before it takes buffers for the next receive: so when we get here, every
+ * receive whose buffers were taken before this one's was handled, the ones
+ * after it still hold theirs, and the slots of this bundle can have been
+ * reused (buffers added at the tail) only for buffers we gave back from
+ * this bundle itself, each after its own id was read.  The ids come from
+ * slot_bid, which we wrote when we filled the slots: what the shared ring
+ * memory says now does not matter. */
+static void recv_take_buffers(iou_stream *s, uint32_t first, int res)
 {
-	if (s->read_kind == IOU__RD_UNTIL) {
-		if (s->sep != s->sep_inline)
-			iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
-	} else if (s->read_kind == IOU__RD_FORWARD ||
-		   s->read_kind == IOU__RD_FORWARDING) {
-		iou__list_del(&s->fwd_link);
+	iou_loop *loop = s->loop;
+	uint32_t size = loop->pool.buf_size;
+	uint32_t left = res > 0 ? (uint32_t)res : 0;
+	bool keep = left && !(s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT |
+					  IOU__S_FLUSHING));
+	unsigned n = left ? (left + size - 1) / size : 1;
+	unsigned pos = loop->bufs.pos[first]; /* before recycling changes it */
+
+	loop->bufs.taken += n;
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t bid = i ? iou__buf_at(loop, pos + i) : first;
+		uint32_t len = left < size ? left : size;
+
+		loop->bufs.out++;
+		left -= len;
+		if (keep)
+			iou__rxq_push(&loop->pool, &s->rxq, bid, len);
+		else
+			iou__buf_recycle(loop, bid);
 	}
-	s->read_kind = IOU__RD_NONE;
-	s->flags &= ~IOU__S_READ_CANCEL;
-	s->read_deadline = 0; /* the stream's timer finds nothing then */
-}
-
-static void into_finish(iou_stream *s, ssize_t res)
-{
-	iou_read_into_cb cb = s->into_cb;
-	size_t got = s->into_got;
-	void *ud = s->read_ud;
-
-	iou__read_clear(s);
-	cb(s, res, got, ud);
-}
-
-void iou__read_fail(iou_stream *s, int err)
-{
-	uint8_t kind = s->read_kind;
-	void *ud = s->read_ud;
-
-	if (kind == IOU__RD_INTO) {
-		into_finish(s, err);
-	} else if (kind == IOU__RD_FORWARD || kind == IOU__RD_FORWARDING) {
-		iou_write_cb cb = s->fwd_cb;
-
-		if (s->fwd_req)
-			s->fwd_req->cb_stream = NULL; /* its send ends alone */
-		iou__read_clear(s);
-		cb(s, err, ud);
-	} else {
-		iou_read_cb cb = s->read_cb;
-
-		iou__read_clear(s);
-		cb(s, err, NULL, ud);
+	if (keep) {
+		s->last_active = loop->now;
+		if (!iou__list_linked(&s->holder_link))
+			iou__list_add_tail(&loop->holders, &s->holder_link);
 	}
 }
 
-/* Receiving stopped for backpressure resumes once bytes were consumed. */
-void iou__recv_resume(iou_stream *s)
+/* ---- serving the pending read ------------------------------------------- */
+
+/* A read callback typically issues the next read: serve it right after the
+ * callback returned, while the bytes are at hand, instead of one read per
+ * loop turn (a pipelining client would otherwise pay a turn per response).
+ * Bounded, so that one stream cannot hold the loop. */
+void iou__read_progress(iou_stream *s)
 {
-	if ((s->flags & IOU__S_RECV_WANTED) &&
-	    !(s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED)) &&
-	    buffered(s) < s->max_buffered)
-		iou__stream_poke(s);
-}
-
-static void deliver(iou_stream *s, const unsigned char *p, size_t n,
-		    bool keep)
-{
-	iou_read_cb cb = s->read_cb;
-	void *ud = s->read_ud;
-
-	iou__read_clear(s);
-	s->flags |= IOU__S_DELIVERING;
-	s->delivering = keep ? 0 : n;
-	cb(s, (ssize_t)n, p, ud);
-	s->flags &= ~IOU__S_DELIVERING;
-	s->delivering = 0;
-	if (!keep) {
-		consume(s, n);
-		iou__recv_resume(s);
-	}
-}
-
-/* Move up to cap buffered bytes to dst and consume them; the count. */
-static size_t copy_out(iou_stream *s, unsigned char *dst, size_t cap)
-{
-	size_t done = 0;
-
-	while (done < cap) {
-		const unsigned char *p;
-		size_t len;
-
-		iou__rxq_first(&s->loop->pool, &s->rxq, &p, &len);
-		if (!len)
+	for (int i = 0; i < 64 && s->read_kind != IOU__RD_NONE; i++) {
+		/* A read issued in a callback that then closed the stream is
+		 * failed by the close, never served. */
+		if (s->flags & IOU__S_CLOSING)
 			break;
-		if (len > cap - done)
-			len = cap - done;
-		memcpy(dst + done, p, len);
-		consume(s, len);
-		done += len;
-	}
-	if (done)
-		iou__recv_resume(s);
-	return done;
-}
-
-/* End of the bytes: what a read that wants more gets instead. */
-static int end_error(const iou_stream *s)
-{
-	if (s->rd_err)
-		return s->rd_err;
-	if (s->flags & IOU__S_EOF)
-		return -IOU_EINCOMPLETE;
-	if (s->flags & (IOU__S_RD_SHUT | IOU__S_CLOSING))
-		return -IOU_ECLOSED;
-	return 0;
-}
-
-/* ---- read views --------------------------------------------------------- */
-
-/* Take the first contiguous bytes (at most read_n) out of the stream into
- * the view's record: from then on they are the holder's, whatever happens
- * to the stream (a close gives its buffers back, new receives reuse them). */
-static int view_take(iou_stream *s, const unsigned char **p, size_t *n)
-{
-	struct iou__pool *pool = &s->loop->pool;
-	struct iou__bufring *b = &s->loop->bufs;
-	struct iou__held *h = s->view_dst;
-	size_t len;
-
-	iou__rxq_first(pool, &s->rxq, p, &len);
-	if (len > s->read_n)
-		len = s->read_n;
-	*h = (struct iou__held){ .bid = IOU__SEG_NONE };
-	if (b->fwd_held < b->fwd_max && iou__rxq_head_is(pool, &s->rxq, len)) {
-		h->bid = iou__rxq_detach_head(pool, &s->rxq);
-		b->fwd_held++;
-	} else {
-		h->blk = iou__rxq_detach_spill(&s->rxq, len, &h->cap);
-		if (!h->blk) {
-			h->blk = iou__blk_get(&s->loop->blocks, len, &h->cap);
-			if (!h->blk)
-				return -ENOMEM;
-			memcpy(h->blk, *p, len);
-			*p = h->blk;
-			consume(s, len);
+		if (s->flags & IOU__S_READ_CANCEL) {
+			iou__read_fail(s, -ECANCELED);
+			continue;
 		}
+		if (!read_progress_once(s))
+			break;
 	}
-	*n = len;
-	return 0;
-}
-
-/* Whether the callback ran with bytes (as read_progress_once()). */
-static bool view_progress(iou_stream *s)
-{
-	const unsigned char *p;
-	size_t n;
-
-	if (view_take(s, &p, &n) < 0) {
-		iou__read_fail(s, -ENOMEM);
-		return false;
-	}
-	iou__recv_resume(s);
-	deliver(s, p, n, true); /* taken out already: nothing to consume */
-	return true;
-}
-
-void iou__held_release(iou_loop *loop, struct iou__held *h)
-{
-	if (h->bid != IOU__SEG_NONE) {
-		iou__buf_recycle(loop, h->bid);
-		loop->bufs.fwd_held--;
-	} else {
-		iou__blk_put(&loop->blocks, h->blk, h->cap);
-	}
-	*h = (struct iou__held){ .bid = IOU__SEG_NONE };
 }
 
 /* Serve the pending read if the bytes are there.  Returns true when its
@@ -409,25 +282,176 @@ static bool read_progress_once(iou_stream *s)
 	return false;
 }
 
-/* A read callback typically issues the next read: serve it right after the
- * callback returned, while the bytes are at hand, instead of one read per
- * loop turn (a pipelining client would otherwise pay a turn per response).
- * Bounded, so that one stream cannot hold the loop. */
-void iou__read_progress(iou_stream *s)
+/* End of the bytes: what a read that wants more gets instead. */
+static int end_error(const iou_stream *s)
 {
-	for (int i = 0; i < 64 && s->read_kind != IOU__RD_NONE; i++) {
-		/* A read issued in a callback that then closed the stream is
-		 * failed by the close, never served. */
-		if (s->flags & IOU__S_CLOSING)
+	if (s->rd_err)
+		return s->rd_err;
+	if (s->flags & IOU__S_EOF)
+		return -IOU_EINCOMPLETE;
+	if (s->flags & (IOU__S_RD_SHUT | IOU__S_CLOSING))
+		return -IOU_ECLOSED;
+	return 0;
+}
+
+/* Move up to cap buffered bytes to dst and consume them; the count. */
+static size_t copy_out(iou_stream *s, unsigned char *dst, size_t cap)
+{
+	size_t done = 0;
+
+	while (done < cap) {
+		const unsigned char *p;
+		size_t len;
+
+		iou__rxq_first(&s->loop->pool, &s->rxq, &p, &len);
+		if (!len)
 			break;
-		if (s->flags & IOU__S_READ_CANCEL) {
-			iou__read_fail(s, -ECANCELED);
-			continue;
-		}
-		if (!read_progress_once(s))
-			break;
+		if (len > cap - done)
+			len = cap - done;
+		memcpy(dst + done, p, len);
+		consume(s, len);
+		done += len;
+	}
+	if (done)
+		iou__recv_resume(s);
+	return done;
+}
+
+static void deliver(iou_stream *s, const unsigned char *p, size_t n,
+		    bool keep)
+{
+	iou_read_cb cb = s->read_cb;
+	void *ud = s->read_ud;
+
+	iou__read_clear(s);
+	s->flags |= IOU__S_DELIVERING;
+	s->delivering = keep ? 0 : n;
+	cb(s, (ssize_t)n, p, ud);
+	s->flags &= ~IOU__S_DELIVERING;
+	s->delivering = 0;
+	if (!keep) {
+		consume(s, n);
+		iou__recv_resume(s);
 	}
 }
+
+void iou__read_fail(iou_stream *s, int err)
+{
+	uint8_t kind = s->read_kind;
+	void *ud = s->read_ud;
+
+	if (kind == IOU__RD_INTO) {
+		into_finish(s, err);
+	} else if (kind == IOU__RD_FORWARD || kind == IOU__RD_FORWARDING) {
+		iou_write_cb cb = s->fwd_cb;
+
+		if (s->fwd_req)
+			s->fwd_req->cb_stream = NULL; /* its send ends alone */
+		iou__read_clear(s);
+		cb(s, err, ud);
+	} else {
+		iou_read_cb cb = s->read_cb;
+
+		iou__read_clear(s);
+		cb(s, err, NULL, ud);
+	}
+}
+
+static void into_finish(iou_stream *s, ssize_t res)
+{
+	iou_read_into_cb cb = s->into_cb;
+	size_t got = s->into_got;
+	void *ud = s->read_ud;
+
+	iou__read_clear(s);
+	cb(s, res, got, ud);
+}
+
+/* The kind's fields share a union: only its own are released. */
+void iou__read_clear(iou_stream *s)
+{
+	if (s->read_kind == IOU__RD_UNTIL) {
+		if (s->sep != s->sep_inline)
+			iou__blk_put(&s->loop->blocks, s->sep, s->sep_cap);
+	} else if (s->read_kind == IOU__RD_FORWARD ||
+		   s->read_kind == IOU__RD_FORWARDING) {
+		iou__list_del(&s->fwd_link);
+	}
+	s->read_kind = IOU__RD_NONE;
+	s->flags &= ~IOU__S_READ_CANCEL;
+	s->read_deadline = 0; /* the stream's timer finds nothing then */
+}
+
+/* Receiving stopped for backpressure resumes once bytes were consumed. */
+void iou__recv_resume(iou_stream *s)
+{
+	if ((s->flags & IOU__S_RECV_WANTED) &&
+	    !(s->flags & (IOU__S_RECV_ARMED | IOU__S_STARVED)) &&
+	    buffered(s) < s->max_buffered)
+		iou__stream_poke(s);
+}
+
+/* ---- read views --------------------------------------------------------- */
+
+/* Whether the callback ran with bytes (as read_progress_once()). */
+static bool view_progress(iou_stream *s)
+{
+	const unsigned char *p;
+	size_t n;
+
+	if (view_take(s, &p, &n) < 0) {
+		iou__read_fail(s, -ENOMEM);
+		return false;
+	}
+	iou__recv_resume(s);
+	deliver(s, p, n, true); /* taken out already: nothing to consume */
+	return true;
+}
+
+/* Take the first contiguous bytes (at most read_n) out of the stream into
+ * the view's record: from then on they are the holder's, whatever happens
+ * to the stream (a close gives its buffers back, new receives reuse them). */
+static int view_take(iou_stream *s, const unsigned char **p, size_t *n)
+{
+	struct iou__pool *pool = &s->loop->pool;
+	struct iou__bufring *b = &s->loop->bufs;
+	struct iou__held *h = s->view_dst;
+	size_t len;
+
+	iou__rxq_first(pool, &s->rxq, p, &len);
+	if (len > s->read_n)
+		len = s->read_n;
+	*h = (struct iou__held){ .bid = IOU__SEG_NONE };
+	if (b->fwd_held < b->fwd_max && iou__rxq_head_is(pool, &s->rxq, len)) {
+		h->bid = iou__rxq_detach_head(pool, &s->rxq);
+		b->fwd_held++;
+	} else {
+		h->blk = iou__rxq_detach_spill(&s->rxq, len, &h->cap);
+		if (!h->blk) {
+			h->blk = iou__blk_get(&s->loop->blocks, len, &h->cap);
+			if (!h->blk)
+				return -ENOMEM;
+			memcpy(h->blk, *p, len);
+			*p = h->blk;
+			consume(s, len);
+		}
+	}
+	*n = len;
+	return 0;
+}
+
+void iou__held_release(iou_loop *loop, struct iou__held *h)
+{
+	if (h->bid != IOU__SEG_NONE) {
+		iou__buf_recycle(loop, h->bid);
+		loop->bufs.fwd_held--;
+	} else {
+		iou__blk_put(&loop->blocks, h->blk, h->cap);
+	}
+	*h = (struct iou__held){ .bid = IOU__SEG_NONE };
+}
+
+/* ---- reads ended early -------------------------------------------------- */
 
 /* The pending read's deadline: its bytes stay buffered.  Bytes of a
  * forward already queued on its target are the target's write deadline's
@@ -451,40 +475,7 @@ int iou_read_cancel(iou_stream *s)
 	return 0;
 }
 
-
 /* ---- the public reads --------------------------------------------------- */
-
-/* Nothing of the stream changes unless this succeeds: a refused read must
- * leave the pending one (its callback included) alone. */
-/* Why a new read is refused now, or 0. */
-static int read_refused(const iou_stream *s)
-{
-	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
-		return -IOU_ECLOSED;
-	if ((s->flags & IOU__S_CONNECTING) || s->fd < 0)
-		return -ENOTCONN;
-	return s->read_kind != IOU__RD_NONE ? -EBUSY : 0;
-}
-
-int iou__read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
-		   void *ud)
-{
-	int ret = read_refused(s);
-
-	if (ret < 0)
-		return ret;
-	if (s->read_timeout_ms) {
-		s->read_deadline = iou__clock_ms() + s->read_timeout_ms;
-		iou__stream_timer_at(s, s->read_deadline);
-	}
-	s->read_kind = kind;
-	s->read_cb = cb;
-	s->read_n = n;
-	s->read_ud = ud;
-	s->flags |= IOU__S_RECV_WANTED;
-	iou__stream_poke(s);
-	return 0;
-}
 
 int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud)
 {
@@ -493,17 +484,22 @@ int iou_read(iou_stream *s, size_t max, iou_read_cb cb, void *ud)
 	return iou__read_start(s, IOU__RD_SOME, max, cb, ud);
 }
 
+int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
+{
+	return read_fixed(s, n, cb, ud, IOU__RD_EXACTLY);
+}
+
+int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
+{
+	return read_fixed(s, n, cb, ud, IOU__RD_PEEK);
+}
+
 static int read_fixed(iou_stream *s, size_t n, iou_read_cb cb, void *ud,
 		      uint8_t kind)
 {
 	if (!s || !cb || !n || n > s->max_buffered)
 		return -EINVAL;
 	return iou__read_start(s, kind, n, cb, ud);
-}
-
-int iou_read_exactly(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
-{
-	return read_fixed(s, n, cb, ud, IOU__RD_EXACTLY);
 }
 
 int iou_read_exactly_into(iou_stream *s, void *buf, size_t n,
@@ -520,11 +516,6 @@ int iou_read_exactly_into(iou_stream *s, void *buf, size_t n,
 		s->into_got = 0;
 	}
 	return ret;
-}
-
-int iou_peek(iou_stream *s, size_t n, iou_read_cb cb, void *ud)
-{
-	return read_fixed(s, n, cb, ud, IOU__RD_PEEK);
 }
 
 int iou_read_until(iou_stream *s, const void *sep, size_t seplen, size_t max,
@@ -566,6 +557,38 @@ int iou__read_view(iou_stream *s, size_t max, struct iou__held *h,
 	if (ret == 0)
 		s->view_dst = h;
 	return ret;
+}
+
+/* Nothing of the stream changes unless this succeeds: a refused read must
+ * leave the pending one (its callback included) alone. */
+int iou__read_start(iou_stream *s, uint8_t kind, size_t n, iou_read_cb cb,
+		   void *ud)
+{
+	int ret = read_refused(s);
+
+	if (ret < 0)
+		return ret;
+	if (s->read_timeout_ms) {
+		s->read_deadline = iou__clock_ms() + s->read_timeout_ms;
+		iou__stream_timer_at(s, s->read_deadline);
+	}
+	s->read_kind = kind;
+	s->read_cb = cb;
+	s->read_n = n;
+	s->read_ud = ud;
+	s->flags |= IOU__S_RECV_WANTED;
+	iou__stream_poke(s);
+	return 0;
+}
+
+/* Why a new read is refused now, or 0. */
+static int read_refused(const iou_stream *s)
+{
+	if (s->flags & (IOU__S_CLOSING | IOU__S_RD_SHUT | IOU__S_FLUSHING))
+		return -IOU_ECLOSED;
+	if ((s->flags & IOU__S_CONNECTING) || s->fd < 0)
+		return -ENOTCONN;
+	return s->read_kind != IOU__RD_NONE ? -EBUSY : 0;
 }
 
 /* Inside a read callback the bytes it got count as consumed already (they

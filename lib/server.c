@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "server.h"
 
 #define BACKOFF_MIN_MS 10
 #define BACKOFF_MAX_MS 1000

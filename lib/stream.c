@@ -13,7 +13,9 @@
 #include <unistd.h>
 #include <linux/sockios.h>
 
+#include "connect.h" /* the connect of a connecting stream */
 #include "internal.h"
+#include "server.h" /* the server of an accepted stream */
 
 #define DEFAULT_MAX_BUFFERED (256u * 1024u)
 

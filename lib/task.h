@@ -4,7 +4,7 @@
 #ifndef IOU_TASK_H
 #define IOU_TASK_H
 
-#include "internal.h"
+#include "loop_int.h"
 #include "task_ctx.h"
 
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "internal.h" /* the streams the calls block on */
 #include "task.h"
 
 /* -1: no deadline (the stream's timeout 0); 0 is the shortest, 1 ms. */

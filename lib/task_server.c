@@ -5,7 +5,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "task.h"
+#include "loop_int.h" /* in the fault build, malloc can fail */
+#include "server.h"
 
 struct task_server {
 	iou_task_handler handler;

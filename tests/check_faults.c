@@ -64,7 +64,7 @@ int main(void)
 #else
 
 #define IOU__FAULT_NO_WRAP /* the test's own allocations never fail */
-#include "internal.h"
+#include "loop_int.h" /* the fault kinds and totals */
 
 #define MAX_MSG (256u * 1024u)
 #define STALL_MS 20000

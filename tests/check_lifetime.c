@@ -19,7 +19,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "internal.h" /* iou__resolve_delay_ms: a slow look-up */
+#include "connect.h" /* iou__resolve_delay_ms: a slow look-up */
+#include "internal.h" /* the pool and a stream's flags */
 #include "iou.h"
 #include "t_helpers.h"
 #include "t_stream_peer.h"

@@ -21,7 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "internal.h" /* iou__connect_addrs(): several addresses */
+#include "connect.h" /* iou__connect_addrs(): several addresses */
 #include "iou.h"
 #include "t_helpers.h"
 #include "t_stream_peer.h"
