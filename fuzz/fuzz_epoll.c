@@ -12,11 +12,14 @@
  * peer.  The input is a script of steps: the peer writes, shuts down its
  * sending side, closes (a reset when bytes it did not read are left);
  * the library reads (read, read_exactly, read_exactly_into, peek,
- * read_until; pipelined from the callback, or closing from it), cancels
- * the read, takes the buffer, writes (write, write_all, feed, drain),
- * shuts down, closes (abortive or graceful), with read deadlines of 0 or a
- * few ms; the loop turns once, settles, or waits a little; a freed stream
- * is replaced by a new one (the fd number comes back: epoll's fd table).
+ * read_until; pipelined from the callback, or closing from it), forwards
+ * (to another stream or back to its own peer), cancels the read, takes
+ * the buffer, writes (write, write_all, feed, drain), shuts down, closes
+ * (abortive or graceful), with read deadlines of 0 or a few ms; the loop
+ * turns once, settles, or waits 1 ms; a freed stream is replaced by a new
+ * one (the fd number comes back: epoll's fd table).  A forward's bytes
+ * must be the source's next ones and reach the target's peer in order; a
+ * failed forward leaves both models' bytes unknown from then on.
  *
  * A model per stream (the bytes the peer sent, the consumed offset, how
  * the peer ended) predicts each read's outcome (bytes, end of file,
@@ -84,7 +87,7 @@ static void bytes_add(struct bytes *b, const void *p, size_t n)
 	b->len += n;
 }
 
-enum { R_NONE, R_READ, R_EXACTLY, R_PEEK, R_UNTIL, R_INTO };
+enum { R_NONE, R_READ, R_EXACTLY, R_PEEK, R_UNTIL, R_INTO, R_FWD };
 enum { W_SOME, W_ALL, W_DRAIN };
 enum { END_NONE, END_EOF, END_RESET };
 
@@ -124,6 +127,8 @@ struct model {
 	bool cancelled;    /* iou_read_cancel() returned 0 for it */
 	unsigned r_to;     /* its deadline (ms), 0 none */
 	unsigned char *into;
+	int fwd_to;        /* R_FWD: the target's slot */
+	bool rx_desync;    /* a failed forward took bytes: cons unknown */
 
 	/* send side */
 	struct wr wq[WQ];
@@ -134,6 +139,8 @@ struct model {
 	size_t verified;   /* got and exp agree up to here */
 	bool desync;       /* a failed write sent an unknown part */
 	int wr_err;
+	unsigned fwd_in;   /* forwards pending into this stream */
+	bool wr_unknown;   /* a failed forward may have set its write error */
 	bool peer_eof;     /* the peer's read saw the end */
 };
 
@@ -221,6 +228,8 @@ static void check_out(struct model *md)
 		      md->slot, md->verified, n);
 		md->verified = n;
 	}
+	if (md->fwd_in)
+		return; /* where forwarded bytes go is known at their callback */
 	at = md->exp.len;
 	for (unsigned k = 0; k < md->wq_n && at < md->got.len; k++) {
 		const struct wr *w = &md->wq[(md->wq_head + k) % WQ];
@@ -443,6 +452,12 @@ static void read_cb(iou_stream *s, ssize_t res, const void *data, void *ud)
 		return;
 	}
 	md->rk = R_NONE;
+	if (md->rx_desync) {
+		CHECK(res > 0 ? data != NULL : !data, "slot %d: data with %zd",
+		      md->slot, res);
+		after_read(md, kind, res);
+		return;
+	}
 	if (res > 0) {
 		size_t n = (size_t)res;
 
@@ -510,7 +525,7 @@ static void into_cb(iou_stream *s, ssize_t res, size_t got, void *ud)
 
 	TRACE("  cb: slot %d into n %zu -> %zd got %zu (buffered %zu, model "
 	      "%zu)\n", md->slot, md->rn, res, got, b, avail(md));
-	CHECK(got <= md->rn && peer_bytes(md, md->into, got),
+	CHECK(got <= md->rn && (md->rx_desync || peer_bytes(md, md->into, got)),
 	      "slot %d: read_exactly_into stored %zu bytes other than the "
 	      "peer's", md->slot, got);
 	CHECK(res < 0 || (size_t)res == got, "slot %d: into %zd, got %zu",
@@ -523,6 +538,11 @@ static void into_cb(iou_stream *s, ssize_t res, size_t got, void *ud)
 		return;
 	}
 	md->rk = R_NONE;
+	if (md->rx_desync) {
+		CHECK(res <= 0 || got == md->rn, "slot %d: into %zd", md->slot,
+		      res);
+		return;
+	}
 	if (res > 0) {
 		CHECK(got == md->rn, "slot %d: into(%zu) got %zu", md->slot,
 		      md->rn, got);
@@ -600,6 +620,89 @@ static void issue(struct model *md, int kind, size_t n, const void *sep,
 	md->outstanding++;
 }
 
+/* A forward's bytes are the source's next ones and go out on the target
+ * in order with its writes (its callback comes at their send's end).  A
+ * failed one leaves both sides unknown: bytes may have been taken, and
+ * some sent. */
+static void fwd_cb(iou_stream *s, ssize_t res, void *ud)
+{
+	struct model *md = ud, *to = &m[md->fwd_to];
+	size_t b = iou_buffered(s);
+
+	TRACE("  cb: slot %d forward to %d max %zu -> %zd\n", md->slot,
+	      md->fwd_to, md->rn, res);
+	CHECK(!in_api, "slot %d: forward callback inside an API call",
+	      md->slot);
+	CHECK(md->s == s && md->rk == R_FWD && md->outstanding > 0,
+	      "forward callback, no forward pending");
+	CHECK(to->fwd_in > 0, "slot %d: forward into %d not counted",
+	      md->slot, md->fwd_to);
+	md->rk = R_NONE;
+	md->outstanding--;
+	to->fwd_in--;
+	if (res > 0) {
+		size_t n = (size_t)res;
+
+		CHECK(!md->cancelled && !md->closing,
+		      "slot %d: forward done after its cancel or close",
+		      md->slot);
+		CHECK(n <= md->rn, "slot %d: forward(max %zu) sent %zu",
+		      md->slot, md->rn, n);
+		if (!md->rx_desync) {
+			CHECK(peer_bytes(md, md->sent.p + md->cons, n),
+			      "slot %d: forward past the peer's bytes", md->slot);
+			if (!to->desync)
+				bytes_add(&to->exp, md->sent.p + md->cons, n);
+			md->cons += n;
+		} else {
+			to->desync = true;
+		}
+		check_out(to);
+	} else if (res == 0) {
+		CHECK(!md->cancelled && !md->closing,
+		      "slot %d: forward end of file after its cancel or close",
+		      md->slot);
+		if (!md->rx_desync)
+			check_end(md, 0, b, 0);
+	} else {
+		CHECK(!md->cancelled || res == -ECANCELED,
+		      "slot %d: cancelled forward got %zd", md->slot, res);
+		md->rx_desync = true;
+		to->desync = true;
+		to->wr_unknown = true;
+	}
+}
+
+static void issue_forward(struct model *md, struct model *to, size_t max)
+{
+	int want, ret;
+
+	if (to->closing || to->wr_shut)
+		want = -IOU_ECLOSED;
+	else if (md->rk != R_NONE)
+		want = -EBUSY;
+	else if (md->closing || md->rd_shut)
+		want = -IOU_ECLOSED;
+	else
+		want = 0;
+	ret = API(iou_forward(md->s, to->s, max, fwd_cb, md));
+	TRACE("  slot %d: forward to %d max %zu -> %d\n", md->slot, to->slot,
+	      max, ret);
+	CHECK(ret == want, "slot %d: forward returned %d, want %d", md->slot,
+	      ret, want);
+	if (ret < 0)
+		return;
+	md->rk = R_FWD;
+	md->rn = max;
+	md->fwd_to = to->slot;
+	md->cancelled = false;
+	md->close_in_cb = false;
+	md->chain = 0;
+	md->ever_read = true;
+	md->outstanding++;
+	to->fwd_in++;
+}
+
 /* ---- writes ------------------------------------------------------------- */
 
 static void write_cb(iou_stream *s, ssize_t res, void *ud)
@@ -617,8 +720,9 @@ static void write_cb(iou_stream *s, ssize_t res, void *ud)
 	md->wq_n--;
 	md->outstanding--;
 	if (res >= 0) {
-		CHECK(!md->wr_err, "slot %d: write %zd after error %d", md->slot,
-		      res, md->wr_err);
+		CHECK(!md->wr_err || md->wr_unknown,
+		      "slot %d: write %zd after error %d", md->slot, res,
+		      md->wr_err);
 		CHECK((size_t)res == w->len ||
 			      (w->kind == W_SOME && res > 0 &&
 			       (size_t)res < w->len),
@@ -628,7 +732,7 @@ static void write_cb(iou_stream *s, ssize_t res, void *ud)
 		check_out(md);
 	} else {
 		/* Once a write failed, the ones behind it fail the same way. */
-		CHECK(!md->wr_err || res == md->wr_err,
+		CHECK(!md->wr_err || res == md->wr_err || md->wr_unknown,
 		      "slot %d: write failed %zd after %d", md->slot, res,
 		      md->wr_err);
 		CHECK((res == -ECANCELED && md->closing) ||
@@ -642,10 +746,22 @@ static void write_cb(iou_stream *s, ssize_t res, void *ud)
 	free(w->buf);
 }
 
-/* What a write, feed or drain returns now. */
+/* What a write, feed or drain returns now; 1: 0 or an error, unknown
+ * (learnt from the return). */
 static int write_want(const struct model *md)
 {
-	return md->closing || md->wr_shut ? -IOU_ECLOSED : md->wr_err;
+	if (md->closing || md->wr_shut)
+		return -IOU_ECLOSED;
+	return md->wr_unknown && !md->wr_err ? 1 : md->wr_err;
+}
+
+static bool write_ret_ok(struct model *md, int want, int ret)
+{
+	if (want != 1)
+		return ret == want;
+	if (ret < 0 && ret != -IOU_ECLOSED)
+		md->wr_err = ret;
+	return ret <= 0;
 }
 
 static void queue_wr(struct model *md, unsigned char *buf, size_t len,
@@ -668,8 +784,8 @@ static void do_drain(struct model *md)
 		return;
 	ret = API(iou_drain(md->s, write_cb, md));
 	TRACE("  slot %d: drain %zu -> %d\n", md->slot, md->fed.len, ret);
-	CHECK(ret == want, "slot %d: drain returned %d, want %d", md->slot,
-	      ret, want);
+	CHECK(write_ret_ok(md, want, ret), "slot %d: drain returned %d, want "
+	      "%d", md->slot, ret, want);
 	if (ret < 0)
 		return;
 	queue_wr(md, md->fed.p, md->fed.len, W_DRAIN);
@@ -693,8 +809,8 @@ static void do_write(struct model *md, unsigned p, size_t len, unsigned seed)
 	if (kind == 2) {
 		ret = API(iou_feed(md->s, buf, len));
 		TRACE("  slot %d: feed %zu -> %d\n", md->slot, len, ret);
-		CHECK(ret == want, "slot %d: feed returned %d, want %d",
-		      md->slot, ret, want);
+		CHECK(write_ret_ok(md, want, ret), "slot %d: feed returned %d, "
+		      "want %d", md->slot, ret, want);
 		if (ret == 0)
 			bytes_add(&md->fed, buf, len);
 		CHECK(API(iou_fed(md->s)) == md->fed.len, "slot %d: iou_fed",
@@ -708,8 +824,8 @@ static void do_write(struct model *md, unsigned p, size_t len, unsigned seed)
 		ret = API(iou_write_all(md->s, buf, len, write_cb, md));
 	TRACE("  slot %d: write%s %zu -> %d\n", md->slot, kind ? "_all" : "",
 	      len, ret);
-	CHECK(ret == want, "slot %d: write returned %d, want %d", md->slot,
-	      ret, want);
+	CHECK(write_ret_ok(md, want, ret), "slot %d: write returned %d, want "
+	      "%d", md->slot, ret, want);
 	if (ret < 0) {
 		free(buf);
 		return;
@@ -727,7 +843,8 @@ static void close_cb(iou_stream *s, void *ud)
 	CHECK(!in_api, "slot %d: close callback inside an API call", md->slot);
 	CHECK(md->s == s && md->closing, "close callback of a stream not "
 	      "closing");
-	CHECK(md->outstanding == 0 && md->rk == R_NONE && md->wq_n == 0,
+	CHECK(md->outstanding == 0 && md->rk == R_NONE && md->wq_n == 0 &&
+		      md->fwd_in == 0,
 	      "slot %d: close callback before %u other callbacks", md->slot,
 	      md->outstanding);
 	md->s = NULL;
@@ -833,7 +950,7 @@ static void do_take(struct model *md, size_t cap)
 		return;
 	}
 	CHECK(ret == (ssize_t)(cap < b ? cap : b) &&
-		      peer_bytes(md, scratch, (size_t)ret),
+		      (md->rx_desync || peer_bytes(md, scratch, (size_t)ret)),
 	      "slot %d: take_buffer(%zu) with %zu buffered: %zd, or other "
 	      "bytes", md->slot, cap, b, ret);
 	md->cons += (size_t)ret;
@@ -879,7 +996,7 @@ static void check_settled(void)
 		struct model *md = &m[k];
 		size_t b, want;
 
-		if (!md->s || md->closing)
+		if (!md->s || md->closing || md->rx_desync || md->rk == R_FWD)
 			continue;
 		b = iou_buffered(md->s);
 		CHECK(b <= md->max_buffered && b <= avail(md),
@@ -949,6 +1066,14 @@ static void step_read(struct model *md, unsigned op)
 		break;
 	}
 	default:
+		if (p & 0x20) {
+			struct model *to = &m[u8() % nslots];
+
+			n = 1 + u16() % 12000;
+			if (to->s)
+				issue_forward(md, to, n);
+			break;
+		}
 		n = 1 + u16() % 12000;
 		issue(md, R_INTO, n, NULL, 0, 0, cic);
 		break;
@@ -1046,7 +1171,8 @@ static void run_steps(void)
 
 				TRACE("  slot %d: read_cancel -> %d\n", md->slot,
 				      ret);
-				CHECK(ret == (md->rk != R_NONE ? 0 : -ENOENT),
+				CHECK(ret == (md->rk != R_NONE ? 0 : -ENOENT) ||
+					      (md->rk == R_FWD && ret == -EBUSY),
 				      "slot %d: read_cancel returned %d", md->slot,
 				      ret);
 				if (ret == 0)
@@ -1096,7 +1222,7 @@ static void finish(void)
 		if (md->s && !md->closing && !md->peer_closed)
 			CHECK(md->wq_n == 0, "slot %d: %u writes never completed",
 			      k, md->wq_n);
-		if (md->s && !md->closing && !md->desync)
+		if (md->s && !md->closing && !md->desync && !md->fwd_in)
 			CHECK(md->got.len == md->exp.len || md->peer_closed,
 			      "slot %d: the peer got %zu bytes of %zu written", k,
 			      md->got.len, md->exp.len);
