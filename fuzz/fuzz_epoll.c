@@ -148,7 +148,7 @@ static iou_loop *loop;
 static struct model m[NSLOTS];
 static int nslots, opens, waits;
 static int in_api;         /* inside a call of the public API */
-static unsigned sndbuf_lib, sndbuf_peer;
+static unsigned sndbuf_lib, sndbuf_peer, pool_count;
 static unsigned char scratch[65536];
 
 #define API(call)                                                            \
@@ -993,6 +993,12 @@ static void settle(bool peer_reads)
  * stream that reads took what the peer sent, up to max_buffered. */
 static void check_settled(void)
 {
+	/* A pool of one buffer: the forwards' budget (a quarter, at least
+	 * one) is all of it, and a forward stalled behind a target whose
+	 * peer does not read starves every stream until that peer reads. */
+	for (int k = 0; k < nslots && pool_count == 1; k++)
+		if (m[k].s && m[k].rk == R_FWD)
+			return;
 	for (int k = 0; k < nslots; k++) {
 		struct model *md = &m[k];
 		size_t b, want;
@@ -1279,6 +1285,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.backend = IOU_BACKEND_EPOLL;
 	o.buf_size = 64 + (b0 | (b1 & 0xf0) << 4) % 4033;
 	o.buf_count = 1u << (b1 % 5);
+	pool_count = o.buf_count;
 	if (b1 & 8)
 		o.flags |= IOU_LOOP_NO_RECV_BUNDLE;
 	nslots = 1 + (b2 & 3) % NSLOTS;
