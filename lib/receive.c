@@ -121,7 +121,9 @@ void iou__recv_complete(struct iou__op *op, const struct iou__cqe_rec *cqe)
 		s->flags |= IOU__S_EOF;
 	else if (res < 0 && res != -ENOBUFS && res != -ECANCELED && !s->rd_err)
 		s->rd_err = res;
-	if (s->flags & IOU__S_CLOSING)
+	/* A graceful close discards what comes: its pending read gets
+	 * -ECANCELED (flush_progress), never the end of file. */
+	if (s->flags & (IOU__S_CLOSING | IOU__S_FLUSHING))
 		return;
 	if (s->read_kind != IOU__RD_NONE)
 		iou__read_progress(s);
@@ -458,8 +460,12 @@ void iou__held_release(iou_loop *loop, struct iou__held *h)
  * business. */
 void iou__read_deadline_passed(iou_stream *s)
 {
-	if (s->read_kind != IOU__RD_NONE && s->read_kind != IOU__RD_FORWARDING)
-		iou__read_fail(s, -ETIMEDOUT);
+	if (s->read_kind == IOU__RD_NONE || s->read_kind == IOU__RD_FORWARDING)
+		return;
+	/* Cancelled first (iou_read_cancel(), a graceful close): the
+	 * callback the application was promised. */
+	iou__read_fail(s, s->flags & (IOU__S_READ_CANCEL | IOU__S_FLUSHING)
+				  ? -ECANCELED : -ETIMEDOUT);
 }
 
 int iou_read_cancel(iou_stream *s)

@@ -764,6 +764,61 @@ START_TEST(test_close_graceful_cancels_read)
 }
 END_TEST
 
+/* ... also when the peer's end of file is what comes in first: the
+ * receive of a flushing stream discards, it serves no read (found by
+ * fuzz/fuzz_epoll.c: the read got 0). */
+START_TEST(test_close_graceful_read_not_served_by_eof)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rd r = { 0 };
+	int closed = 0;
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(iou_read(s, 16, rd_cb, &r), 0);
+	ck_assert_int_ge(tsp_turn(loop), 0); /* the receive is armed */
+	ck_assert_int_eq(r.calls, 0);
+	ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+	ck_assert_int_eq(iou_close_graceful(s, 0, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(t_run_until(loop, &r.calls, 2000), 0);
+	ck_assert_int_eq(r.res, -ECANCELED);
+	ck_assert_int_eq(t_run_until(loop, &closed, 2000), 0);
+	ck_assert_int_eq(r.calls, 1);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
+/* A read cancelled (iou_read_cancel(), a graceful close) whose deadline
+ * passes before the cancel took effect gets -ECANCELED, as promised, not
+ * -ETIMEDOUT (the same gap as above, for a deadline). */
+START_TEST(test_cancelled_read_past_deadline)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rd r = { 0 }, r2 = { 0 };
+	int closed = 0;
+	iou_stream *s;
+	int fd = tsp_open_pair(loop, NULL, &s);
+
+	ck_assert_int_eq(iou_stream_set_read_timeout(s, 1), 0);
+	ck_assert_int_eq(iou_read(s, 16, rd_cb, &r), 0);
+	ck_assert_int_eq(iou_read_cancel(s), 0);
+	usleep(20 * 1000); /* the deadline passes before the next turn */
+	ck_assert_int_eq(t_run_until(loop, &r.calls, 2000), 0);
+	ck_assert_int_eq(r.res, -ECANCELED);
+	ck_assert_int_eq(iou_read(s, 16, rd_cb, &r2), 0);
+	ck_assert_int_eq(iou_close_graceful(s, 0, tsp_count_close_cb, &closed), 0);
+	usleep(20 * 1000);
+	ck_assert_int_eq(t_run_until(loop, &r2.calls, 2000), 0);
+	ck_assert_int_eq(r2.res, -ECANCELED);
+	ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+	ck_assert_int_eq(t_run_until(loop, &closed, 2000), 0);
+	ck_assert_int_eq(r.calls + r2.calls, 2);
+	close(fd);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 /* SHUT_WR sends the fed bytes before the FIN. */
 START_TEST(test_shutdown_wr_sends_fed_bytes)
 {
@@ -1667,6 +1722,8 @@ static Suite *lifetime_suite(void)
 	tcase_add_test(tc, test_close_graceful_lingers_until_peer_eof);
 	tcase_add_test(tc, test_close_graceful_deadline);
 	tcase_add_test(tc, test_close_graceful_cancels_read);
+	tcase_add_test(tc, test_close_graceful_read_not_served_by_eof);
+	tcase_add_test(tc, test_cancelled_read_past_deadline);
 	tcase_add_test(tc, test_shutdown_wr_sends_fed_bytes);
 	suite_add_tcase(s, tc);
 
