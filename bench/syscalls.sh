@@ -4,16 +4,17 @@
 # (strace -c stops it at every call and changes how much each call batches).
 #
 # For every configuration and server: the server is started pinned to CPU 0,
-# iou-bench (CPU 1) loads it for SYSCALLS_DURATION seconds, and perf stat
-# counts the server's syscalls during the middle of that run; the counts are
-# divided by the requests the client completed in the same time (its
-# requests/s x the counted time).  Prints one line per server and
-# configuration: all syscalls, then the ones that occur, per request.
+# perf stat starts counting its syscalls, iou-bench (CPU 1, no warm-up, so
+# that it counts every request) loads it for SYSCALLS_DURATION seconds, and
+# the counts are divided by the requests the client completed (the
+# connections' set-up is in the counts too: a few syscalls per connection).
+# Prints one line per server and configuration: all syscalls, then the ones
+# that occur, per request.
 #
 # Environment
 #   SYSCALLS_SERVERS   default "epoll-echo iou-echo-epoll uring-echo iou-echo"
 #   SYSCALLS_CONFIGS   default "c50 c1 c50x16k" (as bench/run.sh)
-#   SYSCALLS_DURATION  client seconds per run (default 4; counted: 2.5)
+#   SYSCALLS_DURATION  client seconds per run (default 3)
 #   SYSCALLS_ROUNDS    runs per server and configuration (default 1)
 #   IOU_BUILD          directory of the built tools/ and bench/ (default: here)
 # Needs perf with tracepoint access (Debian: linux-perf); without it, says so
@@ -24,9 +25,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd) || exit 1
 B=${IOU_BUILD:-$ROOT}
 SERVERS=${SYSCALLS_SERVERS:-"epoll-echo iou-echo-epoll uring-echo iou-echo"}
 CONFIGS=${SYSCALLS_CONFIGS:-"c50 c1 c50x16k"}
-DUR=${SYSCALLS_DURATION:-4}
+DUR=${SYSCALLS_DURATION:-3}
 ROUNDS=${SYSCALLS_ROUNDS:-1}
-COUNTED=2.5
 EVENTS=raw_syscalls:sys_enter
 for sc in recvmsg read recvfrom sendto sendmsg write epoll_wait epoll_ctl io_uring_enter; do
 	EVENTS="$EVENTS,syscalls:sys_enter_$sc"
@@ -76,27 +76,29 @@ one() { # server: prints its line
 		kill "$SPID" 2>/dev/null
 		return
 	fi
+	perf stat -x, -e "$EVENTS" -p "$SPID" -o "$TMP/perf" &
+	ppid=$!
+	sleep 0.3 # perf attached
 	$PIN_C "$B/tools/iou-bench" -p "$port" -c "$C" -l "$L" -P "$P" -d "$DUR" \
-		--warmup 0.5 --json >"$TMP/json" 2>/dev/null &
-	cpid=$!
-	sleep 1
-	perf stat -x, -e "$EVENTS" -p "$SPID" -- sleep "$COUNTED" 2>"$TMP/perf" >/dev/null
-	wait "$cpid" || FAILED=1
+		--warmup 0 --json >"$TMP/json" 2>/dev/null || FAILED=1
+	kill -INT "$ppid" 2>/dev/null
+	wait "$ppid" 2>/dev/null
 	kill "$SPID" 2>/dev/null
 	wait "$SPID" 2>/dev/null
 	SPID=
 	rps=$(sed -n 's/.*"rps":\([0-9.]*\).*/\1/p' "$TMP/json" | tail -n 1)
-	if [ -z "$rps" ]; then
+	req=$(sed -n 's/.*"requests":\([0-9]*\).*/\1/p' "$TMP/json" | tail -n 1)
+	if [ -z "$rps" ] || [ -z "$req" ]; then
 		echo "$1: client failed"
 		FAILED=1
 		return
 	fi
-	awk -F, -v srv="$1" -v rps="$rps" -v t="$COUNTED" '
+	awk -F, -v srv="$1" -v rps="$rps" -v req="$req" '
 		$1 ~ /^[0-9]+$/ {
 			name = $3
 			sub(/^raw_syscalls:sys_enter$/, "all", name)
 			sub(/^syscalls:sys_enter_/, "", name)
-			if ($1 > 0) out = out sprintf(" %s=%.3f", name, $1 / (rps * t))
+			if ($1 > 0) out = out sprintf(" %s=%.3f", name, $1 / req)
 		}
 		END { printf "%-15s %8.0f req/s%s\n", srv, rps, out }' "$TMP/perf"
 }
