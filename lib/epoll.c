@@ -90,7 +90,8 @@ struct ep_fd {
 	bool stashed : 1;       /* stash holds a byte read past a receive's
 				   limit, the next receive's first */
 	unsigned char stash;
-	uint8_t rd_bufs;        /* buffers to offer a read (0: 2) */
+	uint8_t rd_bufs;        /* buffers to offer a read (0: RECV_IOV, as
+				   for the first, like a bundle) */
 };
 
 /* An idle connection costs a record and an fd entry: 72 bytes with these
@@ -389,8 +390,8 @@ static bool run_recv(struct iou__ep *ep, struct ep_fd *f, struct ep_op *e)
 	 * kernel time to import and to walk (16 of them: 6% more per 16 KiB
 	 * read than 1). */
 	n = b->bundle ? (avail + 1) / 2 : 1;
-	if (n > (f->rd_bufs ? f->rd_bufs : 2u))
-		n = f->rd_bufs ? f->rd_bufs : 2u;
+	if (n > (f->rd_bufs ? f->rd_bufs : RECV_IOV))
+		n = f->rd_bufs ? f->rd_bufs : RECV_IOV;
 	if (e->u.recv.limit)
 		left = e->u.recv.limit - e->u.recv.got;
 	do { /* n >= 1 and left >= 1: at least one */
