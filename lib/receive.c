@@ -342,6 +342,13 @@ void iou__read_fail(iou_stream *s, int err)
 	uint8_t kind = s->read_kind;
 	void *ud = s->read_ud;
 
+	/* Cancelled first (iou_read_cancel(), a graceful close): whatever
+	 * ends the read now (its deadline, its forward's target closing, the
+	 * peer), the callback the application was promised.  A forward whose
+	 * bytes are on their way reports their send. */
+	if ((s->flags & (IOU__S_READ_CANCEL | IOU__S_FLUSHING)) &&
+	    kind != IOU__RD_FORWARDING)
+		err = -ECANCELED;
 	if (kind == IOU__RD_INTO) {
 		into_finish(s, err);
 	} else if (kind == IOU__RD_FORWARD || kind == IOU__RD_FORWARDING) {
@@ -462,10 +469,7 @@ void iou__read_deadline_passed(iou_stream *s)
 {
 	if (s->read_kind == IOU__RD_NONE || s->read_kind == IOU__RD_FORWARDING)
 		return;
-	/* Cancelled first (iou_read_cancel(), a graceful close): the
-	 * callback the application was promised. */
-	iou__read_fail(s, s->flags & (IOU__S_READ_CANCEL | IOU__S_FLUSHING)
-				  ? -ECANCELED : -ETIMEDOUT);
+	iou__read_fail(s, -ETIMEDOUT); /* -ECANCELED if cancelled first */
 }
 
 int iou_read_cancel(iou_stream *s)

@@ -1336,6 +1336,35 @@ START_TEST(test_rv_forward_write_timeout)
 }
 END_TEST
 
+/* A forward cancelled before its target closed (in the same turn) reports
+ * the cancel, not the target's close.  Failed before: -IOU_ECLOSED (found
+ * by fuzz_epoll). */
+START_TEST(test_cancelled_forward_then_target_closed)
+{
+	iou_loop *loop = t_loop_create_or_skip(NULL);
+	struct rv_fwd f = { 0 };
+	iou_stream *a, *b;
+	int fa = tsp_open_pair(loop, NULL, &a);
+	int fb = tsp_open_pair(loop, NULL, &b);
+	int closed = 0;
+
+	/* b has work at the end of the turn before a has (its close fails
+	 * the forwards into it first) */
+	ck_assert_int_eq(iou_write(b, "x", 1, NULL, NULL), 0);
+	ck_assert_int_eq(iou_forward(a, b, 4096, rv_fwd_only, &f), 0);
+	ck_assert_int_eq(iou_read_cancel(a), 0);
+	ck_assert_int_eq(iou_close(b, tsp_count_close_cb, &closed), 0);
+	ck_assert_int_eq(t_run_until(loop, &f.calls, 2000), 0);
+	ck_assert_int_eq(f.res, -ECANCELED);
+	ck_assert_int_eq(t_run_until(loop, &closed, 2000), 0);
+	tsp_close_and_wait(loop, a);
+	ck_assert_int_eq(f.calls, 1);
+	close(fa);
+	close(fb);
+	t_loop_destroy(loop);
+}
+END_TEST
+
 /* The close callback of one stream closes a stream still connecting. */
 struct rv_cc {
 	iou_stream *up;
@@ -1676,6 +1705,7 @@ static TCase *review_tcase(void)
 	tcase_add_test(tc, test_rv_grace_cuts_starved_flushing_stream);
 	tcase_add_test(tc, test_rv_read_cancel_then_close);
 	tcase_add_test(tc, test_rv_forward_write_timeout);
+	tcase_add_test(tc, test_cancelled_forward_then_target_closed);
 	tcase_add_test(tc, test_rv_close_connecting_from_close_cb);
 	tcase_add_test(tc, test_rv_connect_deadline_and_close);
 	tcase_add_test(tc, test_rv_cut_during_flush);
