@@ -66,37 +66,8 @@
 #define MAX_OPS 4000
 #define MAX_BUNDLE 4
 
-static int verbose;
-
-#define TRACE(...)                                                           \
-	do {                                                                 \
-		if (verbose)                                                 \
-			fprintf(stderr, __VA_ARGS__);                        \
-	} while (0)
-
 /* ---- state -------------------------------------------------------------- */
 
-struct bytes {
-	unsigned char *p;
-	size_t len, cap;
-};
-
-static void bytes_add(struct bytes *b, const void *p, size_t n)
-{
-	if (!n)
-		return;
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-
-		while (cap < b->len + n)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		CHECK(b->p, "out of memory");
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, p, n);
-	b->len += n;
-}
 
 enum { K_NONE, K_READ, K_EXACTLY, K_PEEK, K_UNTIL, K_FWD };
 
@@ -1383,7 +1354,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	verbose = getenv("FUZZ_VERBOSE") != NULL;
 	return 0;
 }
 

@@ -55,37 +55,8 @@
 #define WQ 32            /* writes pending per stream */
 #define SETTLE_TURNS 2000
 
-static int verbose;
-
-#define TRACE(...)                                                           \
-	do {                                                                 \
-		if (verbose)                                                 \
-			fprintf(stderr, __VA_ARGS__);                        \
-	} while (0)
-
 /* ---- state -------------------------------------------------------------- */
 
-struct bytes {
-	unsigned char *p;
-	size_t len, cap;
-};
-
-static void bytes_add(struct bytes *b, const void *p, size_t n)
-{
-	if (!n)
-		return;
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 256;
-
-		while (cap < b->len + n)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		CHECK(b->p, "out of memory");
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, p, n);
-	b->len += n;
-}
 
 enum { R_NONE, R_READ, R_EXACTLY, R_PEEK, R_UNTIL, R_INTO, R_FWD };
 enum { W_SOME, W_ALL, W_DRAIN };
@@ -1265,7 +1236,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	verbose = getenv("FUZZ_VERBOSE") != NULL;
 	lines_init();
 	return 0;
 }
