@@ -27,6 +27,9 @@ static void conn_main(void *arg)
 	struct conn *c = arg;
 
 	c->ts->handler(c->s, c->ts->ud);
+	/* The close may outlive the task (a deadline, a cancel) and the
+	 * server cut the stream later: its on_cut must not find c. */
+	iou_stream_set_data(c->s, NULL);
 	iou_task_close(c->s, (int)c->ts->close_timeout_ms);
 	free(c);
 }
@@ -64,7 +67,8 @@ static void on_cut(iou_server *srv, iou_stream *s, int err, void *ud)
 	(void)srv;
 	(void)err;
 	(void)ud;
-	iou_task_cancel(c->task);
+	if (c) /* else its task is closing the stream, which the cut ends */
+		iou_task_cancel(c->task);
 }
 
 
